@@ -1,0 +1,1 @@
+"""Subcommands of the ``genesis`` CLI, one module each (see ``genesis.cli``)."""

@@ -1,0 +1,51 @@
+"""Shared argument helpers: stage settings arrive as one JSON object.
+
+Snakemake rules pass a config section with ``--settings {params.settings:q}``; a user can
+pass the same JSON inline or as ``@file.json``. The engine never reads Snakemake's config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from genesis.errors import ConfigError
+
+
+def parse_settings(text: str) -> dict[str, Any]:
+    """Parse ``--settings``: a JSON object, or ``@path`` to a JSON/YAML file."""
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise ConfigError(f"--settings file {path} does not exist")
+        raw = path.read_text()
+        if path.suffix in {".yaml", ".yml"}:
+            import yaml
+
+            value = yaml.safe_load(raw)
+        else:
+            value = _loads(raw, str(path))
+    else:
+        value = _loads(text, "--settings")
+    if not isinstance(value, dict):
+        raise ConfigError(f"--settings must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _loads(raw: str, where: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{where} is not valid JSON: {error}") from None
+
+
+def add_settings_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--settings",
+        type=parse_settings,
+        default={},
+        help=f"{what} as a JSON object, or @file.json / @file.yaml; keys as in the "
+        "matching section of config/config.yaml (see config/README.md)",
+    )
