@@ -1,0 +1,180 @@
+# Helpers shared by every rules file: config validation, paths, settings for the engine.
+import json
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../config/schema.yaml")
+
+DATA = Path(config["data"]["root"])
+RESULTS = Path(config["results"])
+SYNTHETIC = config["data"]["source"] == "synthetic"
+LUNA16 = DATA / "luna16"
+LIVER = DATA / "Task03_Liver"
+BRAIN = DATA / "Task01_BrainTumour"
+
+
+def data_path(*parts):
+    """A path under the data folder, as a string for Snakemake."""
+    return str(DATA.joinpath(*map(str, parts)))
+
+
+def results_path(*parts):
+    """A path under the results folder, as a string for Snakemake."""
+    return str(RESULTS.joinpath(*map(str, parts)))
+
+
+def log_path(*parts):
+    """Logs live beside the results they explain, under results/logs/."""
+    return str(RESULTS.joinpath("logs", *map(str, parts)))
+
+
+def settings(section, **extra):
+    """JSON of one config section plus shared keys, passed to `genesis ... --settings`.
+
+    The engine validates the keys again (typed dataclasses), so a rule cannot smuggle a
+    misspelt setting past it.
+    """
+    value = dict(section)
+    value.update(extra)
+    return json.dumps(value, sort_keys=True)
+
+
+def shared_model_settings():
+    """Keys every training stage shares: model width and cube size."""
+    return {"width": config["model"]["width"], "cube_size": config["cube_size"]}
+
+
+# --- LUNA16 subsets --------------------------------------------------------------------
+
+
+def luna16_subsets(*roles):
+    """Subset numbers for the given roles (train/val/test), sorted and unique."""
+    return sorted({k for role in roles for k in config["luna16"]["subsets"][role]})
+
+
+def luna16_subset_dir(subset):
+    return data_path("luna16", f"subset{subset}")
+
+
+def own_data_splits():
+    """Splits of the user's own unlabelled scans that are configured (train/val)."""
+    own = config["own_data"]
+    return [split for split in ("train", "val") if own.get(split)]
+
+
+def pretrain_shards(role):
+    """Cube shards the pretraining of one role (train/val) reads."""
+    shards = []
+    if config["own_data"]["use_luna16"] or not own_data_splits():
+        shards += [results_path("cubes", f"subset{k}.npy") for k in luna16_subsets(role)]
+    if role in own_data_splits():
+        shards.append(results_path("cubes", f"own_{role}.npy"))
+    return shards
+
+
+# --- target tasks ----------------------------------------------------------------------
+
+
+def variant_of(init):
+    """`genesis` -> `all`; `genesis-nonlinear` -> `nonlinear`."""
+    return "all" if init == "genesis" else init.removeprefix("genesis-")
+
+
+def task_inits():
+    """Initialisations fine-tuned on every task: configured ones plus ablation variants."""
+    inits = list(config["tasks"]["inits"])
+    if "genesis" in inits:
+        inits += [f"genesis-{v}" for v in config["pretrain"]["variants"] if v != "all"]
+    if config["tasks"]["released_weights"] and "released" not in inits:
+        inits.append("released")
+    return inits
+
+
+def pretrain_variants():
+    """Variants to pretrain: those listed, plus `all` when `genesis` is fine-tuned."""
+    variants = list(config["pretrain"]["variants"])
+    if "genesis" in config["tasks"]["inits"] and "all" not in variants:
+        variants.insert(0, "all")
+    return variants
+
+
+def init_weights(wildcards):
+    """Weights a fine-tuning run starts from: none, our pretraining, or released ones."""
+    init = wildcards.init
+    if init == "scratch":
+        return []
+    if init == "released":
+        return [config["tasks"]["released_weights"]]
+    return [results_path("pretrain", variant_of(init), "weights.pt")]
+
+
+def task_data_inputs(wildcards):
+    """Raw data each task's preparation reads."""
+    if wildcards.task == "ncc":
+        subsets = luna16_subsets("train", "val", "test")
+        return {
+            "scans": [luna16_subset_dir(k) for k in subsets],
+            "candidates": data_path("luna16", "candidates_V2.csv"),
+        }
+    folder = {"lcs": LIVER, "bms": BRAIN}[wildcards.task]
+    return {"dataset": str(folder)}
+
+
+def task_split_file(wildcards):
+    """A versioned split in config/splits/ pins the cases; none means derive and write one."""
+    split = config["tasks"][wildcards.task]["split_file"]
+    return [split] if split else []
+
+
+def run_seed(run):
+    return config["tasks"]["seed"] + int(run)
+
+
+def run_dirs(task=None, init=None):
+    tasks = [task] if task else config["tasks"]["names"]
+    inits = [init] if init else task_inits()
+    return [
+        results_path("finetune", t, i, f"run{k}")
+        for t in tasks
+        for i in inits
+        for k in range(config["tasks"]["runs"])
+    ]
+
+
+def all_metrics():
+    return [str(Path(run, "metrics.json")) for run in run_dirs()]
+
+
+# --- final targets ---------------------------------------------------------------------
+
+
+def final_targets():
+    targets = [
+        results_path("tables", "target_tasks.md"),
+        results_path("figures", "transform_gallery.png"),
+        results_path("figures", "pretraining_loss.png"),
+        results_path("figures", "target_tasks.png"),
+    ]
+    targets += [results_path("figures", f"curves_{t}.png") for t in config["tasks"]["names"]]
+    targets += [
+        results_path("figures", f"segmentation_{t}.png")
+        for t in config["tasks"]["names"]
+        if t != "ncc"
+    ]
+    if ablation_ran():
+        targets += [results_path("tables", "ablation.md"), results_path("figures", "ablation.png")]
+    if config["reports"]["notebooks"]:
+        targets += [results_path("reports", f"{name}.html") for name in report_notebooks()]
+    return targets
+
+
+def ablation_ran():
+    return any(v != "all" for v in config["pretrain"]["variants"])
+
+
+def report_notebooks():
+    names = ["pretraining", "summary"]
+    names += [f"target_task_{t}" for t in config["tasks"]["names"]]
+    return names

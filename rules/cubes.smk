@@ -1,0 +1,46 @@
+# Stage 2, cubes: the paper's pretraining inputs, cut from each LUNA16 subset (or from the
+# user's own unlabelled scans) into compact float16 shards with a manifest.
+
+
+rule extract_cubes:
+    input:
+        luna16_subset_dir("{subset}"),
+    output:
+        shard=results_path("cubes", "subset{subset}.npy"),
+        manifest=results_path("cubes", "subset{subset}.csv"),
+    params:
+        settings=settings(config["cubes"], cube_size=config["cube_size"]),
+        seed=config["seed"],
+        split=lambda wc: "val" if int(wc.subset) in config["luna16"]["subsets"]["val"] else "train",
+    log:
+        log_path("cubes", "subset{subset}.log"),
+    threads: 1
+    conda:
+        "../envs/engine.yaml"
+    shell:
+        "genesis cubes --inputs {input} --output {output.shard} --split {params.split}"
+        " --modality ct --seed {params.seed} --settings {params.settings:q} > {log} 2>&1"
+
+
+rule extract_own_cubes:
+    input:
+        lambda wc: config["own_data"][wc.split],
+    output:
+        shard=results_path("cubes", "own_{split}.npy"),
+        manifest=results_path("cubes", "own_{split}.csv"),
+    wildcard_constraints:
+        split="train|val",
+    params:
+        settings=settings(config["cubes"], cube_size=config["cube_size"]),
+        seed=config["seed"],
+        modality=config["own_data"]["modality"],
+        skip_bad="--skip-bad" if config["own_data"]["skip_bad"] else "",
+    log:
+        log_path("cubes", "own_{split}.log"),
+    threads: 1
+    conda:
+        "../envs/engine.yaml"
+    shell:
+        "genesis cubes --inputs {input} --output {output.shard} --split {wildcards.split}"
+        " --modality {params.modality} --seed {params.seed} {params.skip_bad}"
+        " --settings {params.settings:q} > {log} 2>&1"

@@ -1,0 +1,31 @@
+# Stage 3, pretraining: learn to restore transformed cubes (one model per variant).
+
+
+rule pretrain:
+    input:
+        train=pretrain_shards("train"),
+        val=pretrain_shards("val"),
+    output:
+        weights=results_path("pretrain", "{variant}", "weights.pt"),
+        safetensors=results_path("pretrain", "{variant}", "weights.safetensors"),
+        provenance=results_path("pretrain", "{variant}", "weights.json"),
+        metrics=results_path("pretrain", "{variant}", "metrics.csv"),
+    wildcard_constraints:
+        variant="all|nonlinear|local_shuffle|inpainting|outpainting",
+    params:
+        settings=settings(config["pretrain"]["settings"], **shared_model_settings()),
+        seed=config["seed"],
+        gpus=config["pretrain"]["gpus"],
+        output_dir=lambda wc: results_path("pretrain", wc.variant),
+    log:
+        log_path("pretrain", "{variant}.log"),
+    threads: config["pretrain"]["threads"]
+    resources:
+        gpu=config["pretrain"]["gpus"],
+    conda:
+        "../envs/engine.yaml"
+    shell:
+        "genesis pretrain --train {input.train} --val {input.val}"
+        " --output-dir {params.output_dir} --variant {wildcards.variant}"
+        " --seed {params.seed} --threads {threads} --gpus {params.gpus}"
+        " --settings {params.settings:q} > {log} 2>&1"

@@ -1,0 +1,253 @@
+# Stage 5, paper outputs: tables with significance, figures, notebook reports.
+# Everything here reads files under results/ only.
+
+
+rule provenance:
+    output:
+        results_path("provenance.json"),
+    params:
+        config=json.dumps(config, sort_keys=True),
+    log:
+        log_path("report", "provenance.log"),
+    threads: 1
+    conda:
+        "../envs/engine.yaml"
+    shell:
+        "genesis provenance --resolved-config {params.config:q} --output {output} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        summary=rules.aggregate.output[0],
+        published="config/published.csv",
+        provenance=rules.provenance.output[0],
+    output:
+        csv=results_path("tables", "target_tasks.csv"),
+        md=report(
+            results_path("tables", "target_tasks.md"),
+            caption="../report/target_tasks_table.rst",
+            category="5. Target tasks",
+            subcategory="Tables",
+        ),
+        tex=results_path("tables", "target_tasks.tex"),
+        ablation=results_path("tables", "ablation.md") if ablation_ran() else [],
+    params:
+        output_dir=results_path("tables"),
+        seeds=lambda wc: json.dumps(
+            {
+                "data": config["seed"],
+                "runs": [run_seed(k) for k in range(config["tasks"]["runs"])],
+            }
+        ),
+    log:
+        log_path("report", "tables.log"),
+    threads: 1
+    conda:
+        "../envs/engine.yaml"
+    shell:
+        "genesis tables --summary {input.summary} --published {input.published}"
+        " --provenance {input.provenance} --seeds {params.seeds:q}"
+        " --output-dir {params.output_dir} > {log} 2>&1"
+
+
+rule figure_gallery:
+    input:
+        results_path("cubes", f"subset{luna16_subsets('val')[0]}.npy"),
+    output:
+        png=report(
+            results_path("figures", "transform_gallery.png"),
+            caption="../report/transform_gallery.rst",
+            category="2. Cubes and transformations",
+        ),
+        pdf=results_path("figures", "transform_gallery.pdf"),
+    params:
+        stem=results_path("figures", "transform_gallery"),
+        seed=config["seed"],
+    log:
+        log_path("report", "figure_gallery.log"),
+    threads: 1
+    conda:
+        "../envs/engine.yaml"
+    shell:
+        "genesis figures gallery --cubes {input} --output {params.stem}"
+        " --seed {params.seed} > {log} 2>&1"
+
+
+rule figure_pretraining:
+    input:
+        expand(results_path("pretrain", "{variant}", "metrics.csv"), variant=pretrain_variants()),
+    output:
+        png=report(
+            results_path("figures", "pretraining_loss.png"),
+            caption="../report/pretraining_loss.rst",
+            category="3. Pretraining",
+        ),
+        pdf=results_path("figures", "pretraining_loss.pdf"),
+    params:
+        stem=results_path("figures", "pretraining_loss"),
+    log:
+        log_path("report", "figure_pretraining.log"),
+    threads: 1
+    conda:
+        "../envs/engine.yaml"
+    shell:
+        "genesis figures pretraining --metrics {input} --output {params.stem} > {log} 2>&1"
+
+
+rule figure_tasks:
+    input:
+        summary=rules.aggregate.output[0],
+        published="config/published.csv",
+    output:
+        png=report(
+            results_path("figures", "target_tasks.png"),
+            caption="../report/target_tasks.rst",
+            category="5. Target tasks",
+            subcategory="Figures",
+        ),
+        pdf=results_path("figures", "target_tasks.pdf"),
+    params:
+        stem=results_path("figures", "target_tasks"),
+    log:
+        log_path("report", "figure_tasks.log"),
+    threads: 1
+    conda:
+        "../envs/engine.yaml"
+    shell:
+        "genesis figures tasks --summary {input.summary} --published {input.published}"
+        " --output {params.stem} > {log} 2>&1"
+
+
+rule figure_curves:
+    input:
+        lambda wc: [str(Path(run, "curves.csv")) for run in run_dirs(task=wc.task)],
+    output:
+        png=report(
+            results_path("figures", "curves_{task}.png"),
+            caption="../report/curves.rst",
+            category="5. Target tasks",
+            subcategory="Learning curves",
+        ),
+        pdf=results_path("figures", "curves_{task}.pdf"),
+    params:
+        stem=lambda wc: results_path("figures", f"curves_{wc.task}"),
+        runs_root=results_path("finetune"),
+    log:
+        log_path("report", "figure_curves_{task}.log"),
+    threads: 1
+    conda:
+        "../envs/engine.yaml"
+    shell:
+        "genesis figures curves --task {wildcards.task} --runs-root {params.runs_root}"
+        " --output {params.stem} > {log} 2>&1"
+
+
+rule figure_segmentations:
+    input:
+        lambda wc: [str(Path(run, "metrics.json")) for run in run_dirs(task=wc.task)],
+        tasks=results_path("tasks", "{task}"),
+    output:
+        png=report(
+            results_path("figures", "segmentation_{task}.png"),
+            caption="../report/segmentation.rst",
+            category="5. Target tasks",
+            subcategory="Segmentations",
+        ),
+        pdf=results_path("figures", "segmentation_{task}.pdf"),
+    wildcard_constraints:
+        task="lcs|bms",
+    params:
+        stem=lambda wc: results_path("figures", f"segmentation_{wc.task}"),
+        runs_root=results_path("finetune"),
+        tasks_root=results_path("tasks"),
+    log:
+        log_path("report", "figure_segmentations_{task}.log"),
+    threads: 1
+    conda:
+        "../envs/engine.yaml"
+    shell:
+        "genesis figures segmentations --task {wildcards.task} --runs-root {params.runs_root}"
+        " --tasks-root {params.tasks_root} --output {params.stem} > {log} 2>&1"
+
+
+rule figure_ablation:
+    input:
+        rules.aggregate.output[0],
+    output:
+        png=report(
+            results_path("figures", "ablation.png"),
+            caption="../report/ablation.rst",
+            category="6. Ablation",
+        ),
+        pdf=results_path("figures", "ablation.pdf"),
+    params:
+        stem=results_path("figures", "ablation"),
+    log:
+        log_path("report", "figure_ablation.log"),
+    threads: 1
+    conda:
+        "../envs/engine.yaml"
+    shell:
+        "genesis figures ablation --summary {input} --output {params.stem} > {log} 2>&1"
+
+
+def notebook_inputs(wildcards):
+    """A report notebook runs after the files it reads exist."""
+    inputs = [rules.tables.output.md, rules.figure_pretraining.output.png]
+    if wildcards.name == "pretraining":
+        return inputs + [rules.figure_gallery.output.png]
+    if wildcards.name.startswith("target_task_"):
+        task = wildcards.name.removeprefix("target_task_")
+        return inputs + [str(Path(run, "per_case.csv")) for run in run_dirs(task=task)]
+    return inputs + [rules.figure_tasks.output.png]
+
+
+def notebook_source(wildcards):
+    name = "target_task" if wildcards.name.startswith("target_task_") else wildcards.name
+    return f"notebooks/{name}.ipynb"
+
+
+def notebook_parameters(wildcards):
+    if wildcards.name.startswith("target_task_"):
+        return "-p task " + wildcards.name.removeprefix("target_task_")
+    return ""
+
+
+rule notebook:
+    input:
+        notebook=notebook_source,
+        results=notebook_inputs,
+    output:
+        results_path("reports", "{name}.ipynb"),
+    params:
+        results=str(RESULTS),
+        parameters=notebook_parameters,
+    log:
+        log_path("report", "notebook_{name}.log"),
+    threads: 1
+    resources:
+        notebook_kernels=1,
+    conda:
+        "../envs/reports.yaml"
+    shell:
+        "papermill {input.notebook} {output} -k python3 --start-timeout 180"
+        " -p results_dir {params.results} {params.parameters} > {log} 2>&1"
+
+
+rule notebook_html:
+    input:
+        rules.notebook.output[0],
+    output:
+        report(
+            results_path("reports", "{name}.html"),
+            caption="../report/notebook.rst",
+            category="7. Notebook reports",
+        ),
+    log:
+        log_path("report", "notebook_html_{name}.log"),
+    threads: 1
+    conda:
+        "../envs/reports.yaml"
+    shell:
+        "jupyter nbconvert --to html --no-input --output-dir $(dirname {output})"
+        " {input} > {log} 2>&1"

@@ -1,0 +1,82 @@
+"""Target-task metrics: IoU and Dice of binary masks, ROC AUC of candidate scores.
+
+Masks may be numpy arrays or torch tensors of any shape; anything non-zero counts as
+foreground, so callers threshold probabilities first (``prob >= 0.5``). Both overlap
+metrics return 1.0 when prediction and target are both empty: the prediction is exactly
+right, and scoring it 0 (or NaN) would punish a correct answer on a tumour-free case and
+make a mean over cases undefined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from genesis.errors import InputError
+
+
+def _as_bool(mask: Any) -> np.ndarray:
+    """A numpy bool view of a mask given as numpy, torch or nested sequences."""
+    if hasattr(mask, "detach"):  # torch.Tensor, without importing torch here
+        mask = mask.detach().cpu().numpy()
+    return np.asarray(mask) != 0
+
+
+def _counts(pred: Any, target: Any) -> tuple[int, int, int]:
+    """(intersection, |pred|, |target|) of two masks of the same shape."""
+    p, t = _as_bool(pred), _as_bool(target)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction shape {p.shape} differs from target shape {t.shape}")
+    return int(np.count_nonzero(p & t)), int(np.count_nonzero(p)), int(np.count_nonzero(t))
+
+
+def iou(pred: Any, target: Any) -> float:
+    """Intersection over union |P ∩ T| / |P ∪ T|; 1.0 when both masks are empty."""
+    inter, n_pred, n_target = _counts(pred, target)
+    union = n_pred + n_target - inter
+    return 1.0 if union == 0 else inter / union
+
+
+def dice(pred: Any, target: Any) -> float:
+    """Dice coefficient 2|P ∩ T| / (|P| + |T|); 1.0 when both masks are empty."""
+    inter, n_pred, n_target = _counts(pred, target)
+    total = n_pred + n_target
+    return 1.0 if total == 0 else 2.0 * inter / total
+
+
+def overlap_counts(pred: Any, target: Any) -> tuple[int, int, int]:
+    """(intersection, |pred|, |target|), for pooling IoU over many volumes."""
+    return _counts(pred, target)
+
+
+def pooled_iou(counts: Sequence[tuple[int, int, int]]) -> float:
+    """IoU of all volumes taken together (sums of counts), 1.0 when everything is empty."""
+    inter = sum(c[0] for c in counts)
+    union = sum(c[1] + c[2] - c[0] for c in counts)
+    return 1.0 if union == 0 else inter / union
+
+
+def roc_auc(labels: Any, scores: Any) -> float:
+    """Area under the ROC curve (scikit-learn), with a clear error for one-class labels.
+
+    Raises:
+        InputError: when labels and scores differ in length, scores are not finite, or the
+            labels hold only one class (AUC is undefined then; a test split without
+            positives is a data-preparation problem worth stopping for).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels).reshape(-1)
+    s = np.asarray(scores, dtype=float).reshape(-1)
+    if y.shape != s.shape:
+        raise InputError(None, f"ROC AUC: {y.size} labels but {s.size} scores")
+    if not np.all(np.isfinite(s)):
+        raise InputError(None, f"ROC AUC: {int(np.sum(~np.isfinite(s)))} scores are NaN "
+                         "or infinite")
+    classes = np.unique(y)
+    if classes.size != 2:
+        raise InputError(None, f"ROC AUC needs both classes among the labels, got only "
+                         f"{classes.tolist()} in {y.size} labels")
+    return float(roc_auc_score(y, s))

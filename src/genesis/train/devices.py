@@ -1,0 +1,157 @@
+"""GPU leases: concurrent jobs on one machine land on different GPUs.
+
+Snakemake's ``--resources gpu=N`` only counts GPUs; it never says *which* GPU a job gets,
+and it does not set ``CUDA_VISIBLE_DEVICES``. So each training process leases one GPU
+itself: it takes a non-blocking exclusive ``flock`` on one of the files
+``gpu{i}.lock`` in a lock folder and uses ``cuda:i`` while it holds it. The kernel drops
+an ``flock`` when its process dies, even on SIGKILL or OOM-kill, so a killed job never
+leaves a GPU reserved. Under ``torchrun`` every rank leases its own GPU the same way.
+
+Rules, in order:
+
+1. No CUDA: use the CPU and say so in the log.
+2. ``CUDA_VISIBLE_DEVICES`` already set (SLURM, a user, a container runtime): the scheduler
+   has chosen the GPUs, so take no lock and use ``cuda:0`` of the visible set (under
+   ``torchrun``, ``cuda:LOCAL_RANK``). Leasing across GPUs the process cannot see would
+   collide with other jobs' numbering.
+3. Otherwise lease slot ``i`` among N slots, N = ``slots`` argument, else
+   ``$GENESIS_GPU_SLOTS``, else ``torch.cuda.device_count()``. All busy: poll until a slot
+   frees up or ``timeout`` seconds have passed.
+
+Library code never sets ``CUDA_VISIBLE_DEVICES``: it would break other code in the same
+process that already initialised CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import torch
+
+from genesis.errors import ConfigError, GenesisError
+
+log = logging.getLogger(__name__)
+
+LOCK_DIR_ENV = "GENESIS_GPU_LOCK_DIR"
+SLOTS_ENV = "GENESIS_GPU_SLOTS"
+TIMEOUT_ENV = "GENESIS_GPU_LEASE_TIMEOUT"
+
+
+class LeaseTimeout(GenesisError):
+    """Every GPU slot stayed busy for longer than the lease timeout."""
+
+
+def default_lock_dir() -> Path:
+    """``$GENESIS_GPU_LOCK_DIR``, else a per-user folder in /tmp (shared by all jobs)."""
+    configured = os.environ.get(LOCK_DIR_ENV)
+    return Path(configured) if configured else Path(f"/tmp/genesis-gpu-locks-{os.getuid()}")
+
+
+def default_timeout() -> float:
+    """``$GENESIS_GPU_LEASE_TIMEOUT`` seconds, else one hour."""
+    return float(os.environ.get(TIMEOUT_ENV, 3600))
+
+
+@contextlib.contextmanager
+def lease_device(
+    slots: int | None = None,
+    lock_dir: Path | None = None,
+    *,
+    timeout: float | None = None,
+    poll_seconds: float = 2.0,
+    cuda_available: bool | None = None,
+    device_count: Callable[[], int] | int | None = None,
+) -> Iterator[torch.device]:
+    """Hold a GPU for the duration of the ``with`` block and yield its ``torch.device``.
+
+    ``cuda_available`` and ``device_count`` exist so tests can fake GPUs on a CPU machine.
+    """
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if not cuda_available:
+        log.info("no CUDA device available: running on the CPU")
+        yield torch.device("cpu")
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        index = int(os.environ.get("LOCAL_RANK", 0))
+        log.info("CUDA_VISIBLE_DEVICES=%s is set by the scheduler: using cuda:%d of the "
+                 "visible GPUs without a lease", visible, index)
+        yield torch.device("cuda", index)
+        return
+    count = _slot_count(slots, device_count)
+    folder = Path(lock_dir) if lock_dir is not None else default_lock_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    index, handle = _acquire(folder, count,
+                             default_timeout() if timeout is None else timeout, poll_seconds)
+    try:
+        log.info("leased GPU slot %d of %d (lock %s)", index, count, _lock_file(folder, index))
+        yield torch.device("cuda", index)
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _slot_count(slots: int | None, device_count: Callable[[], int] | int | None) -> int:
+    if device_count is None:
+        available = torch.cuda.device_count()
+    else:
+        available = device_count() if callable(device_count) else int(device_count)
+    if slots is None and os.environ.get(SLOTS_ENV):
+        try:
+            slots = int(os.environ[SLOTS_ENV])
+        except ValueError:
+            raise ConfigError(f"{SLOTS_ENV} must be an integer, got "
+                              f"{os.environ[SLOTS_ENV]!r}") from None
+    if slots is None:
+        slots = available
+    if slots < 1:
+        raise ConfigError(f"GPU slots must be at least 1, got {slots}")
+    if slots > available:
+        raise ConfigError(f"GPU slots ({slots}) exceed the {available} visible GPU(s)")
+    return slots
+
+
+def _lock_file(folder: Path, index: int) -> Path:
+    return folder / f"gpu{index}.lock"
+
+
+def _try_lock(folder: Path, index: int) -> IO[str] | None:
+    handle = open(_lock_file(folder, index), "a+")  # noqa: SIM115 - held past this function
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    # The pid is only a hint for a human looking at the folder; the lock is what counts.
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _acquire(folder: Path, count: int, timeout: float,
+             poll_seconds: float) -> tuple[int, IO[str]]:
+    deadline = time.monotonic() + timeout
+    waiting_logged = False
+    while True:
+        for index in range(count):
+            handle = _try_lock(folder, index)
+            if handle is not None:
+                return index, handle
+        if time.monotonic() >= deadline:
+            raise LeaseTimeout(f"all {count} GPU slot(s) in {folder} stayed busy for "
+                               f"{timeout:g} s; another job holds them")
+        if not waiting_logged:
+            log.info("all %d GPU slot(s) in %s are busy; waiting up to %g s",
+                     count, folder, timeout)
+            waiting_logged = True
+        time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))

@@ -1,0 +1,110 @@
+"""GPU leases on a CPU machine: fake slots, concurrent holders, killed holders."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from genesis.errors import ConfigError
+from genesis.train.devices import LeaseTimeout, lease_device
+
+FAKE = {"cuda_available": True, "device_count": 2}
+
+
+@pytest.fixture(autouse=True)
+def _no_scheduler_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CUDA_VISIBLE_DEVICES", "GENESIS_GPU_SLOTS", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_no_gpu_gives_cpu(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    with lease_device(lock_dir=tmp_path, cuda_available=False) as device:
+        assert device == torch.device("cpu")
+    assert "CPU" in caplog.text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_visible_devices_respected_without_lock(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    with lease_device(lock_dir=tmp_path, **FAKE) as device:
+        assert device == torch.device("cuda", 0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nested_leases_differ_then_time_out(tmp_path: Path) -> None:
+    with lease_device(lock_dir=tmp_path, **FAKE) as first, \
+            lease_device(lock_dir=tmp_path, **FAKE) as second:
+        assert {first.index, second.index} == {0, 1}
+        with pytest.raises(LeaseTimeout, match="2 GPU slot"), \
+                lease_device(lock_dir=tmp_path, timeout=0.2, poll_seconds=0.05, **FAKE):
+            pass
+    with lease_device(lock_dir=tmp_path, timeout=0, **FAKE) as again:
+        assert again.index == 0
+
+
+def test_slot_count_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENESIS_GPU_SLOTS", "1")
+    with lease_device(lock_dir=tmp_path, **FAKE) as device:
+        assert device.index == 0
+        with pytest.raises(LeaseTimeout), lease_device(lock_dir=tmp_path, timeout=0, **FAKE):
+            pass
+    with pytest.raises(ConfigError, match="exceed"):
+        with lease_device(slots=3, lock_dir=tmp_path, **FAKE):
+            pass
+
+
+def _hold(lock_dir: str, queue: mp.Queue, barrier: mp.Barrier) -> None:
+    with lease_device(lock_dir=Path(lock_dir), timeout=5, **FAKE) as device:
+        queue.put(device.index)
+        barrier.wait(timeout=30)  # both processes hold their lease at the same time
+
+
+def test_concurrent_processes_get_different_gpus(tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    queue, barrier = ctx.Queue(), ctx.Barrier(2)
+    workers = [ctx.Process(target=_hold, args=(str(tmp_path), queue, barrier))
+               for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    indices = sorted(queue.get(timeout=60) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert indices == [0, 1]
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from genesis.train.devices import lease_device
+    with lease_device(lock_dir=Path(sys.argv[1]), cuda_available=True, device_count=1) as d:
+        print(d.index, flush=True)
+        time.sleep(120)
+""")
+
+
+def test_killed_holder_frees_its_slot(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "0"
+        with pytest.raises(LeaseTimeout), lease_device(
+                lock_dir=tmp_path, timeout=0, cuda_available=True, device_count=1):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    with lease_device(lock_dir=tmp_path, timeout=0, cuda_available=True,
+                      device_count=1) as device:
+        assert device.index == 0
