@@ -61,7 +61,7 @@ def test_corrupt_latest_falls_back_to_previous(tmp_path: Path,
 def test_corrupt_without_previous_names_file(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(InputError, match="checkpoint.pt"):
+    with pytest.raises(InputError, match=r"checkpoint\.pt"):
         load_checkpoint(path)
 
 

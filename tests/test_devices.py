@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from genesis.errors import ConfigError
-from genesis.train.devices import LeaseTimeout, lease_device
+from genesis.train.devices import LeaseTimeoutError, lease_device
 
 FAKE = {"cuda_available": True, "device_count": 2}
 
@@ -45,7 +45,7 @@ def test_nested_leases_differ_then_time_out(tmp_path: Path) -> None:
     with lease_device(lock_dir=tmp_path, **FAKE) as first, \
             lease_device(lock_dir=tmp_path, **FAKE) as second:
         assert {first.index, second.index} == {0, 1}
-        with pytest.raises(LeaseTimeout, match="2 GPU slot"), \
+        with pytest.raises(LeaseTimeoutError, match="2 GPU slot"), \
                 lease_device(lock_dir=tmp_path, timeout=0.2, poll_seconds=0.05, **FAKE):
             pass
     with lease_device(lock_dir=tmp_path, timeout=0, **FAKE) as again:
@@ -56,11 +56,11 @@ def test_slot_count_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("GENESIS_GPU_SLOTS", "1")
     with lease_device(lock_dir=tmp_path, **FAKE) as device:
         assert device.index == 0
-        with pytest.raises(LeaseTimeout), lease_device(lock_dir=tmp_path, timeout=0, **FAKE):
+        with pytest.raises(LeaseTimeoutError), lease_device(lock_dir=tmp_path, timeout=0, **FAKE):
             pass
-    with pytest.raises(ConfigError, match="exceed"):
-        with lease_device(slots=3, lock_dir=tmp_path, **FAKE):
-            pass
+    with pytest.raises(ConfigError, match="exceed"), \
+            lease_device(slots=3, lock_dir=tmp_path, **FAKE):
+        pass
 
 
 def _hold(lock_dir: str, queue: mp.Queue, barrier: mp.Barrier) -> None:
@@ -99,7 +99,7 @@ def test_killed_holder_frees_its_slot(tmp_path: Path) -> None:
                               stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert holder.stdout.readline().strip() == "0"
-        with pytest.raises(LeaseTimeout), lease_device(
+        with pytest.raises(LeaseTimeoutError), lease_device(
                 lock_dir=tmp_path, timeout=0, cuda_available=True, device_count=1):
             pass
     finally:

@@ -44,7 +44,7 @@ SLOTS_ENV = "GENESIS_GPU_SLOTS"
 TIMEOUT_ENV = "GENESIS_GPU_LEASE_TIMEOUT"
 
 
-class LeaseTimeout(GenesisError):
+class LeaseTimeoutError(GenesisError):
     """Every GPU slot stayed busy for longer than the lease timeout."""
 
 
@@ -148,7 +148,7 @@ def _acquire(folder: Path, count: int, timeout: float,
             if handle is not None:
                 return index, handle
         if time.monotonic() >= deadline:
-            raise LeaseTimeout(f"all {count} GPU slot(s) in {folder} stayed busy for "
+            raise LeaseTimeoutError(f"all {count} GPU slot(s) in {folder} stayed busy for "
                                f"{timeout:g} s; another job holds them")
         if not waiting_logged:
             log.info("all %d GPU slot(s) in %s are busy; waiting up to %g s",
