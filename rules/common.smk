@@ -4,7 +4,6 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-
 validate(config, schema="../config/schema.yaml")
 
 DATA = Path(config["data"]["root"])
@@ -68,7 +67,9 @@ def pretrain_shards(role):
     """Cube shards the pretraining of one role (train/val) reads."""
     shards = []
     if config["own_data"]["use_luna16"] or not own_data_splits():
-        shards += [results_path("cubes", f"subset{k}.npy") for k in luna16_subsets(role)]
+        shards += [
+            results_path("cubes", f"subset{k}.npy") for k in luna16_subsets(role)
+        ]
     if role in own_data_splits():
         shards.append(results_path("cubes", f"own_{role}.npy"))
     return shards
@@ -157,16 +158,23 @@ def final_targets():
         results_path("figures", "pretraining_loss.png"),
         results_path("figures", "target_tasks.png"),
     ]
-    targets += [results_path("figures", f"curves_{t}.png") for t in config["tasks"]["names"]]
+    targets += [
+        results_path("figures", f"curves_{t}.png") for t in config["tasks"]["names"]
+    ]
     targets += [
         results_path("figures", f"segmentation_{t}.png")
         for t in config["tasks"]["names"]
         if t != "ncc"
     ]
     if ablation_ran():
-        targets += [results_path("tables", "ablation.md"), results_path("figures", "ablation.png")]
+        targets += [
+            results_path("tables", "ablation.md"),
+            results_path("figures", "ablation.png"),
+        ]
     if config["reports"]["notebooks"]:
-        targets += [results_path("reports", f"{name}.html") for name in report_notebooks()]
+        targets += [
+            results_path("reports", f"{name}.html") for name in report_notebooks()
+        ]
     return targets
 
 
@@ -178,3 +186,41 @@ def report_notebooks():
     names = ["pretraining", "summary"]
     names += [f"target_task_{t}" for t in config["tasks"]["names"]]
     return names
+
+
+# --- report helpers --------------------------------------------------------------------
+
+
+def output_stem(wildcards, output):
+    """Figures are written as STEM.png and STEM.pdf; the engine takes the stem."""
+    return str(Path(output.png).with_suffix(""))
+
+
+def notebook_inputs(wildcards):
+    """A report notebook runs after the files it reads exist."""
+    inputs = [
+        results_path("tables", "target_tasks.md"),
+        results_path("figures", "pretraining_loss.png"),
+    ]
+    if wildcards.name == "pretraining":
+        return [*inputs, results_path("figures", "transform_gallery.png")]
+    if wildcards.name.startswith("target_task_"):
+        task = wildcards.name.removeprefix("target_task_")
+        return [
+            *inputs,
+            *(str(Path(run, "per_case.csv")) for run in run_dirs(task=task)),
+        ]
+    return [*inputs, results_path("figures", "target_tasks.png")]
+
+
+def notebook_source(wildcards):
+    name = (
+        "target_task" if wildcards.name.startswith("target_task_") else wildcards.name
+    )
+    return f"notebooks/{name}.ipynb"
+
+
+def notebook_parameters(wildcards):
+    if wildcards.name.startswith("target_task_"):
+        return f"-p task {wildcards.name.removeprefix('target_task_')}"
+    return ""

@@ -8,15 +8,17 @@ rule extract_cubes:
     output:
         shard=results_path("cubes", "subset{subset}.npy"),
         manifest=results_path("cubes", "subset{subset}.csv"),
+    log:
+        log_path("cubes", "subset{subset}.log"),
+    conda:
+        "../envs/engine.yaml"
+    threads: 1
     params:
         settings=settings(config["cubes"], cube_size=config["cube_size"]),
         seed=config["seed"],
-        split=lambda wc: "val" if int(wc.subset) in config["luna16"]["subsets"]["val"] else "train",
-    log:
-        log_path("cubes", "subset{subset}.log"),
-    threads: 1
-    conda:
-        "../envs/engine.yaml"
+        split=lambda wc: (
+            "val" if int(wc.subset) in config["luna16"]["subsets"]["val"] else "train"
+        ),
     shell:
         "genesis cubes --inputs {input} --output {output.shard} --split {params.split}"
         " --modality ct --seed {params.seed} --settings {params.settings:q} > {log} 2>&1"
@@ -28,18 +30,18 @@ rule extract_own_cubes:
     output:
         shard=results_path("cubes", "own_{split}.npy"),
         manifest=results_path("cubes", "own_{split}.csv"),
+    log:
+        log_path("cubes", "own_{split}.log"),
     wildcard_constraints:
         split="train|val",
+    conda:
+        "../envs/engine.yaml"
+    threads: 1
     params:
         settings=settings(config["cubes"], cube_size=config["cube_size"]),
         seed=config["seed"],
         modality=config["own_data"]["modality"],
         skip_bad="--skip-bad" if config["own_data"]["skip_bad"] else "",
-    log:
-        log_path("cubes", "own_{split}.log"),
-    threads: 1
-    conda:
-        "../envs/engine.yaml"
     shell:
         "genesis cubes --inputs {input} --output {output.shard} --split {wildcards.split}"
         " --modality {params.modality} --seed {params.seed} {params.skip_bad}"

@@ -11,18 +11,18 @@ if SYNTHETIC:
             ),
             annotations=data_path("luna16", "annotations.csv"),
             candidates=data_path("luna16", "candidates_V2.csv"),
+        log:
+            log_path("data", "synthesize_luna16.log"),
+        conda:
+            "../envs/engine.yaml"
+        threads: 1
         params:
             settings=settings(
                 config["data"]["synthetic"]["luna16"],
                 subsets=luna16_subsets("train", "val", "test"),
             ),
             seed=config["seed"],
-            folder=str(LUNA16),
-        log:
-            log_path("data", "synthesize_luna16.log"),
-        threads: 1
-        conda:
-            "../envs/engine.yaml"
+            folder=lambda wc, output: Path(output.annotations).parent,
         shell:
             "genesis synth luna16 --output {params.folder} --seed {params.seed}"
             " --settings {params.settings:q} > {log} 2>&1"
@@ -30,14 +30,14 @@ if SYNTHETIC:
     rule synthesize_liver:
         output:
             directory(str(LIVER)),
+        log:
+            log_path("data", "synthesize_liver.log"),
+        conda:
+            "../envs/engine.yaml"
+        threads: 1
         params:
             settings=settings(config["data"]["synthetic"]["liver"]),
             seed=config["seed"],
-        log:
-            log_path("data", "synthesize_liver.log"),
-        threads: 1
-        conda:
-            "../envs/engine.yaml"
         shell:
             "genesis synth liver --output {output} --seed {params.seed}"
             " --settings {params.settings:q} > {log} 2>&1"
@@ -45,14 +45,14 @@ if SYNTHETIC:
     rule synthesize_brain:
         output:
             directory(str(BRAIN)),
+        log:
+            log_path("data", "synthesize_brain.log"),
+        conda:
+            "../envs/engine.yaml"
+        threads: 1
         params:
             settings=settings(config["data"]["synthetic"]["brain"]),
             seed=config["seed"],
-        log:
-            log_path("data", "synthesize_brain.log"),
-        threads: 1
-        conda:
-            "../envs/engine.yaml"
         shell:
             "genesis synth brain --output {output} --seed {params.seed}"
             " --settings {params.settings:q} > {log} 2>&1"
@@ -62,15 +62,15 @@ else:
     rule download_luna16_subset:
         output:
             directory(luna16_subset_dir("{subset}")),
-        params:
-            settings=settings(config["data"]["real"]["luna16"]),
-            root=str(DATA),
         log:
             log_path("data", "download_luna16_subset{subset}.log"),
-        threads: 1
         retries: 2
         conda:
             "../envs/engine.yaml"
+        threads: 1
+        params:
+            settings=settings(config["data"]["real"]["luna16"]),
+            root=str(DATA),
         shell:
             "genesis fetch luna16 --output {params.root} --files subset{wildcards.subset}.zip"
             " --settings {params.settings:q} > {log} 2>&1"
@@ -79,15 +79,15 @@ else:
         output:
             annotations=data_path("luna16", "annotations.csv"),
             candidates=data_path("luna16", "candidates_V2.csv"),
-        params:
-            settings=settings(config["data"]["real"]["luna16"]),
-            root=str(DATA),
         log:
             log_path("data", "download_luna16_tables.log"),
-        threads: 1
         retries: 2
         conda:
             "../envs/engine.yaml"
+        threads: 1
+        params:
+            settings=settings(config["data"]["real"]["luna16"]),
+            root=str(DATA),
         shell:
             "genesis fetch luna16 --output {params.root}"
             " --files annotations.csv candidates_V2.zip"
@@ -96,24 +96,27 @@ else:
     rule download_msd_task:
         output:
             directory(data_path("{msd_task}")),
-        wildcard_constraints:
-            msd_task="Task03_Liver|Task01_BrainTumour",
-        params:
-            dataset=lambda wc: {"Task03_Liver": "liver", "Task01_BrainTumour": "brain"}[
-                wc.msd_task
-            ],
-            settings=lambda wc: settings(
-                config["data"]["real"][
-                    {"Task03_Liver": "liver", "Task01_BrainTumour": "brain"}[wc.msd_task]
-                ]
-            ),
-            root=str(DATA),
         log:
             log_path("data", "download_{msd_task}.log"),
-        threads: 1
+        wildcard_constraints:
+            msd_task="Task03_Liver|Task01_BrainTumour",
         retries: 2
         conda:
             "../envs/engine.yaml"
+        threads: 1
+        params:
+            dataset=lambda wc: {
+                "Task03_Liver": "liver",
+                "Task01_BrainTumour": "brain",
+            }[wc.msd_task],
+            settings=lambda wc: settings(
+                config["data"]["real"][
+                    {"Task03_Liver": "liver", "Task01_BrainTumour": "brain"}[
+                        wc.msd_task
+                    ]
+                ]
+            ),
+            root=str(DATA),
         shell:
             "genesis fetch {params.dataset} --output {params.root}"
             " --settings {params.settings:q} > {log} 2>&1"

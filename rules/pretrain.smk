@@ -10,20 +10,20 @@ rule pretrain:
         safetensors=results_path("pretrain", "{variant}", "weights.safetensors"),
         provenance=results_path("pretrain", "{variant}", "weights.json"),
         metrics=results_path("pretrain", "{variant}", "metrics.csv"),
+    log:
+        log_path("pretrain", "{variant}.log"),
     wildcard_constraints:
         variant="all|nonlinear|local_shuffle|inpainting|outpainting",
+    conda:
+        "../envs/engine.yaml"
+    threads: config["pretrain"]["threads"]
+    resources:
+        gpu=config["pretrain"]["gpus"],
     params:
         settings=settings(config["pretrain"]["settings"], **shared_model_settings()),
         seed=config["seed"],
         gpus=config["pretrain"]["gpus"],
         output_dir=lambda wc: results_path("pretrain", wc.variant),
-    log:
-        log_path("pretrain", "{variant}.log"),
-    threads: config["pretrain"]["threads"]
-    resources:
-        gpu=config["pretrain"]["gpus"],
-    conda:
-        "../envs/engine.yaml"
     shell:
         "genesis pretrain --train {input.train} --val {input.val}"
         " --output-dir {params.output_dir} --variant {wildcards.variant}"

@@ -5,13 +5,13 @@
 rule provenance:
     output:
         results_path("provenance.json"),
-    params:
-        config=json.dumps(config, sort_keys=True),
     log:
         log_path("report", "provenance.log"),
-    threads: 1
     conda:
         "../envs/engine.yaml"
+    threads: 1
+    params:
+        config=json.dumps(config, sort_keys=True),
     shell:
         "genesis provenance --resolved-config {params.config:q} --output {output} > {log} 2>&1"
 
@@ -31,19 +31,19 @@ rule tables:
         ),
         tex=results_path("tables", "target_tasks.tex"),
         ablation=results_path("tables", "ablation.md") if ablation_ran() else [],
+    log:
+        log_path("report", "tables.log"),
+    conda:
+        "../envs/engine.yaml"
+    threads: 1
     params:
-        output_dir=results_path("tables"),
+        output_dir=lambda wc, output: Path(output.csv).parent,
         seeds=lambda wc: json.dumps(
             {
                 "data": config["seed"],
                 "runs": [run_seed(k) for k in range(config["tasks"]["runs"])],
             }
         ),
-    log:
-        log_path("report", "tables.log"),
-    threads: 1
-    conda:
-        "../envs/engine.yaml"
     shell:
         "genesis tables --summary {input.summary} --published {input.published}"
         " --provenance {input.provenance} --seeds {params.seeds:q}"
@@ -60,14 +60,14 @@ rule figure_gallery:
             category="2. Cubes and transformations",
         ),
         pdf=results_path("figures", "transform_gallery.pdf"),
-    params:
-        stem=results_path("figures", "transform_gallery"),
-        seed=config["seed"],
     log:
         log_path("report", "figure_gallery.log"),
-    threads: 1
     conda:
         "../envs/engine.yaml"
+    threads: 1
+    params:
+        stem=output_stem,
+        seed=config["seed"],
     shell:
         "genesis figures gallery --cubes {input} --output {params.stem}"
         " --seed {params.seed} > {log} 2>&1"
@@ -75,7 +75,10 @@ rule figure_gallery:
 
 rule figure_pretraining:
     input:
-        expand(results_path("pretrain", "{variant}", "metrics.csv"), variant=pretrain_variants()),
+        expand(
+            results_path("pretrain", "{variant}", "metrics.csv"),
+            variant=pretrain_variants(),
+        ),
     output:
         png=report(
             results_path("figures", "pretraining_loss.png"),
@@ -83,13 +86,13 @@ rule figure_pretraining:
             category="3. Pretraining",
         ),
         pdf=results_path("figures", "pretraining_loss.pdf"),
-    params:
-        stem=results_path("figures", "pretraining_loss"),
     log:
         log_path("report", "figure_pretraining.log"),
-    threads: 1
     conda:
         "../envs/engine.yaml"
+    threads: 1
+    params:
+        stem=output_stem,
     shell:
         "genesis figures pretraining --metrics {input} --output {params.stem} > {log} 2>&1"
 
@@ -106,13 +109,13 @@ rule figure_tasks:
             subcategory="Figures",
         ),
         pdf=results_path("figures", "target_tasks.pdf"),
-    params:
-        stem=results_path("figures", "target_tasks"),
     log:
         log_path("report", "figure_tasks.log"),
-    threads: 1
     conda:
         "../envs/engine.yaml"
+    threads: 1
+    params:
+        stem=output_stem,
     shell:
         "genesis figures tasks --summary {input.summary} --published {input.published}"
         " --output {params.stem} > {log} 2>&1"
@@ -129,14 +132,14 @@ rule figure_curves:
             subcategory="Learning curves",
         ),
         pdf=results_path("figures", "curves_{task}.pdf"),
-    params:
-        stem=lambda wc: results_path("figures", f"curves_{wc.task}"),
-        runs_root=results_path("finetune"),
     log:
         log_path("report", "figure_curves_{task}.log"),
-    threads: 1
     conda:
         "../envs/engine.yaml"
+    threads: 1
+    params:
+        stem=output_stem,
+        runs_root=results_path("finetune"),
     shell:
         "genesis figures curves --task {wildcards.task} --runs-root {params.runs_root}"
         " --output {params.stem} > {log} 2>&1"
@@ -154,17 +157,17 @@ rule figure_segmentations:
             subcategory="Segmentations",
         ),
         pdf=results_path("figures", "segmentation_{task}.pdf"),
-    wildcard_constraints:
-        task="lcs|bms",
-    params:
-        stem=lambda wc: results_path("figures", f"segmentation_{wc.task}"),
-        runs_root=results_path("finetune"),
-        tasks_root=results_path("tasks"),
     log:
         log_path("report", "figure_segmentations_{task}.log"),
-    threads: 1
+    wildcard_constraints:
+        task="lcs|bms",
     conda:
         "../envs/engine.yaml"
+    threads: 1
+    params:
+        stem=output_stem,
+        runs_root=results_path("finetune"),
+        tasks_root=lambda wc, input: Path(input.tasks).parent,
     shell:
         "genesis figures segmentations --task {wildcards.task} --runs-root {params.runs_root}"
         " --tasks-root {params.tasks_root} --output {params.stem} > {log} 2>&1"
@@ -180,37 +183,15 @@ rule figure_ablation:
             category="6. Ablation",
         ),
         pdf=results_path("figures", "ablation.pdf"),
-    params:
-        stem=results_path("figures", "ablation"),
     log:
         log_path("report", "figure_ablation.log"),
-    threads: 1
     conda:
         "../envs/engine.yaml"
+    threads: 1
+    params:
+        stem=output_stem,
     shell:
         "genesis figures ablation --summary {input} --output {params.stem} > {log} 2>&1"
-
-
-def notebook_inputs(wildcards):
-    """A report notebook runs after the files it reads exist."""
-    inputs = [rules.tables.output.md, rules.figure_pretraining.output.png]
-    if wildcards.name == "pretraining":
-        return inputs + [rules.figure_gallery.output.png]
-    if wildcards.name.startswith("target_task_"):
-        task = wildcards.name.removeprefix("target_task_")
-        return inputs + [str(Path(run, "per_case.csv")) for run in run_dirs(task=task)]
-    return inputs + [rules.figure_tasks.output.png]
-
-
-def notebook_source(wildcards):
-    name = "target_task" if wildcards.name.startswith("target_task_") else wildcards.name
-    return f"notebooks/{name}.ipynb"
-
-
-def notebook_parameters(wildcards):
-    if wildcards.name.startswith("target_task_"):
-        return "-p task " + wildcards.name.removeprefix("target_task_")
-    return ""
 
 
 rule notebook:
@@ -219,16 +200,16 @@ rule notebook:
         results=notebook_inputs,
     output:
         results_path("reports", "{name}.ipynb"),
-    params:
-        results=str(RESULTS),
-        parameters=notebook_parameters,
     log:
         log_path("report", "notebook_{name}.log"),
+    conda:
+        "../envs/reports.yaml"
     threads: 1
     resources:
         notebook_kernels=1,
-    conda:
-        "../envs/reports.yaml"
+    params:
+        results=lambda wc, output: Path(output[0]).parents[1],
+        parameters=notebook_parameters,
     shell:
         "papermill {input.notebook} {output} -k python3 --start-timeout 180"
         " -p results_dir {params.results} {params.parameters} > {log} 2>&1"
@@ -245,9 +226,9 @@ rule notebook_html:
         ),
     log:
         log_path("report", "notebook_html_{name}.log"),
-    threads: 1
     conda:
         "../envs/reports.yaml"
+    threads: 1
     shell:
         "jupyter nbconvert --to html --no-input --output-dir $(dirname {output})"
         " {input} > {log} 2>&1"

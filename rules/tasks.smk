@@ -8,20 +8,22 @@ rule prepare_task:
         split_file=task_split_file,
     output:
         directory(results_path("tasks", "{task}")),
+    log:
+        log_path("tasks", "prepare_{task}.log"),
     wildcard_constraints:
         task="ncc|lcs|bms",
+    conda:
+        "../envs/engine.yaml"
+    threads: 1
     params:
         settings=lambda wc: settings(
             config["tasks"][wc.task]["prepare"], cube_size=config["cube_size"]
         ),
         seed=config["seed"],
         data=lambda wc: {"ncc": LUNA16, "lcs": LIVER, "bms": BRAIN}[wc.task],
-        split_file=lambda wc, input: f"--split-file {input.split_file}" if input.split_file else "",
-    log:
-        log_path("tasks", "prepare_{task}.log"),
-    threads: 1
-    conda:
-        "../envs/engine.yaml"
+        split_file=lambda wc, input: (
+            f"--split-file {input.split_file}" if input.split_file else ""
+        ),
     shell:
         "genesis prepare {wildcards.task} --data {params.data} --output-dir {output}"
         " --seed {params.seed} {params.split_file} --settings {params.settings:q} > {log} 2>&1"
@@ -34,10 +36,17 @@ rule finetune:
     output:
         weights=results_path("finetune", "{task}", "{init}", "run{run}", "weights.pt"),
         curves=results_path("finetune", "{task}", "{init}", "run{run}", "curves.csv"),
+    log:
+        log_path("finetune", "{task}_{init}_run{run}.log"),
     wildcard_constraints:
         task="ncc|lcs|bms",
         init="scratch|released|genesis(-[a-z_]+)?",
         run=r"\d+",
+    conda:
+        "../envs/engine.yaml"
+    threads: config["tasks"]["threads"]
+    resources:
+        gpu=1,
     params:
         settings=lambda wc: settings(
             config["tasks"][wc.task]["finetune"], **shared_model_settings()
@@ -46,13 +55,6 @@ rule finetune:
         init=lambda wc: "genesis" if wc.init.startswith("genesis") else wc.init,
         weights=lambda wc, input: f"--weights {input.weights}" if input.weights else "",
         output_dir=lambda wc: results_path("finetune", wc.task, wc.init, f"run{wc.run}"),
-    log:
-        log_path("finetune", "{task}_{init}_run{run}.log"),
-    threads: config["tasks"]["threads"]
-    resources:
-        gpu=1,
-    conda:
-        "../envs/engine.yaml"
     shell:
         "genesis finetune --task {wildcards.task} --data {input.data} --init {params.init}"
         " {params.weights} --output-dir {params.output_dir} --seed {params.seed}"
@@ -65,23 +67,25 @@ rule evaluate:
         weights=rules.finetune.output.weights,
     output:
         metrics=results_path("finetune", "{task}", "{init}", "run{run}", "metrics.json"),
-        per_case=results_path("finetune", "{task}", "{init}", "run{run}", "per_case.csv"),
+        per_case=results_path(
+            "finetune", "{task}", "{init}", "run{run}", "per_case.csv"
+        ),
+    log:
+        log_path("evaluate", "{task}_{init}_run{run}.log"),
     wildcard_constraints:
         task="ncc|lcs|bms",
         init="scratch|released|genesis(-[a-z_]+)?",
         run=r"\d+",
+    conda:
+        "../envs/engine.yaml"
+    threads: config["tasks"]["threads"]
+    resources:
+        gpu=1,
     params:
         settings=lambda wc: settings(
             config["tasks"][wc.task]["evaluate"], **shared_model_settings()
         ),
         run_dir=lambda wc: results_path("finetune", wc.task, wc.init, f"run{wc.run}"),
-    log:
-        log_path("evaluate", "{task}_{init}_run{run}.log"),
-    threads: config["tasks"]["threads"]
-    resources:
-        gpu=1,
-    conda:
-        "../envs/engine.yaml"
     shell:
         "genesis evaluate --task {wildcards.task} --data {input.data}"
         " --run-dir {params.run_dir} --threads {threads}"
@@ -95,8 +99,8 @@ rule aggregate:
         results_path("finetune", "summary.csv"),
     log:
         log_path("finetune", "aggregate.log"),
-    threads: 1
     conda:
         "../envs/engine.yaml"
+    threads: 1
     shell:
         "genesis aggregate --metrics {input} --output {output} > {log} 2>&1"

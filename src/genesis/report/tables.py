@@ -38,6 +38,7 @@ TASK_NAMES = {
     "bms": "BMS (brain tumour segmentation, BraTS 2018)",
 }
 TASK_ORDER = ("ncc", "ncs", "ecc", "lcs", "bms")
+METRIC_LABELS = {"auc": "AUC", "iou": "IoU"}
 
 TABLE_COLUMNS = (
     "task", "metric", "init", "n", "mean_pct", "std_pct", "dice_mean_pct", "dice_std_pct",
@@ -236,7 +237,7 @@ def format_p(p_value: float) -> str:
 def _display_rows(table: pd.DataFrame, plus_minus: str) -> list[list[str]]:
     return [
         [
-            row.task.upper(), row.metric.upper(), row.init, str(row.n),
+            row.task.upper(), METRIC_LABELS.get(row.metric, row.metric), row.init, str(row.n),
             format_mean_std(row.mean_pct, row.std_pct, plus_minus),
             format_mean_std(row.dice_mean_pct, row.dice_std_pct, plus_minus),
             format_p(row.p_value),
@@ -267,9 +268,9 @@ def to_markdown(
         if others is not None and not others.empty:
             parts.append("## Published baselines not re-run here\n")
             parts.append(_markdown_grid(
-                ["Task", "Metric", "Initialisation", "Published (%)", "Source"],
-                [[r.task.upper(), r.metric.upper(), r.init,
-                  format_mean_std(r.mean, r.std), r.source] for r in others.itertuples()],
+                ["Task", "Metric", "Initialisation", "Published (%)"],
+                [[r.task.upper(), METRIC_LABELS.get(r.metric, r.metric), r.init,
+                  format_mean_std(r.mean, r.std)] for r in others.itertuples()],
             ))
     parts.append(records.markdown_footer(record))
     return "\n".join(parts)
@@ -347,7 +348,7 @@ def write_table(
                                    for ext in ("csv", "md", "tex"))
     json_path = stem.with_name(f"{stem.name}.provenance.json")
     with atomic_path(csv_path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
+        table.to_csv(tmp, index=False)
     write_text(md_path, to_markdown(table, title, record, others, empty_note))
     write_text(tex_path, to_latex(table, title, label, record, empty_note))
     write_json(json_path, dict(record))

@@ -1,0 +1,1 @@
+"""Target tasks (NCC, LCS, BMS): data preparation, fine-tuning, evaluation and metrics."""

@@ -1,0 +1,174 @@
+"""Tables: known means, stds and Welch p-values from hand-made runs; records; bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from scipy import special
+
+from genesis.cli import main
+from genesis.errors import ConfigError, InputError
+from genesis.report import records, tables
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED = REPO / "config" / "published.csv"
+
+SCRATCH = [0.70, 0.74, 0.72]
+GENESIS = [0.80, 0.86, 0.83, 0.85]
+
+
+def welch_by_hand(a: list[float], b: list[float]) -> float:
+    """Welch's two-sided p from its textbook formulas (t, Welch-Satterthwaite df, Student t
+    tail through the regularised incomplete beta), independent of scipy.stats."""
+    na, nb = len(a), len(b)
+    ma, mb = sum(a) / na, sum(b) / nb
+    va = sum((x - ma) ** 2 for x in a) / (na - 1)
+    vb = sum((x - mb) ** 2 for x in b) / (nb - 1)
+    se2 = va / na + vb / nb
+    t = (ma - mb) / math.sqrt(se2)
+    df = se2**2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
+    return float(special.betainc(df / 2, 0.5, df / (df + t * t)))
+
+
+def summary_frame(extra: list[tuple[str, str, int, float]] | None = None) -> pd.DataFrame:
+    rows = [("lcs", "scratch", i + 1, v) for i, v in enumerate(SCRATCH)]
+    rows += [("lcs", "genesis", i + 1, v) for i, v in enumerate(GENESIS)]
+    rows += [("lcs", "released", 1, 0.9)]
+    rows += extra or []
+    return pd.DataFrame([
+        {"task": t, "init": i, "run": r, "seed": 100 + r, "metric": "iou", "value": v,
+         "dice": 2 * v / (1 + v)}
+        for t, i, r, v in rows
+    ])
+
+
+def write_inputs(tmp_path: Path, frame: pd.DataFrame, record: dict | None = None) -> tuple:
+    summary = tmp_path / "summary.csv"
+    frame.to_csv(summary, index=False)
+    provenance = tmp_path / "provenance.json"
+    provenance.write_text(json.dumps(record or {
+        "git_commit": "abc123", "packages": {"torch": "2.13.0"},
+        "hardware": {"system": "Linux", "cpus": 2, "gpus": ["H100"]},
+    }))
+    return summary, provenance
+
+
+def test_means_stds_and_p_values_match_hand_computation() -> None:
+    table = tables.summarise(summary_frame()).set_index("init")
+    assert table.loc["scratch", "n"] == 3
+    assert table.loc["genesis", "n"] == 4
+    assert table.loc["scratch", "mean_pct"] == pytest.approx(72.0)
+    assert table.loc["scratch", "std_pct"] == pytest.approx(2.0)  # sqrt(0.0008 / 2)
+    assert table.loc["genesis", "mean_pct"] == pytest.approx(83.5)
+    assert table.loc["genesis", "std_pct"] == pytest.approx(100 * math.sqrt(0.0021 / 3))
+    expected_p = welch_by_hand(GENESIS, SCRATCH)
+    assert 0.001 < expected_p < 0.05
+    assert table.loc["genesis", "p_value"] == pytest.approx(expected_p, rel=1e-9)
+    dice = [2 * v / (1 + v) for v in GENESIS]
+    assert table.loc["genesis", "dice_mean_pct"] == pytest.approx(100 * sum(dice) / 4)
+
+
+def test_scratch_and_single_runs_have_no_p_value_or_std() -> None:
+    table = tables.summarise(summary_frame()).set_index("init")
+    assert math.isnan(table.loc["scratch", "p_value"])
+    assert table.loc["released", "n"] == 1
+    assert math.isnan(table.loc["released", "std_pct"])
+    assert math.isnan(table.loc["released", "p_value"])
+    assert tables.format_mean_std(90.0, math.nan) == "90.00"
+    assert tables.format_p(math.nan) == "–"
+
+
+def test_p_value_without_spread_is_nan() -> None:
+    assert math.isnan(tables.welch_p_value([0.5, 0.5], [0.5, 0.5]))
+    assert math.isnan(tables.welch_p_value([0.5], [0.4, 0.6]))
+
+
+def test_published_numbers_sit_beside_ours() -> None:
+    published = tables.load_published(PUBLISHED)
+    frame = summary_frame([("lcs", "genesis-nonlinear", 1, 0.8), ("lcs", "genesis-nonlinear",
+                                                                   2, 0.82)])
+    target = tables.target_table(frame, published).set_index("init")
+    assert list(target.index) == ["scratch", "genesis", "released"]
+    assert target.loc["scratch", "published_mean_pct"] == pytest.approx(79.76)
+    assert target.loc["genesis", "published_std_pct"] == pytest.approx(2.15)
+    assert target.loc["released", "published_mean_pct"] == pytest.approx(85.10)
+    ablation = tables.ablation_table(frame, published).set_index("init")
+    assert list(ablation.index) == ["scratch", "genesis", "genesis-nonlinear"]
+    assert math.isnan(ablation.loc["genesis-nonlinear", "published_mean_pct"])
+    assert ablation.loc["genesis-nonlinear", "p_value"] == pytest.approx(
+        welch_by_hand([0.8, 0.82], SCRATCH), rel=1e-9)
+
+
+def test_published_reference_holds_the_facts_table() -> None:
+    published = tables.load_published(PUBLISHED)
+    assert len(published) == 30  # 6 initialisations x 5 tasks
+    indexed = published.set_index(["task", "init"])
+    assert tuple(indexed.loc[("ncc", "scratch"), ["mean", "std"]]) == (94.25, 5.07)
+    assert tuple(indexed.loc[("bms", "genesis"), ["mean", "std"]]) == (67.96, 1.29)
+    assert tuple(indexed.loc[("lcs", "transvw"), ["mean", "std"]]) == (86.53, 1.30)
+    assert set(published["metric"]) == {"auc", "iou"}
+    assert published["source"].str.len().min() > 10
+
+
+def test_write_tables_states_the_record(tmp_path: Path) -> None:
+    summary, provenance = write_inputs(tmp_path, summary_frame())
+    config = tmp_path / "config.yaml"
+    config.write_text("seed: 7\npretrain:\n  seed: 11\n  lr: 1.0\nfinetune:\n  seed: 3\n")
+    paths = tables.write_tables(summary, PUBLISHED, provenance, tmp_path / "out", config)
+    names = sorted(path.name for path in paths)
+    assert "target_tasks.csv" in names and "ablation.tex" in names
+    digest = records.file_sha256(config)
+    markdown = (tmp_path / "out" / "target_tasks.md").read_text()
+    latex = (tmp_path / "out" / "target_tasks.tex").read_text()
+    for text in (markdown, latex):
+        assert digest in text and "abc123" in text and "torch 2.13.0" in text
+        assert "H100" in text and "pretrain.seed=11" in text and "lcs/genesis: 101, 102" in text
+    assert "83.50 ± 2.65" in markdown
+    assert r"83.50 $\pm$ 2.65" in latex
+    sidecar = json.loads((tmp_path / "out" / "target_tasks.provenance.json").read_text())
+    assert sidecar["seeds"]["finetune.seed"] == 3
+    assert sidecar["seeds"]["finetune_runs"]["lcs/scratch"] == [101, 102, 103]
+    csv = pd.read_csv(tmp_path / "out" / "target_tasks.csv")
+    assert list(csv.columns) == list(tables.TABLE_COLUMNS)
+    assert csv.loc[csv["init"] == "genesis", "mean_pct"].item() == pytest.approx(83.5)
+    ablation = pd.read_csv(tmp_path / "out" / "ablation.csv")
+    assert ablation.empty
+    assert "No ablation variants ran" in (tmp_path / "out" / "ablation.md").read_text()
+
+
+def test_config_that_differs_from_the_record_is_refused(tmp_path: Path) -> None:
+    summary, provenance = write_inputs(tmp_path, summary_frame(),
+                                       {"config_sha256": "0" * 64})
+    config = tmp_path / "config.yaml"
+    config.write_text("seed: 1\n")
+    with pytest.raises(ConfigError, match="rerun `genesis provenance`"):
+        tables.write_tables(summary, PUBLISHED, provenance, tmp_path / "out", config)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda f: f.drop(columns="seed"), "missing column"),
+    (lambda f: f.assign(value=f["value"] * 100), "fractions in"),
+    (lambda f: pd.concat([f, f.iloc[:1]]), "more than once"),
+    (lambda f: f.assign(metric="accuracy"), "unknown metric"),
+])
+def test_bad_summary_is_an_input_error_naming_the_file(tmp_path: Path, change, message) -> None:
+    path = tmp_path / "summary.csv"
+    change(summary_frame()).to_csv(path, index=False)
+    with pytest.raises(InputError, match=message) as info:
+        tables.load_summary(path)
+    assert info.value.path == path
+
+
+def test_cli_writes_tables_and_reports_bad_input(tmp_path: Path, capsys) -> None:
+    summary, provenance = write_inputs(tmp_path, summary_frame())
+    args = ["tables", "--summary", str(summary), "--published", str(PUBLISHED),
+            "--provenance", str(provenance), "--output-dir", str(tmp_path / "out")]
+    assert main(args) == 0
+    assert (tmp_path / "out" / "target_tasks.tex").stat().st_size > 0
+    provenance.unlink()
+    assert main(args) == 2
+    assert "provenance.json" in capsys.readouterr().err
