@@ -6,12 +6,18 @@ from snakemake.utils import validate
 
 validate(config, schema="../config/schema.yaml")
 
+REPO = Path(workflow.basedir)
 DATA = Path(config["data"]["root"])
 RESULTS = Path(config["results"])
 SYNTHETIC = config["data"]["source"] == "synthetic"
 LUNA16 = DATA / "luna16"
 LIVER = DATA / "Task03_Liver"
 BRAIN = DATA / "Task01_BrainTumour"
+
+
+def repo_path(*parts):
+    """A file shipped with the workflow (config/, notebooks/), wherever it runs from."""
+    return str(REPO.joinpath(*map(str, parts)))
 
 
 def data_path(*parts):
@@ -126,7 +132,7 @@ def task_data_inputs(wildcards):
 def task_split_file(wildcards):
     """A versioned split in config/splits/ pins the cases; none means derive and write one."""
     split = config["tasks"][wildcards.task]["split_file"]
-    return [split] if split else []
+    return [repo_path(split)] if split else []
 
 
 def run_seed(run):
@@ -217,7 +223,7 @@ def notebook_source(wildcards):
     name = (
         "target_task" if wildcards.name.startswith("target_task_") else wildcards.name
     )
-    return f"notebooks/{name}.ipynb"
+    return repo_path("notebooks", f"{name}.ipynb")
 
 
 def notebook_parameters(wildcards):

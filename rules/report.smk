@@ -19,7 +19,7 @@ rule provenance:
 rule tables:
     input:
         summary=rules.aggregate.output[0],
-        published="config/published.csv",
+        published=repo_path("config", "published.csv"),
         provenance=rules.provenance.output[0],
     output:
         csv=results_path("tables", "target_tasks.csv"),
@@ -100,7 +100,7 @@ rule figure_pretraining:
 rule figure_tasks:
     input:
         summary=rules.aggregate.output[0],
-        published="config/published.csv",
+        published=repo_path("config", "published.csv"),
     output:
         png=report(
             results_path("figures", "target_tasks.png"),
