@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -101,19 +102,24 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return re.sub(r"\x1b\[[0-9;]*m", "", lines[0]) if lines else type(error).__name__
 
 
 def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only load failed" in str(error).lower():
-            raise InputError(path, "refused: the file holds Python objects besides tensors "
-                             "and plain containers, and weights are only read with "
-                             f"torch.load(weights_only=True) ({_first_line(error)})") from error
-        raise InputError(path, f"not a readable PyTorch weights file: {_first_line(error)}"
+        text = str(error)
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if refused:
+            raise InputError(path, f"refused: the file holds the Python object "
+                             f"{refused.group(1)}, and weights are only read with "
+                             "torch.load(weights_only=True), which never runs code from a "
+                             "file") from error
+        detail = text.split("WeightsUnpickler error:", 1)[-1]
+        raise InputError(path, "not a readable PyTorch weights file (torch.load with "
+                         f"weights_only=True failed: {_first_line(ValueError(detail))})"
                          ) from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise InputError(path, f"not a readable PyTorch weights file: {_first_line(error)}"
@@ -235,7 +241,8 @@ def load_weights(model: nn.Module, path: str | Path, *,
         raise WeightsError(problem)
     target.load_state_dict(found, strict=not encoder_only)
     report = LoadReport(
-        path=weights.path, format=weights.format, loaded=tuple(found),
+        path=weights.path, format=weights.format,
+        loaded=tuple(k for k in expected if k in found),
         skipped=tuple(k for k in weights.state_dict if k not in found),
         kept=tuple(k for k in target.state_dict() if k not in found),
         encoder_only=encoder_only, epoch=weights.epoch,

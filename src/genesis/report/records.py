@@ -64,10 +64,15 @@ def complete_record(
     record: Mapping[str, Any],
     config_path: str | Path | None = None,
     summary: pd.DataFrame | None = None,
+    seeds: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Add the config hash and seeds that the bare provenance record may lack."""
+    """Add the config hash and seeds that the bare provenance record may lack.
+
+    ``seeds`` are passed by the workflow (e.g. ``{"data": 7, "runs": [8, 9, 10]}``) and
+    join those found in the record, the config and the runs of ``summary``.
+    """
     complete = dict(record)
-    seeds: dict[str, Any] = dict(complete.get("seeds") or {})
+    seeds_found: dict[str, Any] = dict(complete.get("seeds") or {})
     if config_path is not None:
         config_path = Path(config_path)
         if not config_path.is_file():
@@ -81,10 +86,11 @@ def complete_record(
             )
         complete["config_file"] = str(config_path)
         complete["config_sha256"] = digest
-        seeds.update(config_seeds(_read_config(config_path)))
+        seeds_found.update(config_seeds(_read_config(config_path)))
+    seeds_found.update(seeds or {})
     if summary is not None and "seed" in summary:
-        seeds["finetune_runs"] = run_seeds(summary)
-    complete["seeds"] = seeds
+        seeds_found["finetune_runs"] = run_seeds(summary)
+    complete["seeds"] = seeds_found
     return complete
 
 
@@ -111,7 +117,7 @@ def record_lines(record: Mapping[str, Any]) -> list[str]:
         ) if part
     )
     lines = [
-        f"config sha256: {record.get('config_sha256', 'not recorded')}",
+        _config_hash_line(record),
         f"git commit: {record.get('git_commit', 'unknown')}",
         "packages: " + (", ".join(f"{name} {version}" for name, version
                                   in sorted(packages.items())) or "not recorded"),
@@ -119,6 +125,15 @@ def record_lines(record: Mapping[str, Any]) -> list[str]:
     ]
     lines.extend(_seed_lines(record.get("seeds") or {}))
     return lines
+
+
+def _config_hash_line(record: Mapping[str, Any]) -> str:
+    # Written as the config file's sha256, or as a hash of the resolved config mapping.
+    for key, label in (("config_sha256", "config sha256"), ("config_hash", "config hash"),
+                       ("settings_hash", "settings hash")):
+        if record.get(key):
+            return f"{label}: {record[key]}"
+    return "config hash: not recorded"
 
 
 def _seed_lines(seeds: Mapping[str, Any]) -> list[str]:

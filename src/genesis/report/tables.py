@@ -361,12 +361,13 @@ def write_tables(
     provenance_path: str | Path,
     output_dir: str | Path,
     config_path: str | Path | None = None,
+    seeds: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """The ``genesis tables`` stage: target-task and ablation tables with their records."""
     summary = load_summary(summary_path)
     published = load_published(published_path)
     record = records.complete_record(records.load_record(provenance_path), config_path,
-                                     summary)
+                                     summary, seeds)
     output_dir = Path(output_dir)
     target = target_table(summary, published)
     paths = write_table(
