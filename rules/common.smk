@@ -129,6 +129,15 @@ def task_data_inputs(wildcards):
     return {"dataset": str(folder)}
 
 
+def prepare_settings(wildcards):
+    """NCC splits by the LUNA16 subsets configured once, under `luna16.subsets`."""
+    extra = {"cube_size": config["cube_size"]}
+    if wildcards.task == "ncc":
+        subsets = config["luna16"]["subsets"]
+        extra.update({f"{role}_subsets": subsets[role] for role in ("train", "val", "test")})
+    return settings(config["tasks"][wildcards.task]["prepare"], **extra)
+
+
 def task_split_file(wildcards):
     """A versioned split in config/splits/ pins the cases; none means derive and write one."""
     split = config["tasks"][wildcards.task]["split_file"]

@@ -16,9 +16,7 @@ rule prepare_task:
         "../envs/engine.yaml"
     threads: 1
     params:
-        settings=lambda wc: settings(
-            config["tasks"][wc.task]["prepare"], cube_size=config["cube_size"]
-        ),
+        settings=prepare_settings,
         seed=config["seed"],
         data=lambda wc: {"ncc": LUNA16, "lcs": LIVER, "bms": BRAIN}[wc.task],
         split_file=lambda wc, input: (

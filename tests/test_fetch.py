@@ -38,7 +38,7 @@ def server() -> Iterator[Server]:
     state = Server(url="")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             path = self.path.split("?")[0]
             state.requests.append((path, self.headers.get("Range")))
             if path not in state.files:
@@ -70,7 +70,7 @@ def server() -> Iterator[Server]:
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     yield state
@@ -106,7 +106,8 @@ def make_tar(entries: dict[str, bytes], links: dict[str, tuple[bytes, str]] | No
     return buffer.getvalue()
 
 
-SUBSET = make_zip({"subset0/scan.mhd": b"header", "subset0/scan.raw": bytes(range(256)) * 64})
+RAW = bytes(range(256)) * 4096  # 1 MiB: several download chunks
+SUBSET = make_zip({"subset0/scan.mhd": b"header", "subset0/scan.raw": RAW})
 
 
 def settings(server: Server, **overrides: object) -> FetchSettings:
@@ -122,10 +123,10 @@ def test_good_zip_is_fetched_extracted_and_then_skipped(server: Server, tmp_path
     [target] = fetch_dataset("luna16", tmp_path, settings(server, checksums=pins),
                              ["subset0.zip"])
     assert target == tmp_path / "luna16" / "subset0"
-    assert (target / "scan.raw").read_bytes() == bytes(range(256)) * 64
+    assert (target / "scan.raw").read_bytes() == RAW
     marker = json.loads(marker_path(target).read_text())
     assert marker["checksum"] == pins["subset0.zip"]
-    assert marker["files"] == {"scan.mhd": 6, "scan.raw": 256 * 64}
+    assert marker["files"] == {"scan.mhd": 6, "scan.raw": len(RAW)}
     assert not list((tmp_path / ".downloads").iterdir())  # archive removed, no leftovers
     fetch_dataset("luna16", tmp_path, settings(server, checksums=pins), ["subset0.zip"])
     assert len(server.requests) == 1  # complete: the rerun asked for nothing
@@ -183,10 +184,12 @@ def test_interrupted_transfer_resumes_on_rerun(server: Server, tmp_path: Path) -
         fetch_dataset("luna16", tmp_path, config, ["subset0.zip"])
     assert not (tmp_path / "luna16" / "subset0").exists()
     part = tmp_path / ".downloads" / ".subset0.zip.part"
-    assert part.stat().st_size == len(SUBSET) // 2
+    kept = part.stat().st_size
+    assert 0 < kept <= len(SUBSET) // 2
     fetch_dataset("luna16", tmp_path, config, ["subset0.zip"])
-    assert server.requests[-1] == ("/subset0.zip", f"bytes={len(SUBSET) // 2}-")
-    assert (tmp_path / "luna16" / "subset0" / "scan.raw").stat().st_size == 256 * 64
+    assert server.requests[-1] == ("/subset0.zip", f"bytes={kept}-")
+    assert not part.exists()
+    assert (tmp_path / "luna16" / "subset0" / "scan.raw").stat().st_size == len(RAW)
 
 
 def test_interrupted_transfer_recovered_by_retry(server: Server, tmp_path: Path) -> None:
@@ -221,7 +224,7 @@ def test_interrupted_extraction_is_redone(server: Server, tmp_path: Path) -> Non
     marker_path(target).unlink()  # as if killed between rename and marker
     (target / "scan.raw").write_bytes(b"half")
     fetch_dataset("luna16", tmp_path, config, ["subset0.zip"])
-    assert (target / "scan.raw").stat().st_size == 256 * 64
+    assert (target / "scan.raw").stat().st_size == len(RAW)
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar"])
@@ -238,37 +241,6 @@ def test_escaping_entries_are_refused(server: Server, tmp_path: Path, kind: str,
     assert not (output / "luna16" / "subset0").exists()
     assert not marker_path(output / "luna16" / "subset0").exists()
     assert not list(tmp_path.rglob("escape.txt")) and not list(tmp_path.rglob("x.txt"))
-
-
-def test_links_are_refused(tmp_path: Path) -> None:
-    from genesis.data.archive import extract_archive
-
-    tar_path = tmp_path / "links.tar"
-    tar_path.write_bytes(make_tar({}, {"subset0/link": (tarfile.SYMTYPE, "/etc/passwd")}))
-    with pytest.raises(InputError, match="refusing entry 'subset0/link': link"):
-        extract_archive(tar_path, tmp_path / "t")
-    tar_path.write_bytes(make_tar({"a": b"a"}, {"subset0/hard": (tarfile.LNKTYPE, "a")}))
-    with pytest.raises(InputError, match="refusing entry 'subset0/hard': link"):
-        extract_archive(tar_path, tmp_path / "t2")
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as bundle:
-        info = zipfile.ZipInfo("subset0/link")
-        info.external_attr = (0o120777 << 16)  # S_IFLNK | rwx
-        bundle.writestr(info, "/etc/passwd")
-    zip_path = tmp_path / "links.zip"
-    zip_path.write_bytes(buffer.getvalue())
-    with pytest.raises(InputError, match="refusing entry 'subset0/link': symbolic link"):
-        extract_archive(zip_path, tmp_path / "z")
-    assert not list((tmp_path / "z").iterdir())
-
-
-def test_corrupt_archive_is_an_input_error(tmp_path: Path) -> None:
-    from genesis.data.archive import extract_archive
-
-    bad = tmp_path / "bad.zip"
-    bad.write_bytes(SUBSET[: len(SUBSET) // 2])
-    with pytest.raises(InputError, match=r"bad\.zip"):
-        extract_archive(bad, tmp_path / "out")
 
 
 def test_local_archive_skips_download(server: Server, tmp_path: Path) -> None:
@@ -315,5 +287,5 @@ def test_bad_settings_name_the_key() -> None:
 
     with pytest.raises(ConfigError, match=r"fetch\.checksums\.subset0\.zip"):
         from_mapping(FetchSettings, {"checksums": {"subset0.zip": "abc"}}, "fetch")
-    with pytest.raises(ConfigError, match="has no file 'subset12.zip'"):
+    with pytest.raises(ConfigError, match=r"has no file .subset12\.zip."):
         fetch_dataset("luna16", Path("unused"), FetchSettings(), ["subset12.zip"])

@@ -219,3 +219,11 @@ def test_empty_dicom_folder(tmp_path: Path) -> None:
 def test_save_metaimage_leaves_no_temporaries(tmp_path: Path, ct: np.ndarray) -> None:
     save_metaimage(tmp_path / "scan.mhd", ct, spacing=SPACING, origin=ORIGIN)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.mhd", "scan.raw"]
+
+
+def test_save_metaimage_like_a_volume(tmp_path: Path, ct: np.ndarray) -> None:
+    reference = Volume(ct.astype(np.float32), SPACING, ORIGIN, FLIPPED)
+    save_metaimage(tmp_path / "copy.mhd", ct, like=reference)
+    copy = load_volume(tmp_path / "copy.mhd")
+    np.testing.assert_array_equal(copy.data, ct)
+    _assert_geometry(copy, FLIPPED)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -96,12 +98,12 @@ def test_bottleneck_shape() -> None:
     assert small.encode(torch.rand(1, 1, 64, 64, 32)).shape == (1, 64, 8, 8, 4)
 
 
-def _calls(model: nn.Module, run: object) -> set[str]:
+def _calls(model: nn.Module, run: Callable[[], object]) -> set[str]:
     """Names of the top-level modules that ran while calling ``run``."""
     called: set[str] = set()
     handles = [child.register_forward_hook(lambda *_, name=name: called.add(name))
                for name, child in model.named_children()]
-    run()  # type: ignore[operator]
+    run()
     for handle in handles:
         handle.remove()
     return called

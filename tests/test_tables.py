@@ -167,8 +167,9 @@ def test_cli_writes_tables_and_reports_bad_input(tmp_path: Path, capsys) -> None
     summary, provenance = write_inputs(tmp_path, summary_frame())
     args = ["tables", "--summary", str(summary), "--published", str(PUBLISHED),
             "--provenance", str(provenance), "--output-dir", str(tmp_path / "out")]
-    assert main(args) == 0
+    assert main([*args, "--seeds", '{"data": 7, "runs": [8, 9]}']) == 0
     assert (tmp_path / "out" / "target_tasks.tex").stat().st_size > 0
+    assert "seeds: data=7, runs=[8, 9]" in (tmp_path / "out" / "target_tasks.md").read_text()
     provenance.unlink()
     assert main(args) == 2
     assert "provenance.json" in capsys.readouterr().err

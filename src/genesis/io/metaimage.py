@@ -14,6 +14,7 @@ import numpy as np
 
 from genesis.atomic import atomic_path
 from genesis.errors import InputError
+from genesis.io.geometry import HasGeometry
 
 #: Bytes per element of each MetaIO ElementType (MetaIO's MET_ValueTypeSize).
 ELEMENT_BYTES: dict[str, int] = {
@@ -114,16 +115,23 @@ def save_metaimage(
     path: str | Path,
     data: np.ndarray,
     *,
-    spacing: tuple[float, float, float],
-    origin: tuple[float, float, float],
+    spacing: tuple[float, float, float] | None = None,
+    origin: tuple[float, float, float] | None = None,
     direction: np.ndarray | None = None,
+    like: HasGeometry | None = None,
 ) -> None:
     """Write a 3D (x, y, z) array as ``path`` (.mhd) plus ``.raw``, both atomically.
 
+    Geometry comes from ``like`` (a ``Volume`` or ``Geometry``) or from ``spacing``,
+    ``origin`` and ``direction`` (LPS). The dtype is kept (LUNA16 uses int16, MET_SHORT).
     Both files go to temporaries first; the ``.raw`` is renamed into place before the
     header, so a visible ``.mhd`` always has its complete data file.
     """
     path = Path(path)
+    if like is not None:
+        spacing, origin, direction = like.spacing, like.origin, like.direction
+    if spacing is None or origin is None:
+        raise ValueError("save_metaimage needs like= or both spacing= and origin=")
     if path.suffix != ".mhd":
         raise InputError(path, "save_metaimage writes .mhd files only")
     if data.ndim != 3:

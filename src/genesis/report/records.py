@@ -142,7 +142,8 @@ def _seed_lines(seeds: Mapping[str, Any]) -> list[str]:
     plain = {key: value for key, value in seeds.items() if key != "finetune_runs"}
     lines = []
     if plain:
-        lines.append("seeds: " + ", ".join(f"{key}={value}" for key, value in sorted(plain.items())))
+        pairs = (f"{key}={value}" for key, value in sorted(plain.items()))
+        lines.append("seeds: " + ", ".join(pairs))
     runs = seeds.get("finetune_runs") or {}
     if runs:
         lines.append("fine-tuning run seeds: " + "; ".join(

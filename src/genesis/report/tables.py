@@ -39,6 +39,7 @@ TASK_NAMES = {
 }
 TASK_ORDER = ("ncc", "ncs", "ecc", "lcs", "bms")
 METRIC_LABELS = {"auc": "AUC", "iou": "IoU"}
+TASK_METRICS = {"ncc": "auc", "ncs": "iou", "ecc": "auc", "lcs": "iou", "bms": "iou"}
 
 TABLE_COLUMNS = (
     "task", "metric", "init", "n", "mean_pct", "std_pct", "dice_mean_pct", "dice_std_pct",

@@ -109,7 +109,9 @@ def fold_splits(
             for name in names}
 
 
-def write_split_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, object]]) -> None:
+def write_split_csv(
+    path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, object]]
+) -> None:
     """Write the split table atomically, one row per case, columns in the given order."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n",

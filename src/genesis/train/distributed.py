@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.distributed.nn.functional import all_reduce as differentiable_all_reduce
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +115,31 @@ def any_process(flag: bool, ctx: DistContext, device: torch.device) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose backward sums the gradients too.
+
+    Every process's loss depends on the shared sum, so the gradient reaching each input is
+    the sum over processes of the gradients with respect to that sum.
+    """
+
+    @staticmethod
+    def forward(ctx: object, tensor: Tensor) -> Tensor:
+        total = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> Tensor:
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+
+def differentiable_all_reduce(tensor: Tensor) -> Tensor:
+    """All-reduce (sum) that autograd can differentiate through."""
+    return _AllReduceSum.apply(tensor)
 
 
 class GlobalBatchNorm3d(nn.BatchNorm3d):

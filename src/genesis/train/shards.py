@@ -72,7 +72,7 @@ def check_shard(path: str | Path) -> ShardInfo:
     except InputShapeError as error:
         raise InputError(path, error.problem) from None
     for start in range(0, array.shape[0], CHECK_CHUNK):
-        chunk = torch.from_numpy(np.ascontiguousarray(array[start:start + CHECK_CHUNK]))
+        chunk = torch.from_numpy(np.array(array[start:start + CHECK_CHUNK]))
         if not bool(torch.isfinite(chunk).all()):
             bad = int((~torch.isfinite(chunk)).flatten(1).any(1).nonzero()[0, 0]) + start
             raise InputError(path, f"cube {bad} holds NaN or infinite values")

@@ -1,0 +1,49 @@
+"""Evaluate a fine-tuned run on its task's test split.
+
+ncc: ROC AUC over the test candidates. lcs/bms: IoU and Dice of whole test volumes,
+segmented by Gaussian-blended sliding windows; the predicted masks are also written as
+RUN_DIR/predictions/<case>.nii.gz on the source scan's grid and geometry. Writes
+RUN_DIR/metrics.json (task, init, run, seed, metric, value, dice, n_cases, weights) and
+RUN_DIR/per_case.csv (ncc: candidate,label,score; lcs/bms: case,iou,dice).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from genesis.commands._settings import add_settings_argument
+
+HELP = "score a fine-tuned run on the test split (AUC, or IoU/Dice with NIfTI masks)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=("ncc", "lcs", "bms"), required=True,
+                        help="target task")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="prepared task folder, e.g. results/tasks/lcs")
+    parser.add_argument("--run-dir", type=Path, required=True,
+                        help="fine-tuned run folder holding weights.pt and weights.json")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    parser.add_argument("--gpu-slots", type=int, default=None,
+                        help="number of GPU lock slots (default: $GENESIS_GPU_SLOTS or all "
+                        "visible GPUs)")
+    add_settings_argument(parser, "evaluation settings (tasks.<task>.evaluate)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from genesis.settings import from_mapping
+    from genesis.tasks.evaluate import EvaluateSettings, evaluate
+    from genesis.train.devices import lease_device
+
+    torch.set_num_threads(max(1, args.threads))
+    settings = from_mapping(EvaluateSettings, args.settings, f"tasks.{args.task}.evaluate")
+    with lease_device(args.gpu_slots) as device:
+        metrics = evaluate(args.task, args.data, args.run_dir, settings, device=device)
+    print(json.dumps({key: metrics[key] for key in ("task", "init", "run", "metric", "value",
+                                                    "n_cases")}, sort_keys=True))
+    return 0

@@ -1,0 +1,117 @@
+"""Draw the paper's figures as PNG and PDF (``--output STEM`` writes STEM.png and STEM.pdf).
+
+Kinds:
+  gallery        an extracted cube and each transformation alone and combined, three views
+  pretraining    training and validation loss per epoch against the identity baseline
+  tasks          per-task bars (mean ± std), runs as dots, published numbers as diamonds
+  curves         fine-tuning learning curves of one task per initialisation
+  segmentations  test slices with ground-truth and predicted contours, scratch vs genesis
+  ablation       bars per single-transformation variant (a notice figure when none ran)
+
+All kinds except ``gallery`` read only files under results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+HELP = "figures: transformation gallery, losses, task bars, curves, overlays, ablation"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
+
+    def kind(name: str, help_text: str) -> argparse.ArgumentParser:
+        child = kinds.add_parser(name, help=help_text, description=help_text,
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        child.add_argument("--output", type=Path, required=True,
+                           help="output stem: writes STEM.png and STEM.pdf")
+        return child
+
+    gallery = kind("gallery", "an original cube and each transformation alone and combined, "
+                   "in axial, coronal and sagittal mid-slices")
+    gallery.add_argument("--cubes", type=Path, required=True,
+                         help="cube shard results/cubes/<name>.npy, float16 (n, X, Y, Z)")
+    gallery.add_argument("--seed", type=int, default=0,
+                         help="picks the cube and draws every transformation")
+    gallery.add_argument("--index", type=int, default=None,
+                         help="cube to show (default: drawn from --seed)")
+    gallery.add_argument("--settings", type=_json_object, default={},
+                         help="transformation settings (the pretrain.transforms config "
+                         "section) as a JSON object")
+
+    pretraining = kind("pretraining", "pretraining loss per epoch and variant")
+    pretraining.add_argument("--metrics", type=Path, nargs="+", required=True,
+                             help="results/pretrain/<variant>/metrics.csv files")
+
+    for name, help_text in (("tasks", "per-task bars of scratch, genesis and released"),
+                            ("ablation", "per-task bars of the ablation variants")):
+        bars = kind(name, help_text)
+        bars.add_argument("--summary", type=Path, required=True,
+                          help="results/finetune/summary.csv")
+        bars.add_argument("--published", type=Path,
+                          help="config/published.csv, drawn as diamonds beside the bars")
+
+    curves = kind("curves", "fine-tuning curves of one task")
+    curves.add_argument("--task", required=True, help="task name, e.g. ncc, lcs, bms")
+    curves.add_argument("--runs-root", type=Path, required=True, help="results/finetune")
+
+    overlays = kind("segmentations", "test slices with ground truth and prediction contours")
+    overlays.add_argument("--task", required=True, help="segmentation task, e.g. lcs or bms")
+    overlays.add_argument("--runs-root", type=Path, required=True, help="results/finetune")
+    overlays.add_argument("--tasks-root", type=Path, required=True,
+                          help="results/tasks (prepared test volumes)")
+    overlays.add_argument("--inits", nargs="+", default=["scratch", "genesis"],
+                          help="initialisations to compare, one column each")
+    overlays.add_argument("--cases", type=int, default=3, help="test cases shown, one per row")
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # a plain command: no display, no inline backend
+    from genesis.report import figures
+
+    figure = _draw(args)
+    paths = figures.save_figure(figure, args.output)
+    log.info("wrote %s", ", ".join(map(str, paths)))
+    return 0
+
+
+def _draw(args: argparse.Namespace) -> Any:
+    from genesis.report import figures, tables
+
+    if args.kind == "gallery":
+        from genesis.report.gallery import gallery_figure, load_cube
+
+        cube = load_cube(args.cubes, index=args.index, seed=args.seed)
+        return gallery_figure(cube, seed=args.seed, settings=args.settings)
+    if args.kind == "pretraining":
+        return figures.pretraining_figure(figures.read_pretrain_metrics(args.metrics))
+    if args.kind in ("tasks", "ablation"):
+        summary = tables.load_summary(args.summary)
+        published = tables.load_published(args.published) if args.published else None
+        draw = figures.tasks_figure if args.kind == "tasks" else figures.ablation_figure
+        return draw(summary, published)
+    if args.kind == "curves":
+        return figures.curves_figure(figures.read_curves(args.runs_root, args.task), args.task,
+                                     tables.TASK_METRICS.get(args.task))
+    rows = figures.segmentation_overlays(args.task, args.runs_root, args.tasks_root,
+                                         args.inits, args.cases)
+    return figures.segmentation_figure(rows, args.task)

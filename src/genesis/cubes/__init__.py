@@ -1,0 +1,1 @@
+"""Pretraining cubes: intensity windows, the tissue filter, streaming extraction to shards."""

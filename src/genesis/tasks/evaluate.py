@@ -1,0 +1,221 @@
+"""Evaluate a fine-tuned run on its task's test split.
+
+- NCC: ROC AUC (scikit-learn) over every test candidate; ``per_case.csv`` lists
+  ``candidate`` (row of ``candidates_V2.csv``), ``label`` and ``score``.
+- LCS/BMS: every test volume is segmented whole, by Gaussian-blended sliding windows of
+  the training cube size, and thresholded. IoU and Dice are computed per volume on the
+  prepared grid (the paper's resized volumes, e.g. 256x256xZ for LiTS); the reported
+  ``value`` is the mean IoU over test volumes, and ``iou_pooled`` (all volumes' voxels
+  together) is recorded as well. Each mask is mapped back onto its source scan
+  (``restore_to_source``) and saved as ``predictions/<case>.nii.gz`` with the source
+  geometry, so it overlays the original image in ITK-SNAP or 3D Slicer.
+
+The model (class, width, batch norm mode) and the run's task, init, seed and cube size
+come from the ``weights.json`` sidecar that fine-tuning wrote, so evaluation cannot drift
+from training; settings passed here that contradict it are an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from genesis.atomic import write_json, write_text
+from genesis.errors import ConfigError, InputError
+from genesis.tasks.finetune import WEIGHTS_STEM, run_number
+from genesis.tasks.losses import is_segmentation
+
+log = logging.getLogger(__name__)
+
+METRICS_JSON = "metrics.json"
+PER_CASE_CSV = "per_case.csv"
+PREDICTIONS_DIR = "predictions"
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """Evaluation settings (section ``tasks.<task>.evaluate``)."""
+
+    #: Fraction of the window shared by neighbouring sliding windows.
+    overlap: float = 0.5
+    #: Blending of overlapping windows: gaussian (centre counts most) or constant (mean).
+    mode: Literal["gaussian", "constant"] = "gaussian"
+    #: Probability at or above which a voxel is foreground.
+    threshold: float = 0.5
+    #: Windows per forward pass (matters with batch_stats weights; see inference.py).
+    sw_batch_size: int = 4
+    #: NCC cubes per forward pass.
+    batch_size: int = 24
+    #: Write predictions/<case>.nii.gz on the source grid (segmentation).
+    save_predictions: bool = True
+    #: Shared model keys; when given they must match the fine-tuned run's.
+    width: int | None = None
+    cube_size: tuple[int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        section = "tasks.<task>.evaluate"
+        if not 0 <= self.overlap < 1:
+            raise ConfigError(f"{section}.overlap must be in [0, 1), got {self.overlap}")
+        if not 0 < self.threshold < 1:
+            raise ConfigError(f"{section}.threshold must be in (0, 1), got {self.threshold}")
+        for key in ("sw_batch_size", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{section}.{key} must be at least 1, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What fine-tuning recorded about a run (``weights.json`` -> ``finetune``)."""
+
+    weights: Path
+    task: str
+    init: str
+    seed: int
+    run: int | None
+    settings: dict[str, Any]
+    model_class: str
+    model_config: dict[str, Any]
+
+
+def read_run(run_dir: str | Path) -> RunRecord:
+    """The fine-tuned run in ``run_dir``, from its weights sidecar."""
+    run_dir = Path(run_dir)
+    sidecar = run_dir / f"{WEIGHTS_STEM}.json"
+    weights = run_dir / f"{WEIGHTS_STEM}.pt"
+    try:
+        record = json.loads(sidecar.read_text())
+        finetune, model = record["finetune"], record["weights"]
+        return RunRecord(weights, finetune["task"], finetune["init"], int(finetune["seed"]),
+                         finetune.get("run"), finetune["settings"], model["model"],
+                         model["model_config"])
+    except FileNotFoundError:
+        raise InputError(sidecar, "missing; run `genesis finetune` first") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise InputError(sidecar, f"not a fine-tuning weights record ({error!r})") from None
+
+
+def build_run_model(run: RunRecord) -> nn.Module:
+    """The run's model, rebuilt from its recorded class and arguments, weights loaded."""
+    from genesis.models import GenesisClassifier, UNet3D, load_weights
+
+    classes: dict[str, type[nn.Module]] = {"UNet3D": UNet3D,
+                                           "GenesisClassifier": GenesisClassifier}
+    if run.model_class not in classes:
+        raise InputError(run.weights, f"unknown model class {run.model_class!r}")
+    model = classes[run.model_class](**run.model_config)
+    load_weights(model, run.weights)
+    return model
+
+
+def check_consistent(run: RunRecord, task: str, settings: EvaluateSettings) -> None:
+    if run.task != task:
+        raise ConfigError(f"--task {task} but {run.weights} was fine-tuned for {run.task}")
+    trained = run.settings.get("cube_size")
+    if settings.width is not None and settings.width != run.model_config.get("width"):
+        raise ConfigError(f"tasks.{task}.evaluate.width {settings.width} differs from the run's "
+                          f"width {run.model_config.get('width')} ({run.weights})")
+    if settings.cube_size is not None and trained is not None and \
+            list(settings.cube_size) != list(trained):
+        raise ConfigError(f"tasks.{task}.evaluate.cube_size {list(settings.cube_size)} differs "
+                          f"from the run's {list(trained)} ({run.weights})")
+
+
+def evaluate(task: str, data_dir: str | Path, run_dir: str | Path,
+             settings: EvaluateSettings, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Score the run on the test split; write metrics.json, per_case.csv (, predictions/)."""
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    run = read_run(run_dir)
+    check_consistent(run, task, settings)
+    model = build_run_model(run).to(device)
+    if is_segmentation(task):
+        results = _evaluate_segmentation(model, run, data_dir, run_dir, settings, device)
+    else:
+        results = _evaluate_ncc(model, run, data_dir, run_dir, settings, device)
+    number = run.run if run.run is not None else run_number(run_dir)
+    metrics = {"task": task, "init": run.init, "run": number, "seed": run.seed,
+               "weights": str(run.weights), "evaluation": _settings_record(settings),
+               **results}
+    write_json(run_dir / METRICS_JSON, metrics)
+    log.info("%s %s run %s: %s = %.4f over %d test cases", task, run.init, number,
+             metrics["metric"], metrics["value"], metrics["n_cases"])
+    return metrics
+
+
+def _settings_record(settings: EvaluateSettings) -> dict[str, Any]:
+    from genesis.settings import to_mapping
+
+    return to_mapping(settings)
+
+
+def _evaluate_ncc(model: nn.Module, run: RunRecord, data_dir: Path, run_dir: Path,
+                  settings: EvaluateSettings, device: torch.device | str) -> dict[str, Any]:
+    from genesis.tasks.inference import predict_scores
+    from genesis.tasks.metrics import roc_auc
+    from genesis.tasks.prepared import crop_center, load_ncc_candidates, load_ncc_split
+
+    cubes, labels = load_ncc_split(data_dir, "test")
+    candidates = load_ncc_candidates(data_dir, "test")
+    size = tuple(run.settings.get("cube_size") or cubes.shape[1:])
+    cubes = crop_center(cubes[:, None], size)[:, 0]  # stored test cubes: identity
+    scores = predict_scores(model, cubes, batch_size=settings.batch_size, device=device)
+    auc = roc_auc(labels, scores)
+    rows = [{"candidate": int(c), "label": int(y), "score": f"{s:.6g}"}
+            for c, y, s in zip(candidates, labels, scores, strict=True)]
+    _write_csv(run_dir / PER_CASE_CSV, ("candidate", "label", "score"), rows)
+    return {"metric": "auc", "value": auc, "n_cases": len(rows),
+            "n_positive": int(np.count_nonzero(labels))}
+
+
+def _evaluate_segmentation(model: nn.Module, run: RunRecord, data_dir: Path, run_dir: Path,
+                           settings: EvaluateSettings, device: torch.device | str
+                           ) -> dict[str, Any]:
+    from genesis.tasks.inference import predict_volume
+    from genesis.tasks.metrics import dice, iou, overlap_counts, pooled_iou
+    from genesis.tasks.prepared import PAPER_CUBE, iter_cases
+
+    roi = tuple(run.settings.get("cube_size") or PAPER_CUBE)
+    rows, counts = [], []
+    for case in iter_cases(data_dir, "test"):
+        probability = predict_volume(model, case.image, roi=roi, overlap=settings.overlap,
+                                     mode=settings.mode, sw_batch_size=settings.sw_batch_size,
+                                     device=device)
+        mask = (probability >= settings.threshold).astype(np.uint8)
+        rows.append({"case": case.name, "iou": iou(mask, case.label),
+                     "dice": dice(mask, case.label)})
+        counts.append(overlap_counts(mask, case.label))
+        if settings.save_predictions:
+            save_prediction(run_dir / PREDICTIONS_DIR / f"{case.name}.nii.gz", mask, case)
+        log.info("%s: IoU %.4f, Dice %.4f", case.name, rows[-1]["iou"], rows[-1]["dice"])
+    if not rows:
+        raise InputError(data_dir, "no prepared test case; run `genesis prepare` first")
+    _write_csv(run_dir / PER_CASE_CSV, ("case", "iou", "dice"),
+               [{**r, "iou": f"{r['iou']:.6g}", "dice": f"{r['dice']:.6g}"} for r in rows])
+    return {"metric": "iou", "value": float(np.mean([r["iou"] for r in rows])),
+            "dice": float(np.mean([r["dice"] for r in rows])),
+            "iou_pooled": pooled_iou(counts), "n_cases": len(rows)}
+
+
+def save_prediction(path: Path, mask: np.ndarray, case: Any) -> None:
+    """The mask on the source scan's grid and geometry, as uint8 NIfTI."""
+    from genesis.io import save_nifti
+    from genesis.tasks.prepared import restore_to_source
+
+    restored, geometry = restore_to_source(mask.astype(np.uint8), case)
+    save_nifti(path, restored.astype(np.uint8), like=geometry)
+
+
+def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())

@@ -1,0 +1,591 @@
+"""Fine-tune on a target task (NCC, LCS, BMS) from scratch or from pretrained weights.
+
+One plain training loop for all three tasks (facts §5): Adam, the paper's loss (Dice for
+segmentation, BCE for NCC), the learning rate halved when the validation loss stops
+improving, early stopping, and the weights of the best validation epoch kept.
+
+Initialisations:
+
+- ``scratch``: random weights, drawn from a seed derived from the run's seed, so the
+  scratch and pretrained runs of one seed share the classifier head and data order.
+- ``genesis`` / ``genesis-<variant>``: this workflow's pretraining (``--weights``).
+- ``released``: ``Genesis_Chest_CT.pt`` or any file in that layout (``--weights``). The
+  release's batch norm normalises with batch statistics in evaluation too, and its
+  running statistics were never used, so ``batch_stats`` defaults to true for
+  ``released`` and to false (standard batch norm) otherwise; the ``batch_stats`` setting
+  overrides both.
+
+Segmentation fine-tunes the whole U-Net, loading every tensor strictly (the pretrained
+head is the same 1-channel sigmoid as the binary segmentation output). NCC loads only
+the encoder into ``GenesisClassifier``; its head starts random. A file that does not fit
+raises ``WeightsError`` listing every missing, unexpected and mis-shaped key: never a
+silent random start.
+
+Reproducible resume: every epoch ends with an atomic checkpoint (model, optimiser,
+scheduler, best weights, curves, RNG states), and each epoch draws its batches from a
+generator derived from (seed, epoch), so an interrupted run continues exactly where it
+stopped and writes the same curves as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from genesis.atomic import write_text
+from genesis.errors import ConfigError, InputError
+from genesis.seeding import derive_seed, numpy_rng, set_determinism
+from genesis.settings import from_mapping, to_mapping
+from genesis.tasks.losses import TASKS, build_loss, is_segmentation
+
+log = logging.getLogger(__name__)
+
+#: (inputs (B, 1, X, Y, Z), targets: (B,) labels or (B, 1, X, Y, Z) masks)
+Batch = tuple[Tensor, Tensor]
+CURVE_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_loss", "val_metric", "lr")
+CHECKPOINT = "checkpoint.pt"
+CURVES = "curves.csv"
+WEIGHTS_STEM = "weights"
+INIT_PATTERN = re.compile(r"^(scratch|released|genesis(-[a-z_]+)?)$")
+#: Settings that may change between an interrupted run and its resume (budget, not model).
+RESUMABLE_CHANGES: frozenset[str] = frozenset({"max_epochs", "max_minutes"})
+#: Seed of the validation patches: the same for every run, so runs are compared on one set.
+VALIDATION_SEED = 0
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Fine-tuning settings (section ``tasks.<task>.finetune``); see ``TASK_DEFAULTS``."""
+
+    #: Adam learning rate (paper: NCC 1e-3, LCS 1e-2, BMS 1e-3).
+    learning_rate: float = 1e-3
+    #: Training batch size (paper: NCC 24; segmentation not stated, 16 here).
+    batch_size: int = 24
+    #: Early stopping: epochs without a lower validation loss (NCC 10, LCS 20, BMS 30).
+    patience: int = 10
+    #: Epochs without improvement before the learning rate is multiplied by lr_factor.
+    lr_patience: int = 5
+    #: Learning-rate factor on a plateau (the paper halves it).
+    lr_factor: float = 0.5
+    #: Epoch cap (early stopping usually ends training first).
+    max_epochs: int = 10000
+    #: Batches per epoch; None: one pass over the training cubes (NCC) or over
+    #: patches_per_case patches of every training case (segmentation).
+    steps_per_epoch: int | None = None
+    #: U-Net / encoder base width (32 = the release; must match pretrained weights).
+    width: int = 32
+    #: Hidden units of the NCC classification head (1024 in the release).
+    hidden: int = 1024
+    #: Model input (x, y, z); None: the prepared NCC cube size, 64x64x32 for segmentation.
+    cube_size: tuple[int, int, int] | None = None
+    #: Batch norm with batch statistics in eval too; None: true for `released` only.
+    batch_stats: bool | None = None
+    #: Segmentation: training patches drawn per training case per epoch.
+    patches_per_case: int = 16
+    #: Segmentation: share of patches centred on a foreground voxel.
+    foreground_ratio: float = 0.5
+    #: Segmentation: fixed validation patches per validation case.
+    val_patches_per_case: int = 8
+    #: NCC: random shifts (within the stored margin) and flips of training cubes.
+    augment: bool = True
+    #: Optional wall-clock budget; training stops after the epoch that exceeds it.
+    max_minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        section = "tasks.<task>.finetune"
+        for key in ("batch_size", "patience", "lr_patience", "max_epochs", "width", "hidden",
+                    "patches_per_case", "val_patches_per_case"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{section}.{key} must be at least 1, got {getattr(self, key)}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ConfigError(f"{section}.steps_per_epoch must be at least 1 or null, got "
+                              f"{self.steps_per_epoch}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"{section}.learning_rate must be positive, got "
+                              f"{self.learning_rate}")
+        if not 0 < self.lr_factor < 1:
+            raise ConfigError(f"{section}.lr_factor must be in (0, 1), got {self.lr_factor}")
+        if not 0 <= self.foreground_ratio <= 1:
+            raise ConfigError(f"{section}.foreground_ratio must be in [0, 1], got "
+                              f"{self.foreground_ratio}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"{section}.max_minutes must be positive or null, got "
+                              f"{self.max_minutes}")
+        if self.cube_size is not None:
+            check_cube_size(self.cube_size, f"{section}.cube_size")
+
+
+#: The paper's optimiser settings per task (facts §5); config keys override them.
+TASK_DEFAULTS: dict[str, FinetuneSettings] = {
+    "ncc": FinetuneSettings(learning_rate=1e-3, batch_size=24, patience=10, lr_patience=5),
+    "lcs": FinetuneSettings(learning_rate=1e-2, batch_size=16, patience=20, lr_patience=10),
+    "bms": FinetuneSettings(learning_rate=1e-3, batch_size=16, patience=30, lr_patience=15),
+}
+
+
+def check_cube_size(size: tuple[int, ...], key: str) -> None:
+    """The U-Net's rule (x, y divisible by 16, z by 8) as a ConfigError naming ``key``."""
+    from genesis.models import InputShapeError, check_input_shape
+
+    try:
+        check_input_shape(size)
+    except InputShapeError as error:
+        raise ConfigError(f"{key}: {error.problem}") from None
+
+
+def resolve_settings(task: str, mapping: Mapping[str, Any] | None) -> FinetuneSettings:
+    """The task's paper defaults with the given keys (checked like any config) on top."""
+    check_task(task)
+    section = f"tasks.{task}.finetune"
+    given = dict(mapping or {})
+    try:
+        parsed = from_mapping(FinetuneSettings, given, section)  # key and type errors
+        return dataclasses.replace(TASK_DEFAULTS[task],
+                                   **{key: getattr(parsed, key) for key in given})
+    except ConfigError as error:  # __post_init__ does not know the task's section name
+        raise ConfigError(str(error).replace("tasks.<task>.finetune", section)) from None
+
+
+def check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {list(TASKS)}, got {task!r}")
+
+
+@dataclass(frozen=True)
+class Init:
+    """How the model starts: ``scratch``, ``genesis[-variant]`` or ``released`` + a file."""
+
+    name: str
+    weights: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not INIT_PATTERN.match(self.name):
+            raise ConfigError(f"init must be scratch, genesis, genesis-<variant> or released, "
+                              f"got {self.name!r}")
+        if self.name == "scratch" and self.weights is not None:
+            raise ConfigError("--weights is for the genesis and released inits; scratch "
+                              "starts from random weights")
+        if self.name != "scratch" and self.weights is None:
+            raise ConfigError(f"init {self.name!r} needs --weights (a weights.pt, "
+                              ".safetensors or Genesis_Chest_CT.pt)")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise InputError(self.weights, "weights file not found")
+
+    def batch_stats(self, settings: FinetuneSettings) -> bool:
+        """The release's always-batch-statistics norm for released weights, unless set."""
+        if settings.batch_stats is not None:
+            return settings.batch_stats
+        return self.name == "released"
+
+
+# --------------------------------------------------------------------------------------
+# Data: batches of (input (B, 1, X, Y, Z), target) for each task
+
+
+class NccData:
+    """Candidate cubes and labels; training cubes carry the shift margin (prepared.py)."""
+
+    def __init__(self, task_dir: Path, settings: FinetuneSettings) -> None:
+        from genesis.tasks.prepared import load_ncc_split, prepared_cube_size
+
+        prepared = prepared_cube_size(task_dir)
+        if settings.cube_size is not None and tuple(settings.cube_size) != prepared:
+            raise ConfigError(f"tasks.ncc.finetune.cube_size {list(settings.cube_size)} differs "
+                              f"from the prepared cubes' {list(prepared)} in {task_dir}; "
+                              "prepare the task again with the same cube_size")
+        self.cube_size = prepared
+        self.augment = settings.augment
+        self.train_cubes, self.train_labels = load_ncc_split(task_dir, "train")
+        val_cubes, self.val_labels = load_ncc_split(task_dir, "val")
+        self.val_cubes = _center(np.asarray(val_cubes), prepared)
+        for split, labels in (("train", self.train_labels), ("val", self.val_labels)):
+            if len(labels) == 0:
+                raise InputError(task_dir, f"NCC {split} split holds no cubes")
+
+    def epoch_size(self) -> int:
+        return len(self.train_labels)
+
+    def batches(self, epoch_seed: int, steps: int, batch_size: int) -> Iterator[Batch]:
+        from genesis.tasks.prepared import augment_ncc, crop_center
+
+        order = _epoch_order(len(self.train_labels), steps * batch_size,
+                             np.random.default_rng(epoch_seed))
+        generator = torch.Generator().manual_seed(derive_seed(epoch_seed, "augment"))
+        for step in range(steps):
+            index = np.sort(order[step * batch_size:(step + 1) * batch_size])
+            cubes = torch.from_numpy(np.asarray(self.train_cubes[index], dtype=np.float32))
+            cubes = cubes[:, None]  # (B, 1, X', Y', Z')
+            if self.augment:
+                cubes = augment_ncc(cubes, generator, self.cube_size)
+            else:
+                cubes = crop_center(cubes, self.cube_size)
+            labels = torch.from_numpy(self.train_labels[index].astype(np.float32))
+            yield cubes.contiguous(), labels
+
+    def validation(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.val_cubes, self.val_labels.astype(np.float32)
+
+
+class SegmentationData:
+    """Whole prepared volumes; patches biased to the foreground (BMS: two-stage crop)."""
+
+    def __init__(self, task: str, task_dir: Path, settings: FinetuneSettings) -> None:
+        from genesis.tasks.prepared import PAPER_CUBE, PatchSampler, outer_patch_size
+
+        self.cube_size = tuple(settings.cube_size or PAPER_CUBE)
+        self.patches_per_case = settings.patches_per_case
+        outer = outer_patch_size(self.cube_size) if task == "bms" else None
+        train = _load_volumes(task_dir, "train")
+        val = _load_volumes(task_dir, "val")
+        self.n_train = len(train[0])
+        self.sampler = PatchSampler(*train, self.cube_size, settings.foreground_ratio, outer)
+        # Fixed validation patches, the same for every run and epoch.
+        n_val = settings.val_patches_per_case * len(val[0])
+        val_sampler = PatchSampler(*val, self.cube_size, settings.foreground_ratio, outer)
+        self.val_images, self.val_labels = val_sampler.sample(
+            n_val, numpy_rng(VALIDATION_SEED, "finetune-validation", task))
+
+    def epoch_size(self) -> int:
+        return self.patches_per_case * self.n_train
+
+    def batches(self, epoch_seed: int, steps: int, batch_size: int) -> Iterator[Batch]:
+        generator = np.random.default_rng(epoch_seed)
+        for _ in range(steps):
+            images, labels = self.sampler.sample(batch_size, generator)
+            yield (torch.from_numpy(images)[:, None],
+                   torch.from_numpy(labels.astype(np.float32))[:, None])
+
+    def validation(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.val_images, self.val_labels.astype(np.float32)[:, None]
+
+
+def _load_volumes(task_dir: Path, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Images (float16, the stored precision, to halve memory) and labels of a split."""
+    from genesis.tasks.prepared import iter_cases
+
+    images, labels = [], []
+    for case in iter_cases(task_dir, split):
+        images.append(case.image.astype(np.float16))
+        labels.append(case.label)
+    if not images:
+        raise InputError(task_dir, f"no prepared {split} case; run `genesis prepare` first")
+    if split == "train" and not any(label.any() for label in labels):
+        raise InputError(task_dir, "every training label volume is empty")
+    return images, labels
+
+
+def _center(cubes: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Central crop of (n, X', Y', Z') cubes as float32."""
+    from genesis.tasks.prepared import crop_center
+
+    return np.ascontiguousarray(crop_center(cubes[:, None], size)[:, 0], dtype=np.float32)
+
+
+def _epoch_order(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` indices: whole shuffled passes over ``range(n)``, as many as needed."""
+    passes = math.ceil(count / n)
+    return np.concatenate([rng.permutation(n) for _ in range(passes)])[:count]
+
+
+def load_task_data(task: str, task_dir: Path, settings: FinetuneSettings
+                   ) -> NccData | SegmentationData:
+    if is_segmentation(task):
+        return SegmentationData(task, task_dir, settings)
+    return NccData(task_dir, settings)
+
+
+# --------------------------------------------------------------------------------------
+# Model
+
+
+def build_model(task: str, settings: FinetuneSettings, batch_stats: bool) -> nn.Module:
+    """U-Net with the release's sigmoid head (segmentation) or the NCC classifier."""
+    from genesis.models import GenesisClassifier, UNet3D
+
+    if is_segmentation(task):
+        return UNet3D(in_channels=1, out_channels=1, width=settings.width,
+                      batch_stats=batch_stats, final_activation="sigmoid")
+    return GenesisClassifier(n_classes=1, width=settings.width, batch_stats=batch_stats,
+                             hidden=settings.hidden)
+
+
+def initialise(model: nn.Module, task: str, init: Init) -> dict[str, Any]:
+    """Load the init's weights (strict; encoder only for NCC) and describe what happened."""
+    from genesis.models import load_weights
+    from genesis.provenance import file_sha256
+
+    if init.weights is None:
+        log.info("init scratch: random weights")
+        return {"init": init.name, "weights": None}
+    encoder_only = not is_segmentation(task)
+    report = load_weights(model, init.weights, encoder_only=encoder_only)
+    log.info("init %s: %s", init.name, report.summary())
+    return {"init": init.name, "weights": str(init.weights),
+            "weights_sha256": file_sha256(init.weights), "encoder_only": encoder_only,
+            "loaded": len(report.loaded), "kept_random": len(report.kept),
+            "skipped": len(report.skipped), "source_epoch": report.epoch}
+
+
+# --------------------------------------------------------------------------------------
+# Training loop
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What a finished run produced."""
+
+    weights: list[Path]
+    curves: list[dict[str, float]]
+    best_epoch: int
+    stop_reason: str
+
+
+def finetune(
+    task: str,
+    data_dir: str | Path,
+    output_dir: str | Path,
+    init: Init,
+    seed: int,
+    settings: FinetuneSettings,
+    *,
+    run: int | None = None,
+    device: torch.device | str = "cpu",
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> FinetuneResult:
+    """Train (or resume) one run; write checkpoint, curves and best weights to output_dir.
+
+    ``on_epoch_end(epoch)`` is called after each epoch's checkpoint (tests interrupt
+    training there).
+    """
+    check_task(task)
+    data_dir, output_dir = Path(data_dir), Path(output_dir)
+    device = torch.device(device)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    settings_map = to_mapping(settings)
+    data = load_task_data(task, data_dir, settings)
+    batch_stats = init.batch_stats(settings)
+    set_determinism(derive_seed(seed, "finetune", task, "init"))
+    model = build_model(task, settings, batch_stats)
+    init_record = initialise(model, task, init)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=settings.lr_factor, patience=settings.lr_patience)
+    loss_fn = build_loss(task)
+    state = _resume_state(output_dir / CHECKPOINT, task, init, seed, settings_map,
+                          model, optimizer, scheduler)
+    steps = settings.steps_per_epoch or max(1, math.ceil(data.epoch_size() / settings.batch_size))
+    started = time.monotonic() - state["seconds"]
+    _check_stop(state, settings)  # a resumed run may be done, or have a new budget
+    while not state["finished"]:
+        epoch = state["epoch"] + 1
+        epoch_seed = derive_seed(seed, "finetune", task, "epoch", epoch)
+        train_loss = _train_epoch(model, optimizer, loss_fn,
+                                  data.batches(epoch_seed, steps, settings.batch_size), device)
+        val_loss, val_metric = _validate(model, loss_fn, task, *data.validation(),
+                                         settings.batch_size, device)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step(val_loss)
+        state["curves"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                                "val_metric": val_metric, "lr": lr})
+        _update_best(state, model, epoch, val_loss)
+        state["epoch"] = epoch
+        state["seconds"] = time.monotonic() - started
+        _check_stop(state, settings)
+        log.info("%s epoch %d: train %.4f, val %.4f, val %s %.4f, lr %.3g (%.1f s)%s", task,
+                 epoch, train_loss, val_loss, "iou" if is_segmentation(task) else "auc",
+                 val_metric, lr, state["seconds"],
+                 f"; stopping: {state['stop_reason']}" if state["finished"] else "")
+        _save_state(output_dir, state, model, optimizer, scheduler)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+    model.load_state_dict(state["best_state"])
+    record = {
+        "stage": "finetune", "task": task, "init": init.name, "seed": seed, "run": run,
+        "settings": settings_map, "batch_stats": batch_stats, "init_weights": init_record,
+        "best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"],
+        "epochs": state["epoch"], "stop_reason": state["stop_reason"],
+        "seconds": round(state["seconds"], 2), "data": str(data_dir),
+    }
+    weights = _save_best(model, output_dir, record, settings_map, seed, data_dir,
+                         state["best_epoch"])
+    return FinetuneResult(weights, list(state["curves"]), state["best_epoch"],
+                          state["stop_reason"])
+
+
+def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
+                 loss_fn: Callable[[Tensor, Tensor], Tensor],
+                 batches: Iterator[tuple[Tensor, Tensor]], device: torch.device) -> float:
+    """One epoch of updates; the sample-weighted mean training loss."""
+    from genesis.tasks.inference import autocast_for
+
+    model.train()
+    total, count = 0.0, 0
+    for inputs, targets in batches:
+        inputs, targets = inputs.to(device), targets.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_for(device):
+            outputs = model(inputs)
+        loss = loss_fn(outputs, targets)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(inputs)
+        count += len(inputs)
+    return total / count
+
+
+def _validate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], task: str,
+              inputs: np.ndarray, targets: np.ndarray, batch_size: int,
+              device: torch.device) -> tuple[float, float]:
+    """Loss and metric on the whole validation set (NCC: AUC; segmentation: pooled IoU).
+
+    Outputs are gathered first and the loss computed once, so the segmentation Dice is
+    pooled over all validation patches, like the training loss over a batch.
+    """
+    from genesis.tasks.inference import autocast_for
+    from genesis.tasks.metrics import iou, roc_auc
+
+    model.eval()
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(inputs), batch_size):
+            batch = torch.from_numpy(np.asarray(inputs[start:start + batch_size],
+                                                dtype=np.float32))[:, None].to(device)
+            with autocast_for(device):
+                outputs.append(model(batch).float().cpu())
+        output = torch.cat(outputs)
+        target = torch.from_numpy(np.asarray(targets, dtype=np.float32))
+        loss = float(loss_fn(output, target))
+    if is_segmentation(task):
+        return loss, iou(output.numpy() >= 0.5, target.numpy())
+    try:
+        return loss, roc_auc(targets, output.reshape(-1).numpy())
+    except InputError:  # one class in a tiny validation split: AUC undefined
+        return loss, float("nan")
+
+
+def _update_best(state: dict[str, Any], model: nn.Module, epoch: int, val_loss: float) -> None:
+    """Keep the weights of the lowest validation loss; count epochs without improvement."""
+    if val_loss < state["best_val_loss"]:
+        state["best_val_loss"] = val_loss
+        state["best_epoch"] = epoch
+        state["best_state"] = {k: v.detach().cpu().clone()
+                               for k, v in model.state_dict().items()}
+        state["bad_epochs"] = 0
+    else:
+        state["bad_epochs"] += 1
+
+
+def _check_stop(state: dict[str, Any], settings: FinetuneSettings) -> None:
+    reason = ""
+    if state["bad_epochs"] >= settings.patience:
+        reason = f"early stopping: no lower validation loss for {settings.patience} epochs"
+    elif state["epoch"] >= settings.max_epochs:
+        reason = f"max_epochs ({settings.max_epochs}) reached"
+    elif settings.max_minutes is not None and state["seconds"] > 60 * settings.max_minutes:
+        reason = f"time budget of {settings.max_minutes} min spent"
+    state["finished"] = bool(reason)
+    state["stop_reason"] = reason
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints, curves and weights
+
+
+def _resume_state(path: Path, task: str, init: Init, seed: int, settings: dict[str, Any],
+                  model: nn.Module, optimizer: torch.optim.Optimizer,
+                  scheduler: Any) -> dict[str, Any]:
+    """A fresh state, or the checkpoint's (checked to belong to the same run)."""
+    from genesis.train.checkpoint import load_checkpoint, restore_rng_state
+
+    identity = {"task": task, "init": init.name, "seed": seed,
+                "init_weights": str(init.weights) if init.weights else None}
+    checkpoint = load_checkpoint(path)
+    if checkpoint is None:
+        return {**identity, "settings": settings, "epoch": 0, "curves": [], "seconds": 0.0,
+                "best_val_loss": math.inf, "best_epoch": 0, "bad_epochs": 0,
+                "best_state": {k: v.detach().cpu().clone()
+                               for k, v in model.state_dict().items()},
+                "finished": False, "stop_reason": ""}
+    _check_same_run(path, checkpoint, identity, settings)
+    model.load_state_dict(checkpoint.pop("model"))
+    optimizer.load_state_dict(checkpoint.pop("optimizer"))
+    scheduler.load_state_dict(checkpoint.pop("scheduler"))
+    restore_rng_state(checkpoint.pop("rng"))
+    checkpoint["settings"] = settings
+    log.info("resuming %s after epoch %d", path, checkpoint["epoch"])
+    return checkpoint
+
+
+def _check_same_run(path: Path, checkpoint: dict[str, Any], identity: dict[str, Any],
+                    settings: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint of another run, or with changed model settings."""
+    for key, value in identity.items():
+        if checkpoint.get(key) != value:
+            raise InputError(path, f"checkpoint belongs to another run ({key} "
+                             f"{checkpoint.get(key)!r}, now {value!r}); delete it or use "
+                             "another output directory")
+    old = checkpoint.get("settings", {})
+    changed = sorted(k for k in set(old) | set(settings)
+                     if k not in RESUMABLE_CHANGES and _norm(old.get(k)) != _norm(settings.get(k)))
+    if changed:
+        raise InputError(path, f"checkpoint was trained with other settings ({', '.join(changed)}"
+                         f"); delete it to start over")
+
+
+def _norm(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def _save_state(output_dir: Path, state: dict[str, Any], model: nn.Module,
+                optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+    from genesis.train.checkpoint import rng_state, save_checkpoint
+
+    write_curves(output_dir / CURVES, state["curves"])
+    save_checkpoint(output_dir / CHECKPOINT, {
+        **state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "rng": rng_state(),
+    })
+
+
+def write_curves(path: Path, rows: list[dict[str, float]]) -> None:
+    """``curves.csv``: epoch, train_loss, val_loss, val_metric, lr (atomic rewrite)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: (row[key] if key == "epoch" else f"{row[key]:.6g}")
+                         for key in CURVE_COLUMNS})
+    write_text(path, buffer.getvalue())
+
+
+def _save_best(model: nn.Module, output_dir: Path, record: dict[str, Any],
+               settings: dict[str, Any], seed: int, data_dir: Path, epoch: int) -> list[Path]:
+    from genesis.models import save_weights
+    from genesis.provenance import provenance_record
+    from genesis.tasks.prepared import PREPARE_JSON
+
+    provenance = provenance_record(settings=settings, seeds={"finetune": seed},
+                                   data_manifest=data_dir / PREPARE_JSON)
+    provenance["finetune"] = record
+    model.cpu()
+    return save_weights(model, output_dir / WEIGHTS_STEM, provenance=provenance, epoch=epoch)
+
+
+def run_number(output_dir: str | Path) -> int | None:
+    """``k`` of an output folder named ``run<k>`` (the workflow's layout), else None."""
+    match = re.fullmatch(r"run(\d+)", Path(output_dir).name)
+    return int(match.group(1)) if match else None

@@ -1,0 +1,151 @@
+"""One training epoch and one validation pass of restoration pretraining.
+
+Seeding of the transformations (what makes runs reproducible and world-size invariant):
+every cube gets its own ``torch.Generator`` seeded with
+``derive_seed(seed, "transform", "train", epoch, position)``, where ``position`` is the
+cube's place in the epoch's global sample order (step * global_batch + slot). With the
+``DistributedSampler`` order, process r's j-th cube of a step sits at slot
+``j * world_size + r`` of the global batch, so a cube is transformed identically whether
+one process or eight handle the batch, and a resumed run (which may use another number of
+processes) continues the same stream. Validation cubes are seeded by their index in the
+validation set and not by epoch: the validation pairs are the same every epoch, so the
+validation loss is comparable across epochs.
+
+Transforms run on the training device after the batch is moved there. They are applied
+per cube (each with its own generator) and concatenated; see docs/benchmarks.md for what
+that costs against one call per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from genesis.seeding import derive_seed
+from genesis.train.distributed import DistContext, all_reduce_sum
+
+#: A batched restoration transform: (cubes (N, 1, X, Y, Z), generator) -> (inputs, targets).
+Transform = Callable[[Tensor, torch.Generator], tuple[Tensor, Tensor]]
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How a step runs on this device: autocast dtype (None: fp32) and memory format."""
+
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    def autocast(self, device: torch.device) -> torch.autocast | nullcontext[None]:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device.type, dtype=self.amp_dtype)
+
+    def prepare(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
+
+
+def cube_seed(seed: int, split: str, epoch: int | None, position: int) -> int:
+    """The transform seed of one cube; ``epoch`` is None for validation (fixed pairs)."""
+    if epoch is None:
+        return derive_seed(seed, "transform", split, position)
+    return derive_seed(seed, "transform", split, epoch, position)
+
+
+def transform_cubes(transform: Transform, cubes: Tensor,
+                    seeds: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Transform each cube of ``cubes`` (B, 1, X, Y, Z) with its own seeded generator."""
+    if len(seeds) != cubes.shape[0]:
+        raise ValueError(f"{len(seeds)} seeds for {cubes.shape[0]} cubes")
+    inputs, targets = [], []
+    for i, seed in enumerate(seeds):
+        generator = torch.Generator(device=cubes.device).manual_seed(seed)
+        x, y = transform(cubes[i:i + 1], generator)
+        inputs.append(x)
+        targets.append(y)
+    return torch.cat(inputs), torch.cat(targets)
+
+
+def train_positions(step: int, global_batch: int, local_batch: int,
+                    ctx: DistContext) -> list[int]:
+    """Global sample positions of this process's cubes in ``step`` (DistributedSampler order)."""
+    return [step * global_batch + j * ctx.world_size + ctx.rank for j in range(local_batch)]
+
+
+def train_epoch(
+    model: nn.Module,
+    batches: Iterable[Tensor],
+    optimizer: torch.optim.Optimizer,
+    transform: Transform,
+    *,
+    epoch: int,
+    seed: int,
+    steps: int,
+    global_batch: int,
+    ctx: DistContext,
+    device: torch.device,
+    options: StepOptions,
+    on_step: Callable[[int], None] | None = None,
+) -> float:
+    """Train for ``steps`` global batches; the mean of the global-batch MSE losses."""
+    model.train()
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    done = 0
+    for step, cubes in zip(range(steps), batches, strict=False):
+        cubes = cubes.to(device, non_blocking=True)  # (b, 1, X, Y, Z), b = batch / world
+        seeds = [cube_seed(seed, "train", epoch, p)
+                 for p in train_positions(step, global_batch, cubes.shape[0], ctx)]
+        inputs, targets = transform_cubes(transform, cubes, seeds)
+        with options.autocast(device):
+            outputs = model(options.prepare(inputs))
+        # Loss in fp32 on the sigmoid output; DDP averages the per-process means.
+        loss = F.mse_loss(outputs.float(), targets.float())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach()
+        done += 1
+        if on_step is not None:
+            on_step(step)
+    if done == 0:
+        raise RuntimeError("the training loader yielded no batches")
+    all_reduce_sum(total, ctx)
+    return float(total.item()) / (done * ctx.world_size)
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    transform: Transform,
+    *,
+    seed: int,
+    ctx: DistContext,
+    device: torch.device,
+    options: StepOptions,
+) -> tuple[float, float]:
+    """Mean per-cube MSE of the restoration and of the identity (input vs original).
+
+    ``batches`` yields (cubes, indices into the validation set); each process validates
+    its share and the sums are all-reduced, so the result does not depend on the split.
+    """
+    model.eval()
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # restoration, identity, count
+    for cubes, indices in batches:
+        cubes = cubes.to(device, non_blocking=True)
+        seeds = [cube_seed(seed, "val", None, int(i)) for i in indices]
+        inputs, targets = transform_cubes(transform, cubes, seeds)
+        with options.autocast(device):
+            outputs = model(options.prepare(inputs))
+        restoration = (outputs.float() - targets.float()).square().flatten(1).mean(1)
+        identity = (inputs.float() - targets.float()).square().flatten(1).mean(1)
+        sums += torch.stack([restoration.sum(), identity.sum(),
+                             torch.tensor(float(len(cubes)), device=device)]).double()
+    all_reduce_sum(sums, ctx)
+    if sums[2] == 0:
+        raise RuntimeError("the validation loader yielded no cubes")
+    return float(sums[0] / sums[2]), float(sums[1] / sums[2])

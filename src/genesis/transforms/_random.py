@@ -1,0 +1,71 @@
+"""Random draws for the batched transforms, all from one explicit ``torch.Generator``.
+
+Every draw happens on the generator's device and the parameters are moved to the cube's
+device when applied. A CPU generator therefore works with CUDA cubes and gives the same
+transformed pairs on either device; a generator on the cube's device avoids the transfer of
+the two large draws (shuffling keys, painting noise) and is the fast choice on a GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from genesis.transforms._shape import as_bool_mask
+
+# Sub-generator seeds stay below 2**62 so they fit torch's signed 64-bit seed on any device.
+_SEED_LIMIT = 2**62
+
+
+def uniform(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+    """Uniform float32 in [0, 1) on the generator's device."""
+    return torch.rand(shape, generator=generator, device=generator.device)
+
+
+def bernoulli(generator: torch.Generator, n: int, rate: float) -> torch.Tensor:
+    """(n,) bool, True with probability ``rate``: the per-sample "apply" mask."""
+    return uniform(generator, (n,)) < rate
+
+
+def randint(generator: torch.Generator, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Integers uniform in [low, high], bounds inclusive and broadcast elementwise.
+
+    ``torch.randint`` takes only scalar bounds; scaling one uniform draw per element lets
+    every block or box have its own range in a single call.
+    """
+    low, high = torch.broadcast_tensors(low, high)
+    draw = torch.rand(low.shape, generator=generator, device=generator.device,
+                      dtype=torch.float64)
+    value = low + (draw * (high - low + 1)).floor().long()
+    return torch.minimum(value, high)
+
+
+def continuing(generator: torch.Generator, n: int, count: int, rate: float,
+               first: torch.Tensor | None) -> torch.Tensor:
+    """(n, count) bool: repetition k happens while every draw up to k was below ``rate``.
+
+    This is the release's "repeat up to ``count`` times while rand < rate" loop, drawn for
+    the whole batch at once. ``first`` forces (True) or suppresses (False) the first
+    repetition per sample instead of drawing it; None draws it like the others.
+    """
+    draws = uniform(generator, (n, count)) < rate
+    if first is not None:
+        draws[:, 0] = first.to(draws.device)
+    return draws.long().cumprod(dim=1).bool()
+
+
+def sub_seed(generator: torch.Generator) -> int:
+    """A seed for a sub-generator, so a large draw can be replayed from one integer."""
+    value = torch.randint(0, _SEED_LIMIT, (1,), generator=generator, device=generator.device)
+    return int(value.item())
+
+
+def sub_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A fresh generator for a replayable large draw (shuffling keys, painting noise)."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def selected(apply: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
+    """Indices (on ``device``) of the samples an op applies to; None means all of them."""
+    if apply is None:
+        return torch.arange(n, device=device)
+    return torch.nonzero(as_bool_mask(apply, n).to(device), as_tuple=False).flatten()

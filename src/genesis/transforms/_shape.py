@@ -1,0 +1,43 @@
+"""Shape checks shared by the batched transforms: every size derives from the cube shape."""
+
+from __future__ import annotations
+
+import torch
+
+from genesis.errors import ConfigError
+
+AXES = ("x", "y", "z")
+
+
+def spatial_shape(cubes: torch.Tensor) -> tuple[int, int, int]:
+    """(X, Y, Z) of a (N, 1, X, Y, Z) floating batch; anything else is a caller's bug."""
+    if cubes.ndim != 5 or cubes.shape[1] != 1:
+        raise ValueError(f"cubes must have shape (N, 1, X, Y, Z), got {tuple(cubes.shape)}")
+    if not cubes.is_floating_point():
+        raise ValueError(f"cubes must be a floating tensor in [0, 1], got {cubes.dtype}")
+    x, y, z = cubes.shape[2:]
+    return int(x), int(y), int(z)
+
+
+def check_boxes_fit(shape: tuple[int, int, int], low: list[int], high: list[int],
+                    margin: int, transform: str) -> None:
+    """Raise ConfigError unless boxes of sizes ``low..high`` fit inside ``margin``.
+
+    Cube sizes come from the config, so a cube too small for a transform's size rules is a
+    settings problem the user can fix; the message names the axis, its length and the rule.
+    """
+    for axis, length, smallest, largest in zip(AXES, shape, low, high, strict=True):
+        if smallest < 1 or largest + 2 * margin > length:
+            raise ConfigError(
+                f"cube axis {axis} has {length} voxels, too few for {transform}: its boxes "
+                f"are {smallest}..{largest} voxels long with a {margin}-voxel margin on "
+                f"each side; use a larger cube_size or disable {transform}"
+            )
+
+
+def as_bool_mask(apply: torch.Tensor, n: int) -> torch.Tensor:
+    """Validate a per-sample apply mask: bool, shape (n,)."""
+    if apply.shape != (n,) or apply.dtype != torch.bool:
+        raise ValueError(f"apply must be a bool tensor of shape ({n},), got "
+                         f"{apply.dtype} {tuple(apply.shape)}")
+    return apply

@@ -1,0 +1,147 @@
+"""The Models Genesis transformation of a batch: flip, shuffle, non-linear, paint (facts §2).
+
+``GenesisTransform.sample`` draws every random choice of a batch into ``GenesisParams``;
+``apply`` is a pure function of the cubes and those parameters, so any (input, target) pair
+can be regenerated, recorded or replayed in a test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from genesis.errors import ConfigError
+from genesis.transforms._random import uniform
+from genesis.transforms._shape import spatial_shape
+from genesis.transforms.flip import FlipParams, apply_flip, sample_flip
+from genesis.transforms.local_shuffle import (
+    ShuffleParams,
+    apply_local_shuffle,
+    sample_local_shuffle,
+)
+from genesis.transforms.nonlinear import NonlinearParams, apply_nonlinear, sample_nonlinear
+from genesis.transforms.painting import (
+    PaintParams,
+    apply_inpaint,
+    apply_outpaint,
+    sample_inpaint,
+    sample_outpaint,
+)
+from genesis.transforms.settings import TransformSettings, validate
+
+# Transformations that change the input only; flip changes input and target alike.
+DISTORTIONS = ("local_shuffle", "nonlinear", "inpainting", "outpainting")
+
+
+@dataclass(frozen=True)
+class GenesisParams:
+    """Everything random about one batch. ``applied`` maps each transformation name to its
+    (N,) bool mask; a transformation switched off has mask all False and params None."""
+
+    applied: dict[str, torch.Tensor]
+    flip: FlipParams | None
+    local_shuffle: ShuffleParams | None
+    nonlinear: NonlinearParams | None
+    inpainting: PaintParams | None
+    outpainting: PaintParams | None
+
+    @property
+    def distorted(self) -> torch.Tensor:
+        """(N,) bool: samples whose input differs from the target by design (not flip)."""
+        masks = [self.applied[name] for name in DISTORTIONS]
+        return torch.stack(masks).any(dim=0)
+
+
+class GenesisTransform:
+    """Turn a batch of cubes into (input, target) pairs for restoration pretraining.
+
+    Per sample, in order: flip input and target together (probability ``flip_rate``, then
+    further flips while rand < ``flip_rate``, at most ``max_flips``); local pixel shuffling
+    (``local_shuffle_rate``); the Bezier intensity map (``nonlinear_rate``); painting
+    (``paint_rate``), in-painting for a share ``inpaint_rate`` of painted samples and
+    out-painting for the rest. With release rates about 0.5% of samples stay undistorted.
+
+    Randomness comes only from the generator passed to ``__call__``: parameters are drawn on
+    its device and moved to the cubes' device, so a CPU generator gives identical pairs for
+    CPU and CUDA cubes, and a CUDA generator keeps everything on the GPU.
+    """
+
+    def __init__(self, settings: TransformSettings) -> None:
+        if not isinstance(settings, TransformSettings):
+            raise ConfigError(f"transforms: expected TransformSettings, got "
+                              f"{type(settings).__name__}")
+        validate(settings)
+        self.settings = settings
+
+    def __call__(self, cubes: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) for cubes (N, 1, X, Y, Z) in [0, 1]; ``cubes`` is not modified."""
+        return self.apply(cubes, self.sample(cubes.shape, generator))
+
+    def decide(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Per-sample (N,) bool masks of which transformations apply, on the generator's device.
+
+        Drawn for every transformation in a fixed layout, even for those switched off, so
+        switching one off does not change the choices of the others.
+        """
+        s, on = self.settings, self.settings.enabled
+        u = uniform(generator, (n, 5))
+        painted = u[:, 3] < s.paint_rate
+        both = "inpainting" in on and "outpainting" in on
+        share = s.inpaint_rate if both else float("inpainting" in on)
+        inpainted = painted & (u[:, 4] < share)
+        applied = {
+            "flip": u[:, 0] < s.flip_rate,
+            "local_shuffle": u[:, 1] < s.local_shuffle_rate,
+            "nonlinear": u[:, 2] < s.nonlinear_rate,
+            "inpainting": inpainted,
+            "outpainting": painted & ~inpainted,
+        }
+        return {name: mask & (name in on) for name, mask in applied.items()}
+
+    def sample(self, shape: torch.Size | tuple[int, ...],
+               generator: torch.Generator) -> GenesisParams:
+        """Draw every random parameter for a batch of the given (N, 1, X, Y, Z) shape."""
+        s = self.settings
+        n, spatial = int(shape[0]), (int(shape[2]), int(shape[3]), int(shape[4]))
+        applied = self.decide(n, generator)
+        on = s.enabled
+        return GenesisParams(
+            applied=applied,
+            flip=sample_flip(n, generator, apply=applied["flip"], rate=s.flip_rate,
+                             max_flips=s.max_flips) if "flip" in on else None,
+            local_shuffle=sample_local_shuffle(
+                n, spatial, generator, apply=applied["local_shuffle"],
+                blocks=s.local_shuffle_blocks) if "local_shuffle" in on else None,
+            nonlinear=sample_nonlinear(
+                n, generator, apply=applied["nonlinear"],
+                invert_rate=s.invert_rate) if "nonlinear" in on else None,
+            inpainting=sample_inpaint(
+                n, spatial, generator, apply=applied["inpainting"],
+                max_holes=s.inpaint_max_holes, continue_rate=s.inpaint_continue_rate,
+                margin=s.paint_margin) if "inpainting" in on else None,
+            outpainting=sample_outpaint(
+                n, spatial, generator, apply=applied["outpainting"],
+                max_windows=s.outpaint_max_windows, continue_rate=s.outpaint_continue_rate,
+                margin=s.paint_margin) if "outpainting" in on else None,
+        )
+
+    def apply(self, cubes: torch.Tensor,
+              params: GenesisParams) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) from cubes and parameters drawn by ``sample``; pure."""
+        spatial_shape(cubes)
+        targets = apply_flip(cubes, params.flip) if params.flip else cubes.clone()
+        inputs = targets
+        if params.local_shuffle:
+            inputs = apply_local_shuffle(inputs, params.local_shuffle)
+        if params.nonlinear:
+            inputs = apply_nonlinear(inputs, params.nonlinear,
+                                     points=self.settings.bezier_points)
+        if params.inpainting:
+            inputs = apply_inpaint(inputs, params.inpainting)
+        if params.outpainting:
+            inputs = apply_outpaint(inputs, params.outpainting)
+        if inputs is targets:
+            inputs = targets.clone()
+        return inputs, targets

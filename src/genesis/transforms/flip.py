@@ -1,0 +1,64 @@
+"""Flip: mirror input and target together along random spatial axes (facts §2).
+
+Flipping is augmentation, not a distortion: the target flips with the input, so the model
+still restores the cube it was given. Unlike the release, which never flips depth, all
+three spatial axes are candidates, as the facts say was intended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from genesis.transforms._random import continuing, randint
+
+
+@dataclass(frozen=True)
+class FlipParams:
+    """Net flips of a batch: ``axes`` (N, 3) bool, True where x, y or z ends up mirrored.
+
+    Flips commute and two flips along one axis cancel, so the parity per axis is all that
+    the up-to-``max_flips`` sequence leaves behind.
+    """
+
+    axes: torch.Tensor
+
+
+def sample_flip(n: int, generator: torch.Generator, *, apply: torch.Tensor | None = None,
+                rate: float = 0.4, max_flips: int = 3) -> FlipParams:
+    """Draw the flips of ``n`` samples.
+
+    Distribution, per sample where ``apply`` is True (all samples when None): one flip,
+    then another while rand < ``rate``, at most ``max_flips`` in all; each along an axis
+    uniform in {x, y, z}. With ``apply = rand < rate`` this is the release's "up to 3 times
+    while rand < 0.4" loop.
+    """
+    first = torch.ones(n, dtype=torch.bool) if apply is None else apply
+    happens = continuing(generator, n, max_flips, rate, first=first)  # (N, max_flips)
+    bounds = torch.zeros((n, max_flips), dtype=torch.long, device=generator.device)
+    axis = randint(generator, bounds, bounds + 2)  # (N, max_flips) in {0, 1, 2}
+    hits = (axis[..., None] == torch.arange(3, device=axis.device)) & happens[..., None]
+    return FlipParams(axes=hits.sum(dim=1) % 2 == 1)
+
+
+def apply_flip(cubes: torch.Tensor, params: FlipParams) -> torch.Tensor:
+    """Mirror each (N, C, X, Y, Z) sample along its axes; returns a new tensor."""
+    axes = params.axes.to(cubes.device)
+    code = axes[:, 0].long() + 2 * axes[:, 1].long() + 4 * axes[:, 2].long()
+    out = cubes.clone()
+    for value in range(1, 8):  # the 7 non-empty axis combinations, each one batched
+        index = torch.nonzero(code == value, as_tuple=False).flatten()
+        if index.numel():
+            dims = [2 + axis for axis in range(3) if value >> axis & 1]
+            out[index] = cubes[index].flip(dims)
+    return out
+
+
+def flip(cubes: torch.Tensor, targets: torch.Tensor, generator: torch.Generator, *,
+         apply: torch.Tensor | None = None, rate: float = 0.4,
+         max_flips: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flip inputs and targets identically; see ``sample_flip`` for the distribution."""
+    params = sample_flip(cubes.shape[0], generator, apply=apply, rate=rate,
+                         max_flips=max_flips)
+    return apply_flip(cubes, params), apply_flip(targets, params)
