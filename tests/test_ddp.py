@@ -20,7 +20,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from genesis.train.distributed import GlobalBatchNorm3d, convert_sync_batchnorm, torchrun_command
-from genesis.train.pretrain import PretrainSettings, pretrain
+from genesis.train.pretrain import pretrain
+from genesis.train.settings import PretrainSettings
 from genesis.train.synthetic import write_synthetic_shard
 
 SHAPE = (16, 16, 16)
@@ -58,7 +59,9 @@ def _batchnorm_worker(rank: int, port: int, x: torch.Tensor, folder: str) -> Non
 
 def test_global_batchnorm_matches_one_process(tmp_path: Path) -> None:
     x = torch.randn(4, 3, 2, 2, 2) * 3 + 5
-    mp.spawn(_batchnorm_worker, args=(_free_port(), x, str(tmp_path)), nprocs=2, join=True)
+    # fork: the children inherit the imported torch instead of paying for it again.
+    mp.start_processes(_batchnorm_worker, args=(_free_port(), x, str(tmp_path)), nprocs=2,
+                       join=True, start_method="fork")
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
     reference = nn.BatchNorm3d(3)

@@ -14,7 +14,8 @@ from fixtures.make_results import make_results
 from matplotlib.collections import PathCollection
 
 from genesis.cli import main
-from genesis.report import figures, tables
+from genesis.errors import InputError
+from genesis.report import figures, gallery, tables
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,3 +108,48 @@ def test_missing_curves_is_a_one_line_error(tmp_path: Path, capsys) -> None:
                  "--output", str(tmp_path / "x")])
     assert code == 2
     assert "curves.csv" in capsys.readouterr().err
+
+
+GALLERY_SETTINGS = {"local_shuffle_blocks": 300}  # fewer blocks keep the test quick
+
+
+def test_gallery_command_writes_png_and_pdf(results: Path, tmp_path: Path) -> None:
+    stem = tmp_path / "transform_gallery"
+    assert main(["figures", "gallery", "--cubes", str(results / "cubes" / "own_val.npy"),
+                 "--seed", "3", "--settings", json.dumps(GALLERY_SETTINGS),
+                 "--output", str(stem)]) == 0
+    assert_figure_files(stem)
+
+
+def test_gallery_panels_show_each_transformation(results: Path) -> None:
+    cube = gallery.load_cube(results / "cubes" / "own_val.npy", index=0)
+    panels = gallery.transformed_panels(cube, seed=5, settings=GALLERY_SETTINGS)
+    assert list(panels) == [title for title, _ in gallery.PANELS]
+    flipped = panels["flip"]
+    mirrors = [np.flip(cube, axis=axes) for k in range(1, 8)
+               for axes in [tuple(a for a in range(3) if k >> a & 1)]]
+    assert any(np.array_equal(flipped, mirror) for mirror in mirrors)
+
+    def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+        ranks = [np.argsort(np.argsort(v.ravel())) for v in (a, b)]
+        return float(np.corrcoef(*ranks)[0, 1])
+
+    assert rank_correlation(panels["non-linear, increasing"], cube) > 0.95
+    assert rank_correlation(panels["non-linear, inverted"], cube) < -0.95
+    shuffled = panels["local pixel shuffling"]
+    assert not np.array_equal(shuffled, cube)
+    assert abs(float(shuffled.mean() - cube.mean())) < 0.01  # texture moved, not made
+    kept_in = float(np.mean(panels["in-painting"] == cube))
+    kept_out = float(np.mean(panels["out-painting"] == cube))
+    assert 0.5 < kept_in < 1.0  # holes of noise inside an intact cube
+    assert 0.05 < kept_out < 0.9  # windows of image inside noise
+    assert not np.array_equal(panels["all combined"], cube)
+    again = gallery.transformed_panels(cube, seed=5, settings=GALLERY_SETTINGS)
+    assert all(np.array_equal(again[title], panels[title]) for title in panels)
+
+
+def test_gallery_rejects_a_bad_shard(tmp_path: Path) -> None:
+    path = tmp_path / "flat.npy"
+    np.save(path, np.zeros((4, 4), dtype=np.float16))
+    with pytest.raises(InputError, match=r"expected cubes \(n, X, Y, Z\)"):
+        gallery.load_cube(path)

@@ -227,3 +227,15 @@ def test_save_metaimage_like_a_volume(tmp_path: Path, ct: np.ndarray) -> None:
     copy = load_volume(tmp_path / "copy.mhd")
     np.testing.assert_array_equal(copy.data, ct)
     _assert_geometry(copy, FLIPPED)
+
+
+def test_compressed_metaimage_and_its_truncation(tmp_path: Path, ct: np.ndarray) -> None:
+    """LUNA16's lung masks are .mhd + .zraw (zlib); ITK checks the stream itself."""
+    image = sitk.GetImageFromArray(ct.T.copy())
+    path = tmp_path / "mask.mhd"
+    sitk.WriteImage(image, str(path), True)
+    data_file = next(p for p in tmp_path.iterdir() if p.suffix == ".zraw")
+    np.testing.assert_array_equal(load_volume(path).data, ct)
+    data_file.write_bytes(data_file.read_bytes()[:20])
+    with pytest.raises(InputError, match=r"mask\.mhd"):
+        load_volume(path)

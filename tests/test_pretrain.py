@@ -18,7 +18,8 @@ from genesis.models import UNet3D, load_weights
 from genesis.train.distributed import DistContext
 from genesis.train.loaders import validation_indices
 from genesis.train.loop import train_positions
-from genesis.train.pretrain import PretrainSettings, pretrain, resume_mismatch
+from genesis.train.pretrain import pretrain, resume_mismatch
+from genesis.train.settings import PretrainSettings
 from genesis.train.shards import CubeDataset, check_shard, check_shards
 from genesis.train.synthetic import write_synthetic_shard
 
@@ -168,15 +169,15 @@ def test_resume_gives_the_same_weights(tmp_path: Path, shards: dict[str, Path]) 
     _run(shards, tmp_path / "straight")
     _run(shards, tmp_path / "resumed", max_epochs=1)  # "killed" after epoch 1
     _run(shards, tmp_path / "resumed")  # rerun: resumes from the checkpoint
-    for name in ("weights.safetensors",):
-        a, b = load_file(tmp_path / "straight" / name), load_file(tmp_path / "resumed" / name)
-        assert a.keys() == b.keys()
-        for key in a:
-            assert torch.equal(a[key], b[key]), key
-    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in
-             (_rows(tmp_path / "straight" / "metrics.csv"),
-              _rows(tmp_path / "resumed" / "metrics.csv"))]
-    assert strip[0] == strip[1]
+    a = load_file(tmp_path / "straight" / "weights.safetensors")
+    b = load_file(tmp_path / "resumed" / "weights.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    straight, resumed = ([{k: v for k, v in row.items() if k != "seconds"}
+                          for row in _rows(tmp_path / run / "metrics.csv")]
+                         for run in ("straight", "resumed"))
+    assert straight == resumed
 
 
 def test_changed_settings_start_afresh(tmp_path: Path, shards: dict[str, Path],

@@ -12,11 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk  # noqa: N813
+from scipy import ndimage as ndi
 
 from genesis.cli import main
 from genesis.errors import ConfigError
 from genesis.io import load_volume, world_to_voxel
 from genesis.synth import Luna16Settings, synthesize_luna16
+from genesis.synth.chest import build_anatomy
+from genesis.synth.luna16 import sample_candidates
+from genesis.synth.nodules import place_nodules
 
 TINY = {
     "subsets": [0, 3],
@@ -128,18 +132,25 @@ def test_every_nodule_has_a_positive_candidate(luna: Path) -> None:
         assert np.all(distance[labels == 0] > radius + 5.0 - 1e-3)
 
 
-def test_negatives_include_hard_ones_on_structures(luna: Path) -> None:
-    candidates = read_rows(luna / "candidates_V2.csv")
-    values = []
-    for uid, path in scans(luna).items():
-        rows = [r for r in candidates if r["seriesuid"] == uid and r["class"] == "0"]
-        volume = load_volume(path)
-        index = np.rint(world_to_voxel(xyz(rows), volume)).astype(int)
-        assert np.all((index >= 0) & (index < volume.data.shape))
-        values.append(volume.data[tuple(index.T)])
-    hu = np.concatenate(values)
-    assert np.mean(hu < -700) > 0.1  # parenchyma
-    assert np.mean(hu > -500) > 0.3  # vessels, walls, pleura, body
+def test_hard_negatives_sit_on_structures_easy_ones_do_not() -> None:
+    rng = np.random.default_rng(0)
+    shape, spacing = (64, 64, 40), (4.7, 4.7, 5.5)
+    anatomy = build_anatomy(rng, shape, spacing)
+    nodules = place_nodules(rng, anatomy.lung, spacing, 2, (5.0, 20.0))
+    pleura = anatomy.lung & ~ndi.binary_erosion(anatomy.lung)
+    for fraction in (1.0, 0.0):
+        settings = Luna16Settings(hard_negative_fraction=fraction, negatives_per_scan=60)
+        points, classes = sample_candidates(rng, anatomy, nodules, settings, spacing)
+        assert classes.sum() >= len(nodules) and np.sum(classes == 0) > 40
+        index = tuple(np.rint(points[classes == 0]).astype(int).T)
+        on_tube = anatomy.tube_distance[index] <= max(spacing)
+        if fraction == 1.0:  # vessel forks and trunks, airways, pleura
+            assert np.all(on_tube | pleura[index])
+            assert np.mean(on_tube) > 0.5
+        else:  # open parenchyma far from any tube, or body tissue outside the lungs
+            open_lung = anatomy.lung[index] & (anatomy.tube_distance[index] > 5.0)
+            body = anatomy.body[index] & ~anatomy.lung[index]
+            assert np.all(open_lung | body) and open_lung.any() and body.any()
 
 
 def test_same_seed_same_bytes_other_seed_differs(luna: Path, tmp_path: Path) -> None:

@@ -65,8 +65,8 @@ def relaunch_argv(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from genesis.errors import ConfigError
-    from genesis.train.distributed import launched_by_torchrun, torchrun_command
-    from genesis.train.pretrain import PretrainSettings, pretrain
+    from genesis.train.launch import launched_by_torchrun, torchrun_command
+    from genesis.train.settings import PretrainSettings
 
     settings = PretrainSettings.from_mapping(args.settings)
     gpus = settings.gpus if args.gpus is None else args.gpus
@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(command[0], command)  # same pid: signals from Snakemake reach torchrun
+    from genesis.train.pretrain import pretrain  # imports torch: after the re-exec
+
     pretrain(args.train, args.val, args.output_dir, variant=args.variant, seed=args.seed,
              settings=settings, threads=args.threads, gpu_slots=args.gpu_slots,
              progress=not args.no_progress)

@@ -221,8 +221,10 @@ def extract_scan(data: np.ndarray, modality: Modality, settings: CubeSettings,
         return ScanCubes(empty, corners, attempts,
                          f"no window passed the {modality} filter in {attempts} attempts")
     sx, sy, sz = settings.cube_size
-    cubes = np.stack([scaled[x:x + sx, y:y + sy, z:z + sz] for x, y, z in corners])
-    return ScanCubes(cubes.astype(np.float16), corners + border, attempts)
+    cubes = np.empty((len(corners), sx, sy, sz), np.float16)
+    for cube, (x, y, z) in zip(cubes, corners, strict=True):  # one slice copy per cube
+        cube[...] = scaled[x:x + sx, y:y + sy, z:z + sz]
+    return ScanCubes(cubes, corners + border, attempts)
 
 
 def load_scan(scan: ScanInput, modality: str, settings: CubeSettings

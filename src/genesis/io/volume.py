@@ -8,6 +8,7 @@ naming the file, so a corrupt download never surfaces as a library traceback.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,9 +113,16 @@ def _read_with_sitk(path: Path) -> tuple[np.ndarray, Geometry]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[-1] if str(error).strip() else ""
-        raise InputError(path, f"SimpleITK cannot read it: {first}") from None
+        raise InputError(path, f"SimpleITK cannot read it ({_itk_reason(error)}); "
+                         "corrupt or truncated data?") from None
     return _from_sitk(image, path)
+
+
+def _itk_reason(error: Exception) -> str:
+    """ITK's message on one line, without the C++ source location and object address."""
+    lines = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+    text = " ".join(lines) or str(error).strip()
+    return re.sub(r"(ITK ERROR|sitk::ERROR): (\w+\(0x[0-9a-f]+\): )?", "", text)
 
 
 def _read_dicom_series(folder: Path) -> tuple[np.ndarray, Geometry]:
@@ -133,8 +141,8 @@ def _read_dicom_series(folder: Path) -> tuple[np.ndarray, Geometry]:
     try:
         image = reader.Execute()
     except RuntimeError as error:
-        raise InputError(folder, f"cannot read DICOM series {chosen}: "
-                         f"{str(error).strip().splitlines()[-1]}") from None
+        raise InputError(folder, f"cannot read DICOM series {chosen} "
+                         f"({_itk_reason(error)})") from None
     return _from_sitk(image, folder)
 
 

@@ -141,7 +141,7 @@ def _make_scan(output_dir: Path, settings: Luna16Settings, seed: int, subset: in
     paint_nodules(hu, nodules, spacing)
     hu += np.float32(rng.uniform(*settings.noise_hu)) * rng.standard_normal(shape, np.float32)
     volume = np.rint(np.clip(hu, -1024, 3071)).astype(np.int16)
-    points, classes = _candidates(rng, anatomy, nodules, settings, spacing)
+    points, classes = sample_candidates(rng, anatomy, nodules, settings, spacing)
 
     geometry = canonical
     if flipped:
@@ -161,7 +161,7 @@ def _make_scan(output_dir: Path, settings: Luna16Settings, seed: int, subset: in
                 list(zip(world_points, classes.tolist(), strict=True)))
 
 
-def _candidates(rng: np.random.Generator, anatomy: ChestAnatomy, nodules: list[Nodule],
+def sample_candidates(rng: np.random.Generator, anatomy: ChestAnatomy, nodules: list[Nodule],
                 settings: Luna16Settings, spacing: tuple[float, float, float]
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Positives on every nodule (plus jittered duplicates), hard and easy negatives.

@@ -82,6 +82,7 @@ class RunRecord:
     seed: int
     run: int | None
     settings: dict[str, Any]
+    cube_size: tuple[int, int, int]
     model_class: str
     model_config: dict[str, Any]
 
@@ -95,7 +96,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
         record = json.loads(sidecar.read_text())
         finetune, model = record["finetune"], record["weights"]
         return RunRecord(weights, finetune["task"], finetune["init"], int(finetune["seed"]),
-                         finetune.get("run"), finetune["settings"], model["model"],
+                         finetune.get("run"), finetune["settings"],
+                         tuple(int(n) for n in finetune["cube_size"]), model["model"],
                          model["model_config"])
     except FileNotFoundError:
         raise InputError(sidecar, "missing; run `genesis finetune` first") from None
@@ -119,14 +121,12 @@ def build_run_model(run: RunRecord) -> nn.Module:
 def check_consistent(run: RunRecord, task: str, settings: EvaluateSettings) -> None:
     if run.task != task:
         raise ConfigError(f"--task {task} but {run.weights} was fine-tuned for {run.task}")
-    trained = run.settings.get("cube_size")
     if settings.width is not None and settings.width != run.model_config.get("width"):
         raise ConfigError(f"tasks.{task}.evaluate.width {settings.width} differs from the run's "
                           f"width {run.model_config.get('width')} ({run.weights})")
-    if settings.cube_size is not None and trained is not None and \
-            list(settings.cube_size) != list(trained):
+    if settings.cube_size is not None and tuple(settings.cube_size) != run.cube_size:
         raise ConfigError(f"tasks.{task}.evaluate.cube_size {list(settings.cube_size)} differs "
-                          f"from the run's {list(trained)} ({run.weights})")
+                          f"from the run's {list(run.cube_size)} ({run.weights})")
 
 
 def evaluate(task: str, data_dir: str | Path, run_dir: str | Path,
@@ -164,8 +164,7 @@ def _evaluate_ncc(model: nn.Module, run: RunRecord, data_dir: Path, run_dir: Pat
 
     cubes, labels = load_ncc_split(data_dir, "test")
     candidates = load_ncc_candidates(data_dir, "test")
-    size = tuple(run.settings.get("cube_size") or cubes.shape[1:])
-    cubes = crop_center(cubes[:, None], size)[:, 0]  # stored test cubes: identity
+    cubes = crop_center(cubes[:, None], run.cube_size)[:, 0]  # stored test cubes: identity
     scores = predict_scores(model, cubes, batch_size=settings.batch_size, device=device)
     auc = roc_auc(labels, scores)
     rows = [{"candidate": int(c), "label": int(y), "score": f"{s:.6g}"}
@@ -180,9 +179,9 @@ def _evaluate_segmentation(model: nn.Module, run: RunRecord, data_dir: Path, run
                            ) -> dict[str, Any]:
     from genesis.tasks.inference import predict_volume
     from genesis.tasks.metrics import dice, iou, overlap_counts, pooled_iou
-    from genesis.tasks.prepared import PAPER_CUBE, iter_cases
+    from genesis.tasks.prepared import iter_cases
 
-    roi = tuple(run.settings.get("cube_size") or PAPER_CUBE)
+    roi = run.cube_size
     rows, counts = [], []
     for case in iter_cases(data_dir, "test"):
         probability = predict_volume(model, case.image, roi=roi, overlap=settings.overlap,

@@ -89,7 +89,8 @@ class FinetuneSettings:
     width: int = 32
     #: Hidden units of the NCC classification head (1024 in the release).
     hidden: int = 1024
-    #: Model input (x, y, z); None: the prepared NCC cube size, 64x64x32 for segmentation.
+    #: Model input (x, y, z); None: the size recorded by `prepare` (else 64x64x32). NCC
+    #: cubes are cut at prepare time, so there it must equal the prepared size.
     cube_size: tuple[int, int, int] | None = None
     #: Batch norm with batch statistics in eval too; None: true for `released` only.
     batch_stats: bool | None = None
@@ -243,9 +244,9 @@ class SegmentationData:
     """Whole prepared volumes; patches biased to the foreground (BMS: two-stage crop)."""
 
     def __init__(self, task: str, task_dir: Path, settings: FinetuneSettings) -> None:
-        from genesis.tasks.prepared import PAPER_CUBE, PatchSampler, outer_patch_size
+        from genesis.tasks.prepared import PatchSampler, outer_patch_size
 
-        self.cube_size = tuple(settings.cube_size or PAPER_CUBE)
+        self.cube_size = segmentation_cube_size(task_dir, settings.cube_size)
         self.patches_per_case = settings.patches_per_case
         outer = outer_patch_size(self.cube_size) if task == "bms" else None
         train = _load_volumes(task_dir, "train")
@@ -270,6 +271,19 @@ class SegmentationData:
 
     def validation(self) -> tuple[np.ndarray, np.ndarray]:
         return self.val_images, self.val_labels.astype(np.float32)[:, None]
+
+
+def segmentation_cube_size(task_dir: Path, configured: tuple[int, ...] | None
+                           ) -> tuple[int, int, int]:
+    """The configured patch size, else the one recorded by `prepare`, else the paper's."""
+    from genesis.tasks.prepared import PAPER_CUBE, read_prepare_json
+
+    if configured is not None:
+        return (int(configured[0]), int(configured[1]), int(configured[2]))
+    recorded = read_prepare_json(task_dir).get("settings", {}).get("cube_size")
+    size = tuple(int(n) for n in recorded) if recorded else PAPER_CUBE
+    check_cube_size(size, f"cube_size in {task_dir}/prepare.json")
+    return (size[0], size[1], size[2])
 
 
 def _load_volumes(task_dir: Path, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -415,7 +429,8 @@ def finetune(
     model.load_state_dict(state["best_state"])
     record = {
         "stage": "finetune", "task": task, "init": init.name, "seed": seed, "run": run,
-        "settings": settings_map, "batch_stats": batch_stats, "init_weights": init_record,
+        "settings": settings_map, "cube_size": list(data.cube_size),
+        "batch_stats": batch_stats, "init_weights": init_record,
         "best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"],
         "epochs": state["epoch"], "stop_reason": state["stop_reason"],
         "seconds": round(state["seconds"], 2), "data": str(data_dir),

@@ -21,9 +21,9 @@ import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,8 +55,14 @@ from genesis.train.distributed import (
 from genesis.train.loaders import train_loader, val_loader, validation_indices
 from genesis.train.loop import StepOptions, Transform, train_epoch, validate
 from genesis.train.schedule import EarlyStopping, TimeBudget
+from genesis.train.settings import PretrainSettings
 from genesis.train.shards import CubeDataset, ShardInfo, check_shards
-from genesis.transforms import VARIANTS, GenesisTransform, settings_for_variant
+from genesis.transforms import (
+    VARIANTS,
+    GenesisTransform,
+    TransformSettings,
+    settings_for_variant,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,59 +72,6 @@ METRICS_COLUMNS = ("epoch", "train_loss", "val_loss", "identity_loss", "lr", "se
 #: resources); any other difference means the checkpoint belongs to another experiment.
 RESUMABLE_CHANGES = frozenset({"max_epochs", "max_minutes", "num_workers", "gpus", "compile",
                                "early_stop_patience"})
-
-
-@dataclass(frozen=True)
-class PretrainSettings:
-    """Pretraining settings; defaults are the release's (facts §4), demos override them.
-
-    Keys and meaning are listed in config/README.md; ``transforms`` holds overrides of
-    ``genesis.transforms.TransformSettings`` on top of the variant's settings.
-    """
-    width: int = 32
-    cube_size: tuple[int, int, int] | None = None
-    batch_size: int = 6
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 1.0
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_patience: int = 10
-    lr_factor: float = 0.5
-    early_stop_patience: int = 50
-    max_epochs: int = 10000
-    steps_per_epoch: int | None = None
-    val_cubes: int | None = None
-    val_batch_size: int | None = None
-    num_workers: int = 4
-    amp: Literal["auto", "bf16", "fp32"] = "auto"
-    channels_last: bool | None = None
-    compile: bool = False
-    sync_batchnorm: bool = True
-    transforms: dict[str, Any] = field(default_factory=dict)
-    max_minutes: float | None = None
-    gpus: int = 1
-
-    def __post_init__(self) -> None:
-        for key in ("width", "batch_size", "lr_patience", "early_stop_patience", "max_epochs",
-                    "gpus"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"pretrain.{key} must be at least 1, got {getattr(self, key)}")
-        for key in ("steps_per_epoch", "val_cubes", "val_batch_size"):
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"pretrain.{key} must be at least 1 or null, got {value}")
-        if self.num_workers < 0:
-            raise ConfigError(f"pretrain.num_workers must be >= 0, got {self.num_workers}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"pretrain.lr must be a positive number, got {self.lr}")
-        if not 0 < self.lr_factor < 1:
-            raise ConfigError(f"pretrain.lr_factor must lie in (0, 1), got {self.lr_factor}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise ConfigError(f"pretrain.max_minutes must be positive, got {self.max_minutes}")
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> PretrainSettings:
-        return from_mapping(cls, mapping, "pretrain")
 
 
 @dataclass(frozen=True)
@@ -190,10 +143,18 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def build_transform(variant: str, overrides: Mapping[str, Any]) -> Transform:
-    """The variant's ``GenesisTransform`` with the ``transforms`` overrides applied."""
+    """The variant's ``GenesisTransform``, with ``pretrain.transforms`` overrides applied.
+
+    The variant alone decides which transformations are on, so ``enabled`` is refused
+    here rather than silently replaced.
+    """
     if variant not in VARIANTS:
         raise ConfigError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
-    return GenesisTransform(settings_for_variant(variant, overrides))
+    if "enabled" in overrides:
+        raise ConfigError("pretrain.transforms.enabled: choose transformations with the "
+                          f"variant ({', '.join(VARIANTS)}), not with 'enabled'")
+    base = from_mapping(TransformSettings, overrides, "pretrain.transforms")
+    return GenesisTransform(settings_for_variant(variant, base))
 
 
 def pretrain(

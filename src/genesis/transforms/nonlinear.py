@@ -74,18 +74,21 @@ def lookup(values: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Te
     points = xs.shape[1]
     cells = _cells(points)
     xs32 = xs.float()
-    first = _points_up_to_cell(xs32, cells)  # (S, cells + 1): count of xs <= c / cells
+    first = _points_up_to_cell(xs32, cells)  # (S, cells + 1) int32: count of xs <= c / cells
     # cells is a power of two, so values * cells and c / cells are exact in float32.
     cell = (values * cells).long().clamp_(max=cells - 1)
-    low, high = first.gather(1, cell), first.gather(1, cell + 1)
+    low = first[:, :-1].gather(1, cell)
+    high = first[:, 1:].contiguous().gather(1, cell)
+    # Index arithmetic in int32: int64 elementwise ops are several times slower on CPU, as
+    # are torch.where and mixed bool arithmetic, hence the max/min updates.
     for _ in range(int(first.diff(dim=1).max()).bit_length()):
-        # Invariant: xs[:low] <= value < xs[high:]. Integer max/min instead of torch.where
-        # and mixed bool arithmetic, which are several times slower on CPU.
-        middle = (low + high) >> 1
-        below = (xs32.gather(1, middle.clamp(max=points - 1)) <= values).long()
+        # Invariant: xs[:low] <= value < xs[high:].
+        middle = torch.bitwise_right_shift(low + high, 1)
+        probe = xs32.gather(1, middle.clamp(max=points - 1).long())
+        below = (probe <= values).int()
         low = torch.maximum(low, (middle + 1) * below)
         high = torch.minimum(high, middle + below * points)
-    segment = low.clamp_(1, points - 1) - 1  # low = number of xs <= value
+    segment = (low.clamp_(1, points - 1) - 1).long()  # low = number of xs <= value
     x0, y0, slope = _segments(xs, ys)
     return torch.addcmul(y0.gather(1, segment), slope.gather(1, segment),
                          values - x0.gather(1, segment))
@@ -110,7 +113,7 @@ def _points_up_to_cell(xs: torch.Tensor, cells: int) -> torch.Tensor:
     cell = torch.ceil(xs * cells).long()  # x <= c / cells  <=>  ceil(x * cells) <= c
     cell += torch.arange(rows, device=xs.device)[:, None] * (cells + 1)
     counts = torch.bincount(cell.flatten(), minlength=rows * (cells + 1))
-    return counts.view(rows, cells + 1).cumsum(dim=1)
+    return counts.view(rows, cells + 1).cumsum(dim=1).int()
 
 
 def apply_nonlinear(cubes: torch.Tensor, params: NonlinearParams, *,

@@ -1,0 +1,68 @@
+"""Pretraining settings: the release's defaults, validated, without importing torch.
+
+Kept apart from the training code so that ``genesis pretrain --gpus N`` can read its
+settings and re-execute itself under torchrun before paying for ``import torch``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from genesis.errors import ConfigError
+from genesis.settings import from_mapping
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """Pretraining settings; defaults are the release's (facts §4), demos override them.
+
+    Keys and meaning are listed in config/README.md; ``transforms`` holds overrides of
+    ``genesis.transforms.TransformSettings`` on top of the variant's settings.
+    """
+    width: int = 32
+    cube_size: tuple[int, int, int] | None = None
+    batch_size: int = 6
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_patience: int = 10
+    lr_factor: float = 0.5
+    early_stop_patience: int = 50
+    max_epochs: int = 10000
+    steps_per_epoch: int | None = None
+    val_cubes: int | None = None
+    val_batch_size: int | None = None
+    num_workers: int = 4
+    amp: Literal["auto", "bf16", "fp32"] = "auto"
+    channels_last: bool | None = None
+    compile: bool = False
+    sync_batchnorm: bool = True
+    transforms: dict[str, Any] = field(default_factory=dict)
+    max_minutes: float | None = None
+    gpus: int = 1
+
+    def __post_init__(self) -> None:
+        for key in ("width", "batch_size", "lr_patience", "early_stop_patience", "max_epochs",
+                    "gpus"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"pretrain.{key} must be at least 1, got {getattr(self, key)}")
+        for key in ("steps_per_epoch", "val_cubes", "val_batch_size"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"pretrain.{key} must be at least 1 or null, got {value}")
+        if self.num_workers < 0:
+            raise ConfigError(f"pretrain.num_workers must be >= 0, got {self.num_workers}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"pretrain.lr must be a positive number, got {self.lr}")
+        if not 0 < self.lr_factor < 1:
+            raise ConfigError(f"pretrain.lr_factor must lie in (0, 1), got {self.lr_factor}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"pretrain.max_minutes must be positive, got {self.max_minutes}")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> PretrainSettings:
+        return from_mapping(cls, mapping, "pretrain")
