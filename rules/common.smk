@@ -134,7 +134,9 @@ def prepare_settings(wildcards):
     extra = {"cube_size": config["cube_size"]}
     if wildcards.task == "ncc":
         subsets = config["luna16"]["subsets"]
-        extra.update({f"{role}_subsets": subsets[role] for role in ("train", "val", "test")})
+        extra.update(
+            {f"{role}_subsets": subsets[role] for role in ("train", "val", "test")}
+        )
     return settings(config["tasks"][wildcards.task]["prepare"], **extra)
 
 
@@ -212,20 +214,33 @@ def output_stem(wildcards, output):
 
 
 def notebook_inputs(wildcards):
-    """A report notebook runs after the files it reads exist."""
+    """A report notebook runs after every file it reads exists."""
     inputs = [
-        results_path("tables", "target_tasks.md"),
-        results_path("figures", "pretraining_loss.png"),
+        results_path("tables", "target_tasks.csv"),
+        results_path("tables", "target_tasks.provenance.json"),
+        results_path("tables", "ablation.csv"),
+        results_path("provenance.json"),
     ]
     if wildcards.name == "pretraining":
-        return [*inputs, results_path("figures", "transform_gallery.png")]
+        return [
+            *inputs,
+            results_path("figures", "transform_gallery.png"),
+            *(results_path("pretrain", v, "metrics.csv") for v in pretrain_variants()),
+            *(results_path("pretrain", v, "weights.json") for v in pretrain_variants()),
+        ]
     if wildcards.name.startswith("target_task_"):
         task = wildcards.name.removeprefix("target_task_")
+        inputs += [results_path("figures", f"curves_{task}.png")]
+        if task != "ncc":
+            inputs += [results_path("figures", f"segmentation_{task}.png")]
         return [
             *inputs,
             *(str(Path(run, "per_case.csv")) for run in run_dirs(task=task)),
         ]
-    return [*inputs, results_path("figures", "target_tasks.png")]
+    inputs += [results_path("figures", "target_tasks.png")]
+    if ablation_ran():
+        inputs += [results_path("figures", "ablation.png")]
+    return inputs
 
 
 def notebook_source(wildcards):

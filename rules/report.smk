@@ -30,7 +30,15 @@ rule tables:
             subcategory="Tables",
         ),
         tex=results_path("tables", "target_tasks.tex"),
-        ablation=results_path("tables", "ablation.md") if ablation_ran() else [],
+        record=results_path("tables", "target_tasks.provenance.json"),
+        ablation_csv=results_path("tables", "ablation.csv"),
+        ablation_md=report(
+            results_path("tables", "ablation.md"),
+            caption="../report/ablation_table.rst",
+            category="6. Ablation",
+        ),
+        ablation_tex=results_path("tables", "ablation.tex"),
+        ablation_record=results_path("tables", "ablation.provenance.json"),
     log:
         log_path("report", "tables.log"),
     conda:
@@ -38,7 +46,7 @@ rule tables:
     threads: 1
     params:
         output_dir=lambda wc, output: Path(output.csv).parent,
-        seeds=lambda wc: json.dumps(
+        seeds=json.dumps(
             {
                 "data": config["seed"],
                 "runs": [run_seed(k) for k in range(config["tasks"]["runs"])],
@@ -70,7 +78,7 @@ rule figure_gallery:
         seed=config["seed"],
     shell:
         "genesis figures gallery --cubes {input} --output {params.stem}"
-        " --seed {params.seed} > {log} 2>&1"
+        " --seed {params.seed} --settings {params.settings:q} > {log} 2>&1"
 
 
 rule figure_pretraining:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from genesis.cli import build_parser, main
 from genesis.train.distributed import GlobalBatchNorm3d, convert_sync_batchnorm, torchrun_command
 from genesis.train.pretrain import pretrain
 from genesis.train.settings import PretrainSettings
@@ -96,25 +96,23 @@ def _losses(path: Path) -> np.ndarray:
                      for r in rows])
 
 
+def _pretrain_worker(rank: int, port: int, train: Path, val: Path, out: Path) -> None:
+    """One rank of a 2-process run, with the environment torchrun would set."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    pretrain([train], [val], out, seed=3, progress=False,
+             settings=PretrainSettings.from_mapping({**TINY, "max_epochs": 1}))
+
+
 def test_two_processes_match_one_and_resume_with_one(tmp_path: Path) -> None:
     train = write_synthetic_shard(tmp_path / "train.npy", 12, SHAPE, seed=1)
     val = write_synthetic_shard(tmp_path / "val.npy", 5, SHAPE, seed=2, split="val")
-
-    # Two processes through the real CLI: --gpus 2 re-executes under torchrun (gloo, CPU).
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
-           "GENESIS_GPU_LOCK_DIR": str(tmp_path / "locks")}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
     two = tmp_path / "two"
-    settings = '{"width": 4, "batch_size": 4, "num_workers": 0, "lr": 0.1, "max_epochs": 1}'
-    result = subprocess.run(
-        [sys.executable, "-m", "genesis.cli", "pretrain", "--train", str(train), "--val",
-         str(val), "--output-dir", str(two), "--seed", "3", "--gpus", "2", "--no-progress",
-         "--settings", settings],
-        env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 process(es)" in result.stderr
+    mp.start_processes(_pretrain_worker, args=(_free_port(), train, val, two), nprocs=2,
+                       join=True, start_method="fork")
+    assert len(_losses(two / "metrics.csv")) == 1
 
-    # One process, straight for two epochs.
+    # One process, straight for two epochs, with the same global batch of 4.
     one = tmp_path / "one"
     pretrain([train], [val], one, seed=3, progress=False,
              settings=PretrainSettings.from_mapping({**TINY, "max_epochs": 2}))
@@ -125,3 +123,29 @@ def test_two_processes_match_one_and_resume_with_one(tmp_path: Path) -> None:
     expected, got = _losses(one / "metrics.csv"), _losses(two / "metrics.csv")
     assert got.shape == expected.shape == (2, 4)
     np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_cli_reexecutes_under_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--gpus 2 replaces the process with torchrun running the same arguments."""
+    calls: list[list[str]] = []
+
+    def fake_execv(path: str, command: list[str]) -> None:
+        calls.append(command)
+        raise SystemExit(0)
+
+    for name in ("WORLD_SIZE", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "execv", fake_execv)
+    argv = ["pretrain", "--train", "a.npy", "b.npy", "--val", "c.npy", "--output-dir",
+            str(tmp_path), "--variant", "nonlinear", "--seed", "7", "--threads", "4",
+            "--gpus", "2", "--settings", '{"batch_size": 8}']
+    with pytest.raises(SystemExit):
+        main(argv)
+    (command,) = calls
+    assert command[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2"]
+    relaunched = build_parser().parse_args(command[command.index("genesis.cli") + 1:])
+    original = build_parser().parse_args(argv)
+    assert vars(relaunched).keys() == vars(original).keys()
+    for key in ("train", "val", "output_dir", "variant", "seed", "threads", "gpus", "settings"):
+        assert getattr(relaunched, key) == getattr(original, key), key

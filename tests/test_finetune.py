@@ -70,18 +70,18 @@ def test_bce_on_logits_hand_computed() -> None:
 
 def test_task_defaults_follow_the_paper() -> None:
     ncc, lcs, bms = (resolve_settings(t, {}) for t in ("ncc", "lcs", "bms"))
-    assert (ncc.learning_rate, ncc.batch_size, ncc.patience) == (1e-3, 24, 10)
-    assert (lcs.learning_rate, lcs.patience) == (1e-2, 20)
-    assert (bms.learning_rate, bms.patience) == (1e-3, 30)
+    assert (ncc.lr, ncc.batch_size, ncc.early_stop_patience) == (1e-3, 24, 10)
+    assert (lcs.lr, lcs.early_stop_patience) == (1e-2, 20)
+    assert (bms.lr, bms.early_stop_patience) == (1e-3, 30)
     assert lcs.lr_factor == 0.5
-    changed = resolve_settings("lcs", {"learning_rate": 0.5, "cube_size": [32, 32, 16]})
-    assert changed.learning_rate == 0.5 and changed.patience == 20
+    changed = resolve_settings("lcs", {"lr": 0.5, "cube_size": [32, 32, 16]})
+    assert changed.lr == 0.5 and changed.early_stop_patience == 20
     assert changed.cube_size == (32, 32, 16)
 
 
 def test_bad_settings_name_the_key() -> None:
     with pytest.raises(ConfigError, match=r"tasks.lcs.finetune: unknown key"):
-        resolve_settings("lcs", {"lr": 0.1})
+        resolve_settings("lcs", {"learning_rate": 0.1})
     with pytest.raises(ConfigError, match=r"tasks.bms.finetune.batch_size must be an integer"):
         resolve_settings("bms", {"batch_size": "8"})
     with pytest.raises(ConfigError, match=r"tasks.ncc.finetune.cube_size"):
@@ -140,7 +140,7 @@ def test_finetune_from_scratch_writes_outputs(task: str, tasks: dict[str, Path],
 
 def test_segmentation_loads_every_pretrained_tensor(tasks: dict[str, Path],
                                                     unet_weights: Path, tmp_path: Path) -> None:
-    settings = resolve_settings("lcs", tiny_settings(max_epochs=1, learning_rate=1e-12))
+    settings = resolve_settings("lcs", tiny_settings(max_epochs=1, lr=1e-12))
     finetune("lcs", tasks["lcs"], tmp_path / "run1", Init("genesis", unet_weights), seed=0,
              settings=settings)
     record = json.loads((tmp_path / "run1" / "weights.json").read_text())["finetune"]
@@ -216,9 +216,9 @@ def test_resume_refuses_other_settings(tasks: dict[str, Path], tmp_path: Path) -
     out = tmp_path / "run1"
     finetune("lcs", tasks["lcs"], out, Init("scratch"), seed=0,
              settings=resolve_settings("lcs", tiny_settings(max_epochs=1)))
-    with pytest.raises(InputError, match=r"other settings.*learning_rate"):
+    with pytest.raises(InputError, match=r"other settings.*lr"):
         finetune("lcs", tasks["lcs"], out, Init("scratch"), seed=0,
-                 settings=resolve_settings("lcs", tiny_settings(learning_rate=0.1)))
+                 settings=resolve_settings("lcs", tiny_settings(lr=0.1)))
     with pytest.raises(InputError, match=r"another run.*seed"):
         finetune("lcs", tasks["lcs"], out, Init("scratch"), seed=1,
                  settings=resolve_settings("lcs", tiny_settings(max_epochs=1)))
@@ -227,8 +227,8 @@ def test_resume_refuses_other_settings(tasks: dict[str, Path], tmp_path: Path) -
 def test_early_stopping(tasks: dict[str, Path], tmp_path: Path) -> None:
     # Weights that do not move (tiny learning rate) and a norm that ignores the running
     # statistics give the same validation loss every epoch: no improvement after epoch 1.
-    settings = resolve_settings("lcs", tiny_settings(max_epochs=10, patience=2,
-                                                     learning_rate=1e-30, batch_stats=True))
+    settings = resolve_settings("lcs", tiny_settings(max_epochs=10, early_stop_patience=2,
+                                                     lr=1e-30, batch_stats=True))
     result = finetune("lcs", tasks["lcs"], tmp_path / "run1", Init("scratch"), seed=0,
                       settings=settings)
     assert result.stop_reason.startswith("early stopping")

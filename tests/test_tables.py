@@ -140,6 +140,18 @@ def test_write_tables_states_the_record(tmp_path: Path) -> None:
     assert "No ablation variants ran" in (tmp_path / "out" / "ablation.md").read_text()
 
 
+def test_seeds_of_an_embedded_resolved_config_are_recorded() -> None:
+    record = {"config_hash": "abcd", "config": {"seed": 7, "tasks": {"seed": 100, "runs": 3},
+                                                "pretrain": {"variants": ["all"]}}}
+    complete = records.complete_record(record, summary=summary_frame(), seeds={"extra": 1})
+    assert complete["seeds"]["seed"] == 7 and complete["seeds"]["tasks.seed"] == 100
+    assert complete["seeds"]["extra"] == 1
+    lines = records.record_lines(complete)
+    assert lines[0] == "config hash: abcd"
+    assert any(line.startswith("fine-tuning run seeds: lcs/genesis: 101, 102, 103, 104")
+               for line in lines)
+
+
 def test_config_that_differs_from_the_record_is_refused(tmp_path: Path) -> None:
     summary, provenance = write_inputs(tmp_path, summary_frame(),
                                        {"config_sha256": "0" * 64})

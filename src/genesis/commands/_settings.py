@@ -41,10 +41,18 @@ def _loads(raw: str, where: str) -> Any:
         raise ConfigError(f"{where} is not valid JSON: {error}") from None
 
 
+def settings_argument(text: str) -> dict[str, Any]:
+    """``parse_settings`` for argparse: errors become one-line usage errors."""
+    try:
+        return parse_settings(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_settings_argument(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--settings",
-        type=parse_settings,
+        type=settings_argument,
         default={},
         help=f"{what} as a JSON object, or @file.json / @file.yaml; keys as in the "
         "matching section of config/config.yaml (see config/README.md)",

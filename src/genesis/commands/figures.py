@@ -1,14 +1,8 @@
-"""Draw the paper's figures as PNG and PDF (``--output STEM`` writes STEM.png and STEM.pdf).
+"""Draw the paper's figures as PNG and PDF: ``--output STEM`` writes STEM.png and STEM.pdf.
 
-Kinds:
-  gallery        an extracted cube and each transformation alone and combined, three views
-  pretraining    training and validation loss per epoch against the identity baseline
-  tasks          per-task bars (mean ± std), runs as dots, published numbers as diamonds
-  curves         fine-tuning learning curves of one task per initialisation
-  segmentations  test slices with ground-truth and predicted contours, scratch vs genesis
-  ablation       bars per single-transformation variant (a notice figure when none ran)
-
-All kinds except ``gallery`` read only files under results/.
+One KIND per figure: the transformation gallery, pretraining loss, per-task bars,
+fine-tuning curves, segmentation overlays and the ablation bars. All kinds except
+``gallery`` (which runs the transformations themselves) read only files under results/.
 """
 
 from __future__ import annotations
@@ -41,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gallery.add_argument("--seed", type=int, default=0,
                          help="picks the cube and draws every transformation")
     gallery.add_argument("--index", type=int, default=None,
-                         help="cube to show (default: drawn from --seed)")
+                         help="cube to show; drawn from --seed when omitted")
     gallery.add_argument("--settings", type=_json_object, default={},
                          help="transformation settings (the pretrain.transforms config "
                          "section) as a JSON object")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from genesis.commands._settings import parse_settings
+from genesis.commands._settings import settings_argument
 
 HELP = "print or write the reproducibility record (commit, versions, hardware)"
 
@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="config file whose hash is recorded")
     parser.add_argument(
         "--resolved-config",
-        type=parse_settings,
+        type=settings_argument,
         help="the resolved workflow config as JSON (what Snakemake passes); its hash and "
         "content are recorded",
     )

@@ -234,7 +234,7 @@ def load_scan(scan: ScanInput, modality: str, settings: CubeSettings
 
     volume = load_volume(scan.path)
     data = volume.data
-    chosen = scan.modality if scan.modality not in (None, "auto") else modality
+    chosen = scan.modality or modality  # a CSV row's own modality wins
     if data.ndim == 4:
         if chosen == "ct":
             raise InputError(scan.path, f"a CT scan must be 3D, got shape {data.shape}")

@@ -73,6 +73,8 @@ def complete_record(
     """
     complete = dict(record)
     seeds_found: dict[str, Any] = dict(complete.get("seeds") or {})
+    # `genesis provenance --resolved-config` embeds the workflow config: its seeds count.
+    seeds_found.update(config_seeds(complete.get("config")))
     if config_path is not None:
         config_path = Path(config_path)
         if not config_path.is_file():

@@ -53,14 +53,18 @@ def load_summary(path: str | Path) -> pd.DataFrame:
     """Read ``finetune/summary.csv`` and check what the tables rely on."""
     path = Path(path)
     frame = _read_csv(path, SUMMARY_COLUMNS)
+    if frame.empty:
+        raise InputError(path, "has no runs")
     frame["task"] = frame["task"].astype(str)
     frame["init"] = frame["init"].astype(str)
     frame["metric"] = frame["metric"].astype(str)
-    for column in ("value", "dice"):
+    for column in ("seed", "value", "dice"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    if frame["value"].isna().any():
-        rows = list(frame.index[frame["value"].isna()][:5] + 2)
-        raise InputError(path, f"column 'value' is empty or not a number on line(s) {rows}")
+    for column in ("seed", "value"):
+        if frame[column].isna().any():
+            rows = list(frame.index[frame[column].isna()][:5] + 2)
+            raise InputError(path, f"column '{column}' is empty or not a number on line(s) "
+                             f"{rows}")
     _check_fraction(path, frame, "value")
     _check_fraction(path, frame, "dice")
     unknown = sorted(set(frame["metric"]) - set(METRICS))

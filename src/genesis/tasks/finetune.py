@@ -71,12 +71,14 @@ class FinetuneSettings:
     """Fine-tuning settings (section ``tasks.<task>.finetune``); see ``TASK_DEFAULTS``."""
 
     #: Adam learning rate (paper: NCC 1e-3, LCS 1e-2, BMS 1e-3).
-    learning_rate: float = 1e-3
+    lr: float = 1e-3
     #: Training batch size (paper: NCC 24; segmentation not stated, 16 here).
     batch_size: int = 24
-    #: Early stopping: epochs without a lower validation loss (NCC 10, LCS 20, BMS 30).
-    patience: int = 10
-    #: Epochs without improvement before the learning rate is multiplied by lr_factor.
+    #: Early stopping: epochs without a lower validation loss (the facts' "patience":
+    #: NCC 10, LCS 20, BMS 30).
+    early_stop_patience: int = 10
+    #: Epochs without improvement before the learning rate is multiplied by lr_factor
+    #: (not stated in the facts; half the early-stopping patience by default).
     lr_patience: int = 5
     #: Learning-rate factor on a plateau (the paper halves it).
     lr_factor: float = 0.5
@@ -107,16 +109,16 @@ class FinetuneSettings:
 
     def __post_init__(self) -> None:
         section = "tasks.<task>.finetune"
-        for key in ("batch_size", "patience", "lr_patience", "max_epochs", "width", "hidden",
-                    "patches_per_case", "val_patches_per_case"):
+        for key in ("batch_size", "early_stop_patience", "lr_patience", "max_epochs", "width",
+                    "hidden", "patches_per_case", "val_patches_per_case"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{section}.{key} must be at least 1, got {getattr(self, key)}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ConfigError(f"{section}.steps_per_epoch must be at least 1 or null, got "
                               f"{self.steps_per_epoch}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"{section}.learning_rate must be positive, got "
-                              f"{self.learning_rate}")
+        if not self.lr > 0:
+            raise ConfigError(f"{section}.lr must be positive, got "
+                              f"{self.lr}")
         if not 0 < self.lr_factor < 1:
             raise ConfigError(f"{section}.lr_factor must be in (0, 1), got {self.lr_factor}")
         if not 0 <= self.foreground_ratio <= 1:
@@ -131,9 +133,9 @@ class FinetuneSettings:
 
 #: The paper's optimiser settings per task (facts §5); config keys override them.
 TASK_DEFAULTS: dict[str, FinetuneSettings] = {
-    "ncc": FinetuneSettings(learning_rate=1e-3, batch_size=24, patience=10, lr_patience=5),
-    "lcs": FinetuneSettings(learning_rate=1e-2, batch_size=16, patience=20, lr_patience=10),
-    "bms": FinetuneSettings(learning_rate=1e-3, batch_size=16, patience=30, lr_patience=15),
+    "ncc": FinetuneSettings(lr=1e-3, batch_size=24, early_stop_patience=10, lr_patience=5),
+    "lcs": FinetuneSettings(lr=1e-2, batch_size=16, early_stop_patience=20, lr_patience=10),
+    "bms": FinetuneSettings(lr=1e-3, batch_size=16, early_stop_patience=30, lr_patience=15),
 }
 
 
@@ -395,7 +397,7 @@ def finetune(
     model = build_model(task, settings, batch_stats)
     init_record = initialise(model, task, init)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=settings.lr_factor, patience=settings.lr_patience)
     loss_fn = build_loss(task)
@@ -506,8 +508,9 @@ def _update_best(state: dict[str, Any], model: nn.Module, epoch: int, val_loss: 
 
 def _check_stop(state: dict[str, Any], settings: FinetuneSettings) -> None:
     reason = ""
-    if state["bad_epochs"] >= settings.patience:
-        reason = f"early stopping: no lower validation loss for {settings.patience} epochs"
+    if state["bad_epochs"] >= settings.early_stop_patience:
+        reason = (f"early stopping: no lower validation loss for "
+                  f"{settings.early_stop_patience} epochs")
     elif state["epoch"] >= settings.max_epochs:
         reason = f"max_epochs ({settings.max_epochs}) reached"
     elif settings.max_minutes is not None and state["seconds"] > 60 * settings.max_minutes:

@@ -27,7 +27,7 @@ def check_boxes_fit(shape: tuple[int, int, int], low: list[int], high: list[int]
     settings problem the user can fix; the message names the axis, its length and the rule.
     """
     for axis, length, smallest, largest in zip(AXES, shape, low, high, strict=True):
-        if smallest < 1 or largest + 2 * margin > length:
+        if smallest < 1 or largest < smallest or largest + 2 * margin > length:
             raise ConfigError(
                 f"cube axis {axis} has {length} voxels, too few for {transform}: its boxes "
                 f"are {smallest}..{largest} voxels long with a {margin}-voxel margin on "

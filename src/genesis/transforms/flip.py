@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from genesis.transforms._random import continuing, randint
+from genesis.transforms._shape import as_bool_mask, spatial_shape
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ def sample_flip(n: int, generator: torch.Generator, *, apply: torch.Tensor | Non
     uniform in {x, y, z}. With ``apply = rand < rate`` this is the release's "up to 3 times
     while rand < 0.4" loop.
     """
-    first = torch.ones(n, dtype=torch.bool) if apply is None else apply
+    first = torch.ones(n, dtype=torch.bool) if apply is None else as_bool_mask(apply, n)
     happens = continuing(generator, n, max_flips, rate, first=first)  # (N, max_flips)
     bounds = torch.zeros((n, max_flips), dtype=torch.long, device=generator.device)
     axis = randint(generator, bounds, bounds + 2)  # (N, max_flips) in {0, 1, 2}
@@ -43,7 +44,8 @@ def sample_flip(n: int, generator: torch.Generator, *, apply: torch.Tensor | Non
 
 
 def apply_flip(cubes: torch.Tensor, params: FlipParams) -> torch.Tensor:
-    """Mirror each (N, C, X, Y, Z) sample along its axes; returns a new tensor."""
+    """Mirror each (N, 1, X, Y, Z) sample along its axes; returns a new tensor."""
+    spatial_shape(cubes)
     axes = params.axes.to(cubes.device)
     code = axes[:, 0].long() + 2 * axes[:, 1].long() + 4 * axes[:, 2].long()
     out = cubes.clone()
@@ -59,6 +61,9 @@ def flip(cubes: torch.Tensor, targets: torch.Tensor, generator: torch.Generator,
          apply: torch.Tensor | None = None, rate: float = 0.4,
          max_flips: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     """Flip inputs and targets identically; see ``sample_flip`` for the distribution."""
+    if spatial_shape(cubes) != spatial_shape(targets) or cubes.shape[0] != targets.shape[0]:
+        raise ValueError(f"cubes {tuple(cubes.shape)} and targets {tuple(targets.shape)} "
+                         "must have the same shape")
     params = sample_flip(cubes.shape[0], generator, apply=apply, rate=rate,
                          max_flips=max_flips)
     return apply_flip(cubes, params), apply_flip(targets, params)

@@ -115,7 +115,7 @@ class _BlockEntries:
         volume = table_volume.index_select(0, code.index_select(0, by_size))
         start = torch.empty_like(volume).index_copy_(0, by_size, volume.cumsum(0) - volume)
         total = int(volume.sum())
-        keys = _entry_keys(params, total)  # (L,) one random sort key per entry
+        keys = _entry_keys(params, total).to(device)  # (L,) one random key per entry
         dst = torch.empty(total, dtype=torch.long, device=device)
         src, rank = torch.empty_like(dst), torch.empty_like(dst)
         counts = torch.bincount(code, minlength=mx * my * mz).tolist()

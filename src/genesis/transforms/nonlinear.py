@@ -88,7 +88,9 @@ def lookup(values: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Te
         below = (probe <= values).int()
         low = torch.maximum(low, (middle + 1) * below)
         high = torch.minimum(high, middle + below * points)
-    segment = (low.clamp_(1, points - 1) - 1).long()  # low = number of xs <= value
+    # The last point at or below the value starts its segment, so knots (0 and 1 among
+    # them) map exactly onto their y; the final point gets slope 0.
+    segment = (low - 1).clamp_(0, points - 1).long()  # low = number of xs <= value
     x0, y0, slope = _segments(xs, ys)
     return torch.addcmul(y0.gather(1, segment), slope.gather(1, segment),
                          values - x0.gather(1, segment))
@@ -103,8 +105,12 @@ def _segments(xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def _cells(points: int) -> int:
-    """Grid cells for a curve of ``points`` points: the power of two at least 4x that."""
-    return 1 << (4 * points - 1).bit_length()
+    """Grid cells for a curve of ``points`` points: the power of two at least 16x that.
+
+    So fine a grid leaves at most one curve point in a cell for most curves, and one search
+    step; only steep curves need a few more. The table costs (cells + 1) int32 per sample.
+    """
+    return 1 << (16 * points - 1).bit_length()
 
 
 def _points_up_to_cell(xs: torch.Tensor, cells: int) -> torch.Tensor:
@@ -126,9 +132,9 @@ def apply_nonlinear(cubes: torch.Tensor, params: NonlinearParams, *,
     samples = params.samples.to(cubes.device)
     xs, ys = bezier_curves(params.controls.to(cubes.device), params.invert.to(cubes.device),
                            points)
-    values = cubes[samples].reshape(samples.numel(), -1).float()
-    out[samples] = lookup(values, xs, ys).to(cubes.dtype).view_as(out[samples])
-    return out
+    values = cubes.index_select(0, samples).view(samples.numel(), -1)
+    mapped = lookup(values, xs, ys).to(cubes.dtype).view(-1, *cubes.shape[1:])
+    return out.index_copy_(0, samples, mapped)
 
 
 def nonlinear(cubes: torch.Tensor, generator: torch.Generator, *,
