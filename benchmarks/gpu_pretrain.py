@@ -26,8 +26,10 @@ from typing import Any
 import torch
 from pretrain_step import measure
 
-FULL = {"width": 32, "shape": (64, 64, 32), "batches": (6, 32), "steps": 20, "workers": 4}
-SMOKE = {"width": 4, "shape": (32, 32, 16), "batches": (2, 4), "steps": 2, "workers": 0}
+FULL = {"width": 32, "shape": (64, 64, 32), "batches": (6, 32), "steps": 10, "rounds": 3,
+        "workers": 4}
+SMOKE = {"width": 4, "shape": (32, 32, 16), "batches": (2, 4), "steps": 2, "rounds": 1,
+         "workers": 0}
 
 
 def run(config: dict[str, Any], device: torch.device, folder: Path) -> dict[str, Any]:
@@ -37,7 +39,8 @@ def run(config: dict[str, Any], device: torch.device, folder: Path) -> dict[str,
         for amp in ("fp32", "bf16"):
             started = time.perf_counter()
             record = measure(config["shape"], config["width"], batch, config["steps"],
-                          config["workers"], device, amp, None, "all", folder)
+                          config["workers"], device, amp, None, "all", folder,
+                          config["rounds"])
             record["wall_s"] = time.perf_counter() - started
             results["runs"].append(record)
             print(f"batch {batch:3d} {amp}: model {record['model_pairs_per_s']:8.1f} pairs/s, "

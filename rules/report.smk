@@ -76,6 +76,7 @@ rule figure_gallery:
     params:
         stem=output_stem,
         seed=config["seed"],
+        settings=settings(config["pretrain"]["settings"].get("transforms", {})),
     shell:
         "genesis figures gallery --cubes {input} --output {params.stem}"
         " --seed {params.seed} --settings {params.settings:q} > {log} 2>&1"

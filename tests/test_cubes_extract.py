@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from genesis.cli import main
 from genesis.cubes.extract import CubeSettings, extract_to_shard

@@ -25,7 +25,9 @@ from genesis.train.settings import PretrainSettings
 from genesis.train.synthetic import write_synthetic_shard
 
 SHAPE = (16, 16, 16)
-TINY = {"width": 4, "batch_size": 4, "num_workers": 0, "lr": 0.1}
+# transform_group 2 divides the per-process batch of 1 process (4) and of 2 (2): the same
+# cubes get the same transformations in both runs.
+TINY = {"width": 4, "batch_size": 4, "num_workers": 0, "lr": 0.1, "transform_group": 2}
 
 
 def _free_port() -> int:

@@ -16,8 +16,8 @@ from genesis.cli import main
 from genesis.errors import ConfigError, InputError
 from genesis.models import UNet3D, load_weights
 from genesis.train.distributed import DistContext
-from genesis.train.loaders import validation_indices
-from genesis.train.loop import train_positions
+from genesis.train.loaders import GlobalBatchSampler, validation_indices
+from genesis.train.loop import train_positions, transform_groups
 from genesis.train.pretrain import pretrain, resume_mismatch
 from genesis.train.settings import PretrainSettings
 from genesis.train.shards import CubeDataset, check_shard, check_shards
@@ -135,7 +135,40 @@ def test_rank_positions_cover_the_global_batch() -> None:
     one = train_positions(3, 6, 6, DistContext())
     two = [p for rank in range(2)
            for p in train_positions(3, 6, 3, DistContext(rank=rank, world_size=2))]
-    assert sorted(two) == one == list(range(18, 24))
+    assert two == one == list(range(18, 24))
+
+
+@pytest.mark.parametrize("n", [12, 13, 17])
+def test_sampler_slices_one_permutation(n: int) -> None:
+    """Two processes see, step by step, the two halves of the one-process batches."""
+    dataset = list(range(n))
+    one = GlobalBatchSampler(dataset, global_batch=4, ctx=DistContext(), seed=9)
+    two = [GlobalBatchSampler(dataset, global_batch=4, ctx=DistContext(rank=r, world_size=2),
+                              seed=9) for r in range(2)]
+    for sampler in (one, *two):
+        sampler.set_epoch(5)
+    order = list(one)
+    assert len(order) == len(one) == 4 * (n // 4) and len(set(order)) == len(order)
+    halves = [list(s) for s in two]
+    assert [i for step in range(n // 4) for half in halves
+            for i in half[2 * step:2 * step + 2]] == order
+    one.set_epoch(6)
+    assert list(one) != order
+
+
+def test_transform_groups_are_world_size_invariant() -> None:
+    """Group seeds depend on positions only: any split into processes gives the same pairs."""
+    from genesis.train.pretrain import build_transform
+
+    transform = build_transform("all", {})
+    cubes = torch.rand(4, 1, *SHAPE, generator=torch.Generator().manual_seed(0))
+    whole = transform_groups(transform, cubes, [8, 9, 10, 11], 2, seed=1, epoch=2)
+    halves = [transform_groups(transform, cubes[i:i + 2], [8 + i, 9 + i], 2, seed=1, epoch=2)
+              for i in (0, 2)]
+    for k in range(2):
+        assert torch.equal(whole[k], torch.cat([h[k] for h in halves]))
+    other_epoch = transform_groups(transform, cubes, [8, 9, 10, 11], 2, seed=1, epoch=3)
+    assert not torch.equal(whole[0], other_epoch[0])
 
 
 def test_validation_subset_is_fixed() -> None:

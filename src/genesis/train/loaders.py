@@ -1,11 +1,14 @@
 """DataLoaders over cube shards: seeded shuffling, worker seeding, rank splits.
 
-Training order: a ``DistributedSampler`` (also for one process, so the code path is the
-same) shuffles all training cubes with ``torch.randperm`` seeded by
-``derive_seed(seed, "shuffle") + epoch``, truncates to a multiple of the number of
-processes and hands process r every world_size-th cube starting at r. Each process loads
-``batch_size / world_size`` cubes per step, so step k covers positions
-k*batch .. (k+1)*batch - 1 of the same permutation for any number of processes.
+Training order: ``GlobalBatchSampler`` (a ``DistributedSampler``, used for one process
+too, so the code path is the same) shuffles all training cubes with ``torch.randperm``
+seeded by ``derive_seed(seed, "shuffle") + epoch``, cuts the permutation into global
+batches of ``batch_size`` and hands process r the r-th contiguous slice of
+``batch_size / world_size`` cubes of each. Step k therefore covers positions
+k*batch .. (k+1)*batch - 1 of the same permutation for any number of processes, and each
+process's cubes are consecutive positions (torch's sampler interleaves them instead),
+which lets the transforms be seeded per group of consecutive positions
+(``genesis.train.loop``).
 
 Validation: a fixed, seeded subset of ``val_cubes`` cubes (all when None), in index
 order, dealt round-robin to the processes.
@@ -13,7 +16,7 @@ order, dealt round-robin to the processes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +25,35 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from genesis.seeding import derive_seed
 from genesis.train.distributed import DistContext
 from genesis.train.shards import CubeDataset
+
+
+class GlobalBatchSampler(DistributedSampler):
+    """Seeded epoch shuffle, cut into global batches; this process takes its slice of each.
+
+    Incomplete last batches are dropped, so every process runs the same number of steps.
+    """
+
+    def __init__(self, dataset: Dataset, *, global_batch: int, ctx: DistContext,
+                 seed: int) -> None:
+        super().__init__(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                         seed=seed, drop_last=True)
+        if global_batch % ctx.world_size:
+            raise ValueError(f"global batch {global_batch} is not divisible by "
+                             f"{ctx.world_size} processes")
+        self.global_batch = global_batch
+        self.steps = len(dataset) // global_batch  # type: ignore[arg-type]
+        self.local_batch = global_batch // ctx.world_size
+        self.num_samples = self.steps * self.local_batch
+        self.total_size = self.steps * global_batch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=generator)  # type: ignore[arg-type]
+        order = order[:self.total_size].view(self.steps, self.num_replicas, self.local_batch)
+        return iter(order[:, self.rank].reshape(-1).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 class IndexedCubes(Dataset):
@@ -47,9 +79,8 @@ def _seed_worker(worker_id: int) -> None:
 def train_loader(dataset: CubeDataset, *, seed: int, local_batch: int, ctx: DistContext,
                  num_workers: int, pin_memory: bool) -> DataLoader:
     """Batches of ``local_batch`` cubes (b, 1, X, Y, Z); call ``sampler.set_epoch`` first."""
-    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
-                                 shuffle=True, seed=derive_seed(seed, "shuffle") % 2**62,
-                                 drop_last=True)
+    sampler = GlobalBatchSampler(dataset, global_batch=local_batch * ctx.world_size, ctx=ctx,
+                                 seed=derive_seed(seed, "shuffle") % 2**62)
     return DataLoader(
         dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
         num_workers=num_workers, pin_memory=pin_memory,

@@ -1,19 +1,20 @@
 """One training epoch and one validation pass of restoration pretraining.
 
-Seeding of the transformations (what makes runs reproducible and world-size invariant):
-every cube gets its own ``torch.Generator`` seeded with
-``derive_seed(seed, "transform", "train", epoch, position)``, where ``position`` is the
-cube's place in the epoch's global sample order (step * global_batch + slot). With the
-``DistributedSampler`` order, process r's j-th cube of a step sits at slot
-``j * world_size + r`` of the global batch, so a cube is transformed identically whether
-one process or eight handle the batch, and a resumed run (which may use another number of
-processes) continues the same stream. Validation cubes are seeded by their index in the
-validation set and not by epoch: the validation pairs are the same every epoch, so the
-validation loss is comparable across epochs.
+Seeding of the transformations. Transforms run batched on the training device, after the
+batch is moved there, in groups of ``group`` consecutive cubes (``transform_group``; by
+default the whole per-process batch, one call per step). Each group gets its own
+``torch.Generator`` seeded with ``derive_seed(seed, "transform", "train", epoch, position)``,
+where ``position`` is the global position of the group's first cube in the epoch
+(step * batch_size + slot; process r holds slots r*b .. (r+1)*b - 1, see
+``genesis.train.loaders``). So the seeds differ between processes, steps and epochs, and
+a cube's transformation depends only on (seed, epoch, its group): with a ``transform_group``
+that divides the per-process batch of every world size in use (1 always does), one process
+and eight produce the same pairs, and a resumed run continues the same stream whatever its
+number of processes. Larger groups are faster (fewer, larger kernel launches).
 
-Transforms run on the training device after the batch is moved there. They are applied
-per cube (each with its own generator) and concatenated; see docs/benchmarks.md for what
-that costs against one call per batch.
+Validation cubes are transformed one by one, seeded by their index in the validation set
+and not by epoch: the validation pairs are the same every epoch (comparable losses) and do
+not depend on the validation batch size or the number of processes.
 """
 
 from __future__ import annotations
@@ -72,8 +73,24 @@ def transform_cubes(transform: Transform, cubes: Tensor,
 
 def train_positions(step: int, global_batch: int, local_batch: int,
                     ctx: DistContext) -> list[int]:
-    """Global sample positions of this process's cubes in ``step`` (DistributedSampler order)."""
-    return [step * global_batch + j * ctx.world_size + ctx.rank for j in range(local_batch)]
+    """Global positions in the epoch of this process's cubes in ``step``."""
+    first = step * global_batch + ctx.rank * local_batch
+    return list(range(first, first + local_batch))
+
+
+def transform_groups(transform: Transform, cubes: Tensor, positions: Sequence[int],
+                     group: int, seed: int, epoch: int) -> tuple[Tensor, Tensor]:
+    """Transform ``cubes`` in groups of ``group``, each seeded by its first position."""
+    if group == cubes.shape[0]:
+        generator = torch.Generator(device=cubes.device)
+        generator.manual_seed(cube_seed(seed, "train", epoch, positions[0]))
+        return transform(cubes, generator)
+    pairs = []
+    for start in range(0, cubes.shape[0], group):
+        generator = torch.Generator(device=cubes.device)
+        generator.manual_seed(cube_seed(seed, "train", epoch, positions[start]))
+        pairs.append(transform(cubes[start:start + group], generator))
+    return torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
 
 
 def train_epoch(
@@ -89,17 +106,21 @@ def train_epoch(
     ctx: DistContext,
     device: torch.device,
     options: StepOptions,
+    group: int | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> float:
-    """Train for ``steps`` global batches; the mean of the global-batch MSE losses."""
+    """Train for ``steps`` global batches; the mean of the global-batch MSE losses.
+
+    ``group``: transform group size (None: the whole per-process batch).
+    """
     model.train()
     total = torch.zeros((), device=device, dtype=torch.float64)
     done = 0
     for step, cubes in zip(range(steps), batches, strict=False):
         cubes = cubes.to(device, non_blocking=True)  # (b, 1, X, Y, Z), b = batch / world
-        seeds = [cube_seed(seed, "train", epoch, p)
-                 for p in train_positions(step, global_batch, cubes.shape[0], ctx)]
-        inputs, targets = transform_cubes(transform, cubes, seeds)
+        positions = train_positions(step, global_batch, cubes.shape[0], ctx)
+        inputs, targets = transform_groups(transform, cubes, positions,
+                                           group or cubes.shape[0], seed, epoch)
         with options.autocast(device):
             outputs = model(options.prepare(inputs))
         # Loss in fp32 on the sigmoid output; DDP averages the per-process means.

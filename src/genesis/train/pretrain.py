@@ -178,6 +178,10 @@ def pretrain(
     if settings.batch_size % ctx.world_size:
         raise ConfigError(f"pretrain.batch_size ({settings.batch_size}) must be divisible by "
                           f"the number of processes ({ctx.world_size}): it is the global batch")
+    local_batch = settings.batch_size // ctx.world_size
+    if settings.transform_group and local_batch % settings.transform_group:
+        raise ConfigError(f"pretrain.transform_group ({settings.transform_group}) must divide "
+                          f"the per-process batch ({local_batch} = batch_size / processes)")
     torch.set_num_threads(max(1, threads // ctx.local_world_size))
     with lease_device(gpu_slots) as device:
         init_process_group(ctx, device)
@@ -331,7 +335,8 @@ class _Run:
                 train_loss = train_epoch(
                     train_net, loader, self.optimizer, self.transform, epoch=self.epoch,
                     seed=self.seed, steps=steps, global_batch=global_batch, ctx=ctx,
-                    device=device, options=self.options, on_step=lambda _: bar.update())
+                    device=device, options=self.options, group=settings.transform_group,
+                    on_step=lambda _: bar.update())
             val_loss, identity = validate(eval_net, val_batches, self.transform,
                                           seed=self.seed, ctx=ctx, device=device,
                                           options=self.options)

@@ -22,6 +22,7 @@ class PretrainSettings:
     Keys and meaning are listed in config/README.md; ``transforms`` holds overrides of
     ``genesis.transforms.TransformSettings`` on top of the variant's settings.
     """
+
     width: int = 32
     cube_size: tuple[int, int, int] | None = None
     batch_size: int = 6
@@ -42,6 +43,7 @@ class PretrainSettings:
     compile: bool = False
     sync_batchnorm: bool = True
     transforms: dict[str, Any] = field(default_factory=dict)
+    transform_group: int | None = None
     max_minutes: float | None = None
     gpus: int = 1
 
@@ -50,7 +52,7 @@ class PretrainSettings:
                     "gpus"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"pretrain.{key} must be at least 1, got {getattr(self, key)}")
-        for key in ("steps_per_epoch", "val_cubes", "val_batch_size"):
+        for key in ("steps_per_epoch", "val_cubes", "val_batch_size", "transform_group"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"pretrain.{key} must be at least 1 or null, got {value}")

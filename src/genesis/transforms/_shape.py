@@ -41,3 +41,22 @@ def as_bool_mask(apply: torch.Tensor, n: int) -> torch.Tensor:
         raise ValueError(f"apply must be a bool tensor of shape ({n},), got "
                          f"{apply.dtype} {tuple(apply.shape)}")
     return apply
+
+
+def take(cubes: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """The selected samples of a batch (the batch itself when all are selected in order)."""
+    if _everything(cubes, samples):
+        return cubes
+    return cubes.index_select(0, samples)
+
+
+def put(cubes: torch.Tensor, samples: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """A copy of ``cubes`` with the selected samples replaced by ``values``."""
+    if _everything(cubes, samples):
+        return values.to(cubes.dtype).contiguous()
+    return cubes.clone().index_copy_(0, samples, values.to(cubes.dtype))
+
+
+def _everything(cubes: torch.Tensor, samples: torch.Tensor) -> bool:
+    n = cubes.shape[0]
+    return samples.numel() == n and torch.equal(samples, torch.arange(n, device=samples.device))

@@ -48,9 +48,17 @@ class GenesisParams:
 
     @property
     def distorted(self) -> torch.Tensor:
-        """(N,) bool: samples whose input differs from the target by design (not flip)."""
-        masks = [self.applied[name] for name in DISTORTIONS]
-        return torch.stack(masks).any(dim=0)
+        """(N,) bool: samples whose input differs from the target by design (flip aside).
+
+        An in-painted sample with no hole (probability 0.05, as in the release) counts as
+        undistorted, so ``~distorted`` marks exactly the pure autoencoding samples.
+        """
+        applied = dict(self.applied)
+        if self.inpainting is not None:
+            holes = torch.zeros_like(applied["inpainting"])
+            holes[self.inpainting.samples] = self.inpainting.active.any(dim=1)
+            applied["inpainting"] = holes
+        return torch.stack([applied[name] for name in DISTORTIONS]).any(dim=0)
 
 
 class GenesisTransform:
@@ -77,6 +85,7 @@ class GenesisTransform:
     def __call__(self, cubes: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) for cubes (N, 1, X, Y, Z) in [0, 1]; ``cubes`` is not modified."""
+        spatial_shape(cubes)
         return self.apply(cubes, self.sample(cubes.shape, generator))
 
     def decide(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -103,6 +112,8 @@ class GenesisTransform:
     def sample(self, shape: torch.Size | tuple[int, ...],
                generator: torch.Generator) -> GenesisParams:
         """Draw every random parameter for a batch of the given (N, 1, X, Y, Z) shape."""
+        if len(shape) != 5 or shape[1] != 1:
+            raise ValueError(f"cubes must have shape (N, 1, X, Y, Z), got {tuple(shape)}")
         s = self.settings
         n, spatial = int(shape[0]), (int(shape[2]), int(shape[3]), int(shape[4]))
         applied = self.decide(n, generator)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from genesis.transforms._random import selected, uniform
-from genesis.transforms._shape import spatial_shape
+from genesis.transforms._shape import put, spatial_shape, take
 
 DEFAULT_POINTS = 4096
 
@@ -81,13 +81,15 @@ def lookup(values: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Te
     high = first[:, 1:].contiguous().gather(1, cell)
     # Index arithmetic in int32: int64 elementwise ops are several times slower on CPU, as
     # are torch.where and mixed bool arithmetic, hence the max/min updates.
-    for _ in range(int(first.diff(dim=1).max()).bit_length()):
+    widest = int(first.diff(dim=1).max())
+    for _ in range(max(widest - 1, 0).bit_length()):  # halve [low, high] to width <= 1
         # Invariant: xs[:low] <= value < xs[high:].
         middle = torch.bitwise_right_shift(low + high, 1)
-        probe = xs32.gather(1, middle.clamp(max=points - 1).long())
-        below = (probe <= values).int()
+        below = (xs32.gather(1, middle.clamp(max=points - 1).long()) <= values).int()
         low = torch.maximum(low, (middle + 1) * below)
         high = torch.minimum(high, middle + below * points)
+    # One comparison settles width <= 1 (where low == high, xs[low] > value already).
+    low += (xs32.gather(1, low.clamp(max=points - 1).long()) <= values).int()
     # The last point at or below the value starts its segment, so knots (0 and 1 among
     # them) map exactly onto their y; the final point gets slope 0.
     segment = (low - 1).clamp_(0, points - 1).long()  # low = number of xs <= value
@@ -126,15 +128,13 @@ def apply_nonlinear(cubes: torch.Tensor, params: NonlinearParams, *,
                     points: int = DEFAULT_POINTS) -> torch.Tensor:
     """Map the intensities of the selected samples of ``cubes``; returns a new tensor."""
     spatial_shape(cubes)
-    out = cubes.clone()
     if params.samples.numel() == 0:
-        return out
+        return cubes.clone()
     samples = params.samples.to(cubes.device)
     xs, ys = bezier_curves(params.controls.to(cubes.device), params.invert.to(cubes.device),
                            points)
-    values = cubes.index_select(0, samples).view(samples.numel(), -1)
-    mapped = lookup(values, xs, ys).to(cubes.dtype).view(-1, *cubes.shape[1:])
-    return out.index_copy_(0, samples, mapped)
+    values = take(cubes, samples).reshape(samples.numel(), -1)
+    return put(cubes, samples, lookup(values, xs, ys).view(-1, *cubes.shape[1:]))
 
 
 def nonlinear(cubes: torch.Tensor, generator: torch.Generator, *,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from genesis.transforms._random import continuing, randint, selected, sub_generator, sub_seed
-from genesis.transforms._shape import check_boxes_fit, spatial_shape
+from genesis.transforms._shape import check_boxes_fit, put, spatial_shape, take
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,9 @@ def box_mask(params: PaintParams, shape: tuple[int, int, int],
         low = corners[..., axis, None]
         inside.append((coord >= low) & (coord < low + sizes[..., axis, None]))
     ix, iy, iz = inside
+    ix &= active[..., None]  # an inactive box covers nothing
     boxes = ix[..., :, None, None] & iy[..., None, :, None] & iz[..., None, None, :]
-    return (boxes & active[..., None, None, None]).any(dim=1, keepdim=True)
+    return boxes.any(dim=1, keepdim=True)  # (S, 1, X, Y, Z)
 
 
 def _noise(params: PaintParams, shape: tuple[int, int, int], like: torch.Tensor) -> torch.Tensor:
@@ -103,15 +104,13 @@ def apply_outpaint(cubes: torch.Tensor, params: PaintParams) -> torch.Tensor:
 
 def _paint(cubes: torch.Tensor, params: PaintParams, keep_inside: bool) -> torch.Tensor:
     shape = spatial_shape(cubes)
-    out = cubes.clone()
     if params.samples.numel() == 0:
-        return out
+        return cubes.clone()
     samples = params.samples.to(cubes.device)
     mask = box_mask(params, shape, cubes.device)
-    image, noise = cubes[samples], _noise(params, shape, cubes)
-    out[samples] = torch.where(mask, image, noise) if keep_inside else torch.where(
-        mask, noise, image)
-    return out
+    image, noise = take(cubes, samples), _noise(params, shape, cubes)
+    painted = torch.where(mask, image, noise) if keep_inside else torch.where(mask, noise, image)
+    return put(cubes, samples, painted)
 
 
 def sample_inpaint(n: int, shape: tuple[int, int, int], generator: torch.Generator, *,
