@@ -56,7 +56,9 @@ class CubeSettings:
         cube_size: cube kept, (x, y, z) voxels.
         extra_slices: slices cut beyond the cube in z, seen only by the tissue filter.
         border: voxels kept clear of each edge, (x, y, z).
-        min_slices: scans with fewer slices are skipped (LUNA16 recipe: about 96).
+        min_slices: scans with fewer slices are skipped (LUNA16 recipe: about 96). The
+            geometric minimum, 2 * border_z + cube_z + extra_slices (95 by default), is
+            always enforced as well, and so is its in-plane counterpart.
         cubes_per_scan: N, the cubes kept per scan (the release's "scale").
         attempts_per_cube: give up on a scan after this many attempts times N.
         hu_window: CT window in HU, mapped to [0, 1].

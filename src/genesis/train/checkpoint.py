@@ -138,12 +138,14 @@ def rng_state(generators: Mapping[str, Generator] | None = None) -> dict[str, An
 
     The engine draws its randomness from explicit generators; the global ones are saved too
     so that any library code that uses them continues the same stream after a resume.
+    CUDA: only the current device's generator, and only once CUDA is initialised, so that
+    saving never creates a context on GPUs leased by other jobs.
     """
     state: dict[str, Any] = {
         "python": _python_state(),
         "numpy": _numpy_legacy_state(),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
         "generators": {},
     }
     for name, generator in (generators or {}).items():
@@ -167,13 +169,9 @@ def restore_rng_state(state: Mapping[str, Any],
                          numpy_state["pos"], numpy_state["has_gauss"],
                          numpy_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
-    cuda_states = state.get("cuda") or []
-    if cuda_states and torch.cuda.is_available():
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
-        else:
-            log.warning("checkpoint holds %d CUDA RNG states but %d GPUs are visible; "
-                        "CUDA RNGs not restored", len(cuda_states), torch.cuda.device_count())
+    cuda_state = state.get("cuda")
+    if isinstance(cuda_state, torch.Tensor) and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda_state)  # the current device, as saved
     saved = state.get("generators", {})
     for name, generator in (generators or {}).items():
         if name not in saved:

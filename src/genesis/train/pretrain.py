@@ -184,6 +184,8 @@ def pretrain(
                           f"the per-process batch ({local_batch} = batch_size / processes)")
     torch.set_num_threads(max(1, threads // ctx.local_world_size))
     with lease_device(gpu_slots) as device:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # keep every allocation on the leased GPU
         init_process_group(ctx, device)
         try:
             return _Run(train, val, Path(output_dir), variant, seed, settings, ctx, device,

@@ -2,8 +2,9 @@
 
 Every draw happens on the generator's device and the parameters are moved to the cube's
 device when applied. A CPU generator therefore works with CUDA cubes and gives the same
-transformed pairs on either device; a generator on the cube's device avoids the transfer of
-the two large draws (shuffling keys, painting noise) and is the fast choice on a GPU.
+transformed pairs on either device (the Bezier lookup up to float rounding); a generator on
+the cube's device avoids the transfer of the two large draws (shuffling keys, painting
+noise) and is the fast choice on a GPU.
 """
 
 from __future__ import annotations
@@ -19,11 +20,6 @@ _SEED_LIMIT = 2**62
 def uniform(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
     """Uniform float32 in [0, 1) on the generator's device."""
     return torch.rand(shape, generator=generator, device=generator.device)
-
-
-def bernoulli(generator: torch.Generator, n: int, rate: float) -> torch.Tensor:
-    """(n,) bool, True with probability ``rate``: the per-sample "apply" mask."""
-    return uniform(generator, (n,)) < rate
 
 
 def randint(generator: torch.Generator, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:

@@ -71,8 +71,10 @@ class GenesisTransform:
     out-painting for the rest. With release rates about 0.5% of samples stay undistorted.
 
     Randomness comes only from the generator passed to ``__call__``: parameters are drawn on
-    its device and moved to the cubes' device, so a CPU generator gives identical pairs for
-    CPU and CUDA cubes, and a CUDA generator keeps everything on the GPU.
+    its device and moved to the cubes' device. A CPU generator therefore works with CUDA
+    cubes and gives the same pairs as on CPU (the Bezier lookup up to float rounding); a
+    generator on the cubes' device keeps the large draws (shuffling keys, painting noise) on
+    the GPU and is the fast choice there.
     """
 
     def __init__(self, settings: TransformSettings) -> None:
@@ -142,16 +144,16 @@ class GenesisTransform:
               params: GenesisParams) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) from cubes and parameters drawn by ``sample``; pure."""
         spatial_shape(cubes)
-        targets = apply_flip(cubes, params.flip) if params.flip else cubes.clone()
+        targets = cubes.clone() if params.flip is None else apply_flip(cubes, params.flip)
         inputs = targets
-        if params.local_shuffle:
+        if params.local_shuffle is not None:
             inputs = apply_local_shuffle(inputs, params.local_shuffle)
-        if params.nonlinear:
+        if params.nonlinear is not None:
             inputs = apply_nonlinear(inputs, params.nonlinear,
                                      points=self.settings.bezier_points)
-        if params.inpainting:
+        if params.inpainting is not None:
             inputs = apply_inpaint(inputs, params.inpainting)
-        if params.outpainting:
+        if params.outpainting is not None:
             inputs = apply_outpaint(inputs, params.outpainting)
         if inputs is targets:
             inputs = targets.clone()

@@ -1,7 +1,8 @@
 """Local pixel shuffling: permute the voxels inside many small blocks (facts §2).
 
-Keeps the local intensity distribution and destroys local texture, so the model must learn
-local boundaries and texture to restore it. The release loops over 10,000 blocks per cube in
+Keeps the global intensity distribution (each block's values are a permutation of its own)
+and destroys local texture, so the model must learn local boundaries and texture to restore
+it. The release loops over 10,000 blocks per cube in
 Python. Here the blocks of the whole batch are grouped by size: all blocks of one size form
 a dense (blocks, voxels) matrix, whose rows are permuted by one row-wise argsort of random
 keys. At most (n//10)^3 sizes exist (108 for 64x64x32), so the only Python loop runs over

@@ -48,15 +48,17 @@ def bezier_curves(controls: torch.Tensor, invert: torch.Tensor,
                   points: int = DEFAULT_POINTS) -> tuple[torch.Tensor, torch.Tensor]:
     """Sampled maps (xs, ys), each (S, points): xs increasing from 0 to 1, ys = f(xs).
 
-    With control x values in [0, 1], x(t) is non-decreasing in t, so sorting the sampled x
-    (as the release does) is the identity; reading y in reverse t order gives the
-    decreasing map. Computed in float64 so the end points are exact.
+    With control points in the unit square, x(t) and y(t) are non-decreasing in t, so
+    sorting the sampled values (as the release does) keeps t order up to rounding; reading
+    y in reverse t order gives the decreasing map. Float64, so the end points are exact.
     """
     t = torch.linspace(0.0, 1.0, points, dtype=torch.float64, device=controls.device)
     b1, b2, b3 = 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3  # Bernstein weights
     c = controls.double()
     xs = c[:, 0, 0, None] * b1 + c[:, 1, 0, None] * b2 + b3
     ys = c[:, 0, 1, None] * b1 + c[:, 1, 1, None] * b2 + b3
+    # Where the curve is flat, rounding could undo the order: restore it (the sort).
+    xs, ys = xs.cummax(dim=1).values, ys.cummax(dim=1).values
     ys = torch.where(invert[:, None], ys.flip(1), ys)
     return xs, ys
 

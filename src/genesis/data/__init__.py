@@ -1,0 +1,2 @@
+"""Public datasets: where they live (``sources``), checksummed downloads (``fetch``) and
+safe archive extraction (``archive``)."""

@@ -1,0 +1,341 @@
+"""Checksummed, resumable downloads of the public datasets, and use of local copies.
+
+Built on pooch: ``Pooch.fetch`` downloads into a temporary file in the download folder,
+checks its hash against the pinned checksum and only then moves it to its final name
+(pooch ``stream_download``); on a mismatch the temporary file is deleted. Pooch retries
+a failed transfer or a hash mismatch ``retries`` times, with a growing pause.
+
+Pooch itself does not resume: its ``HTTPDownloader`` always starts from byte 0. The
+``ResumingDownloader`` below is a pooch downloader that keeps the bytes received so far
+in ``.<name>.part`` and asks the server for the rest with an HTTP ``Range`` request. A
+server that ignores ``Range`` (answers 200 instead of 206) gets the whole file again.
+Pooch's hash check still runs on the assembled file, so a bad resume can never pass.
+
+Checksums: MSD md5 sums are pinned in ``genesis.data.sources``; for LUNA16 the settings
+key ``checksums`` pins them (file name -> ``"md5:..."``). A LUNA16 file without a pin is
+checked against the md5 that Zenodo's record API lists, and the value is logged so it can
+be pinned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genesis.atomic import atomic_path
+from genesis.data.archive import install_archive, is_complete, remove_target, write_marker
+from genesis.data.sources import RemoteFile, Source, get_source
+from genesis.errors import ConfigError, GenesisError, InputError
+
+log = logging.getLogger(__name__)
+
+_CHECKSUM = re.compile(r"^(md5|sha1|sha256):[0-9a-fA-F]+$")
+_MISMATCH = re.compile(r"expected (\S+) but got (\S+?)\.?(?:\s|$)")
+DOWNLOADS = ".downloads"
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """Settings of ``genesis fetch`` (config section ``fetch``, one entry per dataset).
+
+    Attributes:
+        base_url: mirror to download from instead of the registry URL; a file is then
+            fetched from ``base_url/<file name>``.
+        checksums: pinned checksums, file name -> ``"md5:<hex>"`` (or sha1/sha256).
+            They override the registry; a LUNA16 file without one is checked against
+            the md5 Zenodo's record API lists (logged).
+        local_path: an already-downloaded copy: an archive, a folder of archives, or the
+            extracted folder. Used instead of downloading. Required for LiTS/BraTS 2018.
+        files: which files of the dataset to fetch (default: all), e.g. ``["subset3.zip"]``.
+        zenodo_api: base URL of Zenodo's record API, for unpinned LUNA16 checksums.
+        retries: extra download attempts after a failed transfer or hash mismatch.
+        timeout_s: seconds to wait for the server before a try counts as failed.
+        keep_archives: keep downloaded archives after extraction (doubles the disk use).
+        verify_local: check a local archive against its pinned checksum before use.
+        progressbar: show a tqdm progress bar on stderr.
+    """
+
+    base_url: str | None = None
+    checksums: dict[str, str] = field(default_factory=dict)
+    local_path: str | None = None
+    files: tuple[str, ...] | None = None
+    zenodo_api: str = "https://zenodo.org/api/records"
+    retries: int = 3
+    timeout_s: float = 60.0
+    keep_archives: bool = False
+    verify_local: bool = True
+    progressbar: bool = True
+
+    def __post_init__(self) -> None:
+        for name, value in self.checksums.items():
+            if not isinstance(value, str) or not _CHECKSUM.match(value):
+                raise ConfigError(f"fetch.checksums.{name} must look like 'md5:<hex>', "
+                                  f"got {value!r}")
+        if self.retries < 0:
+            raise ConfigError(f"fetch.retries must be >= 0, got {self.retries}")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"fetch.timeout_s must be > 0, got {self.timeout_s}")
+
+
+class ResumingDownloader:
+    """A pooch downloader that resumes from ``.<name>.part`` with an HTTP Range request.
+
+    Called by pooch as ``downloader(url, output_file, pooch)``; on success the part file
+    is renamed onto pooch's temporary ``output_file``. On a failure it stays, so the next
+    try (pooch's retry or a rerun) continues where this one stopped.
+    """
+
+    def __init__(self, part: Path, timeout_s: float, progressbar: bool) -> None:
+        self.part = part
+        self.timeout_s = timeout_s
+        self.progressbar = progressbar
+
+    def __call__(self, url: str, output_file: str, pooch: Any, check_only: bool = False
+                 ) -> bool | None:
+        import requests
+
+        if check_only:
+            response = requests.head(url, timeout=self.timeout_s, allow_redirects=True)
+            return response.status_code == 200
+        offset = self.part.stat().st_size if self.part.exists() else 0
+        # identity: byte offsets must refer to the file, not a compressed transfer.
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        with requests.get(url, headers=headers, stream=True, timeout=self.timeout_s) as response:
+            if response.status_code == 416:  # nothing left to send: stale part, start over
+                self.part.unlink()
+                raise requests.exceptions.RequestException(f"{url}: range not satisfiable")
+            response.raise_for_status()
+            if offset and response.status_code != 206:
+                log.info("%s: server does not resume; downloading from the start", url)
+                offset = 0
+            elif offset:
+                log.info("%s: resuming at byte %d", url, offset)
+            length = response.headers.get("Content-Length")
+            expected = None if length is None else offset + int(length)
+            self._stream(response, offset, expected)
+        size = self.part.stat().st_size
+        if expected is not None and size != expected:
+            raise requests.exceptions.ConnectionError(
+                f"{url}: transfer stopped at byte {size} of {expected}")
+        os.replace(self.part, output_file)
+        return None
+
+    def _stream(self, response: Any, offset: int, expected: int | None) -> None:
+        from tqdm import tqdm
+
+        self.part.parent.mkdir(parents=True, exist_ok=True)
+        mode = "ab" if offset else "wb"
+        with self.part.open(mode) as sink, tqdm(
+            total=expected, initial=offset, unit="B", unit_scale=True, desc=self.part.name[1:-5],
+            disable=not self.progressbar, leave=False,
+        ) as progress:
+            # A chunk cut short by a dropped connection is lost (requests raises before
+            # yielding it), so chunks are kept small: a resume repeats at most 256 KiB.
+            for chunk in response.iter_content(chunk_size=1 << 18):
+                sink.write(chunk)
+                progress.update(len(chunk))
+
+
+def fetch_dataset(
+    name: str, output: Path, settings: FetchSettings, files: Sequence[str] | None = None
+) -> list[Path]:
+    """Fetch dataset ``name`` into ``output`` (the data folder); return the targets.
+
+    Already complete targets are skipped; a local copy in ``settings.local_path`` is used
+    instead of the network.
+    """
+    source = get_source(name)
+    if source.registration:
+        return [_use_registered_copy(source, output, settings)]
+    chosen = files or settings.files or tuple(f.name for f in source.files)
+    remotes = [source.file(n) for n in chosen]
+    unknown = sorted(set(settings.checksums) - {f.name for f in source.files})
+    if unknown:
+        raise ConfigError(f"fetch.checksums: {name} has no file(s) {', '.join(unknown)}")
+    fetcher = _Fetcher(output, settings)
+    return [fetcher.get(remote) for remote in remotes]
+
+
+class _Fetcher:
+    def __init__(self, output: Path, settings: FetchSettings) -> None:
+        self.output = output
+        self.settings = settings
+        self._zenodo_cache: dict[str, dict[str, str]] = {}
+
+    def get(self, remote: RemoteFile) -> Path:
+        target = self.output / remote.target
+        if (is_complete(target) if remote.is_dir else target.is_file()):
+            log.info("%s is complete; skipping", target)
+            return target
+        local = self._local_copy(remote)
+        if local is not None and not _is_archive_of(local, remote):
+            _link_local(local, target, remote.is_dir)
+            return target
+        if local is not None:
+            checksum = self._pinned(remote)  # never ask the network about a local copy
+            if self.settings.verify_local and checksum:
+                _verify(local, checksum)
+            archive, origin = local, str(local)
+        else:
+            checksum = self.checksum(remote)
+            archive, origin = self._download(remote, checksum), self.url(remote)
+        if remote.kind == "file":
+            if archive != target:
+                with atomic_path(target) as tmp:
+                    shutil.copyfile(archive, tmp)
+            return target
+        log.info("extracting %s into %s", archive.name, target)
+        install_archive(archive, target, remote.member, remote.is_dir,
+                        {"archive": remote.name, "checksum": checksum, "source": origin})
+        if local is None and not self.settings.keep_archives:
+            archive.unlink()
+        return target
+
+    # --- where from -----------------------------------------------------------------
+
+    def url(self, remote: RemoteFile) -> str:
+        if self.settings.base_url:
+            return f"{self.settings.base_url.rstrip('/')}/{remote.name}"
+        return remote.url
+
+    def _pinned(self, remote: RemoteFile) -> str | None:
+        if remote.name in self.settings.checksums:
+            return self.settings.checksums[remote.name]
+        return None if remote.md5 is None else f"md5:{remote.md5}"
+
+    def checksum(self, remote: RemoteFile) -> str:
+        pinned = self._pinned(remote)
+        if pinned:
+            return pinned
+        if remote.record is None:
+            raise ConfigError(f"fetch.checksums: no checksum pinned for {remote.name}")
+        listed = self._zenodo_checksums(remote.record).get(remote.name)
+        if listed is None:
+            raise ConfigError(f"fetch.checksums: Zenodo record {remote.record} lists no "
+                              f"{remote.name}; pin its checksum")
+        log.info("no pinned checksum for %s: using Zenodo's %s (pin it in "
+                 "fetch.checksums to skip this lookup)", remote.name, listed)
+        return listed
+
+    def _zenodo_checksums(self, record: str) -> dict[str, str]:
+        import requests
+
+        if record not in self._zenodo_cache:
+            url = f"{self.settings.zenodo_api.rstrip('/')}/{record}"
+            try:
+                response = requests.get(url, timeout=self.settings.timeout_s)
+                response.raise_for_status()
+                listed = {f["key"]: f["checksum"] for f in response.json()["files"]}
+            except (requests.exceptions.RequestException, ValueError, KeyError, TypeError
+                    ) as error:
+                raise ConfigError(f"fetch.checksums: no checksum pinned and Zenodo's API "
+                                  f"{url} did not answer ({error}); pin the checksums "
+                                  "or set fetch.local_path") from None
+            self._zenodo_cache[record] = listed
+        return self._zenodo_cache[record]
+
+    def _local_copy(self, remote: RemoteFile) -> Path | None:
+        """The user's copy of ``remote``: the archive itself or its extracted content."""
+        if not self.settings.local_path:
+            return None
+        root = Path(self.settings.local_path).expanduser()
+        if not root.exists():
+            raise ConfigError(f"fetch.local_path {root} does not exist")
+        target_name = Path(remote.target).name
+        # Extracted forms first (nothing to do), then the archive itself.
+        candidates = [root, root / target_name]
+        if remote.member:
+            candidates.append(root / remote.member)
+        candidates.append(root / remote.name)
+        for candidate in candidates:
+            if candidate.is_file() and candidate.name == remote.name:
+                log.info("using the local archive %s", candidate)
+                return candidate
+            if candidate.name == target_name and candidate.exists() \
+                    and candidate.is_dir() == remote.is_dir:
+                log.info("using the local copy %s", candidate)
+                return candidate
+        log.info("no local copy of %s under %s; downloading", remote.name, root)
+        return None
+
+    def _download(self, remote: RemoteFile, checksum: str) -> Path:
+        import pooch
+        import requests
+
+        settings = self.settings
+        if remote.kind == "file":  # plain files go straight to their final place
+            folder, name = (self.output / remote.target).parent, Path(remote.target).name
+        else:
+            folder, name = self.output / DOWNLOADS, remote.name
+        url = self.url(remote)
+        store = pooch.create(path=folder, base_url="", registry={name: checksum},
+                             urls={name: url}, retry_if_failed=settings.retries)
+        downloader = ResumingDownloader(folder / f".{name}.part", settings.timeout_s,
+                                        settings.progressbar)
+        try:
+            return Path(store.fetch(name, downloader=downloader))
+        except ValueError as error:
+            raise _mismatch_error(name, url, checksum, error) from None
+        except requests.exceptions.RequestException as error:
+            raise InputError(url, f"download failed after {1 + settings.retries} tries "
+                             f"({error}); rerun to resume") from None
+
+
+def _mismatch_error(name: str, url: str, expected: str, error: ValueError) -> GenesisError:
+    match = _MISMATCH.search(str(error))
+    got = match.group(2) if match else "?"
+    algorithm = expected.split(":")[0]
+    return InputError(url, f"checksum mismatch for {name}: expected {expected}, got "
+                      f"{algorithm}:{got}; the download was deleted (stale pin or corrupt "
+                      "transfer)")
+
+
+def _verify(path: Path, checksum: str) -> None:
+    import pooch
+
+    algorithm, expected = checksum.split(":")
+    got = pooch.file_hash(str(path), alg=algorithm)
+    if got.lower() != expected.lower():
+        raise InputError(path, f"checksum mismatch for local copy: expected {checksum}, "
+                         f"got {algorithm}:{got}")
+
+
+def _is_archive_of(path: Path, remote: RemoteFile) -> bool:
+    return path.is_file() and path.name == remote.name
+
+
+def _link_local(local: Path, target: Path, is_dir: bool) -> None:
+    """Point ``target`` at the user's extracted copy (a symlink: no copy of 100 GB)."""
+    remove_target(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(local.resolve(), target_is_directory=is_dir)
+    if is_dir:
+        write_marker(target, {"local_path": str(local.resolve())})
+
+
+def _use_registered_copy(source: Source, output: Path, settings: FetchSettings) -> Path:
+    """LiTS / BraTS 2018 need registration: link the user's copy, check its layout."""
+    if not settings.local_path:
+        raise ConfigError(f"{source.name}: {source.description} needs registration and "
+                          "cannot be downloaded; download it yourself and set "
+                          "fetch.local_path to its folder")
+    local = Path(settings.local_path).expanduser()
+    if not local.is_dir():
+        raise ConfigError(f"fetch.local_path {local} is not a folder")
+    patterns = {"lits": ["volume-*.nii*"], "brats2018": ["HGG/*", "LGG/*"]}[source.name]
+    if not any(next(local.glob(p), None) for p in patterns):
+        raise InputError(local, f"does not look like {source.description}: no "
+                         f"{' or '.join(patterns)}")
+    target = output / source.target
+    if is_complete(target):
+        return target
+    _link_local(local, target, is_dir=True)
+    return target
