@@ -27,7 +27,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import transforms_oracle as oracle
 
-from genesis.transforms import GenesisTransform, TransformSettings
+from genesis.transforms import (
+    GenesisTransform,
+    TransformSettings,
+    apply_flip,
+    apply_inpaint,
+    apply_local_shuffle,
+    apply_nonlinear,
+    apply_outpaint,
+)
 
 Clock = Callable[[], float]
 
@@ -74,6 +82,33 @@ def time_oracle(cubes: np.ndarray, rng: np.random.Generator) -> float:
     return time.process_time() - start
 
 
+def stage_times(transform: GenesisTransform, cubes: torch.Tensor,
+                generator: torch.Generator) -> dict[str, float]:
+    """CPU seconds of each step of one batch: where the batched time goes."""
+    times: dict[str, float] = {}
+    start = time.process_time()
+
+    def lap(name: str) -> None:
+        nonlocal start
+        now = time.process_time()
+        times[name] = now - start
+        start = now
+
+    params = transform.sample(cubes.shape, generator)
+    lap("sampling")
+    targets = apply_flip(cubes, params.flip)
+    lap("flip")
+    inputs = apply_local_shuffle(targets, params.local_shuffle)
+    lap("local shuffle")
+    inputs = apply_nonlinear(inputs, params.nonlinear)
+    lap("non-linear")
+    inputs = apply_inpaint(inputs, params.inpainting)
+    lap("in-painting")
+    apply_outpaint(inputs, params.outpainting)
+    lap("out-painting")
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
@@ -84,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     time_batched(transform, cubes, generator)  # warm-up: caches, allocator
-    batched, reference = [], []
+    batched, reference, stages = [], [], []
     for _ in range(args.repeats):  # interleaved, so load changes hit both alike
         batched.append(time_batched(transform, cubes, generator))
         reference.append(time_oracle(arrays, rng))
+        stages.append(stage_times(transform, cubes, generator))
     ours = args.batch / statistics.median(batched)
     theirs = args.batch / statistics.median(reference)
     ratios = [r / b for r, b in zip(reference, batched, strict=True)]
@@ -97,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"NumPy oracle  (CPU): {theirs:8.1f} pairs per CPU second")
     print(f"speed-up per core:   {ours / theirs:8.1f}x (median of per-round ratios "
           f"{statistics.median(ratios):.1f}x, range {min(ratios):.1f}-{max(ratios):.1f}x)")
+    parts = ", ".join(f"{name} {1000 * statistics.median(s[name] for s in stages) / args.batch:.2f}"
+                      for name in stages[0])
+    print(f"batched CPU ms per pair (median, rates included): {parts}")
     device = args.device or ("cuda" if torch.cuda.is_available() else None)
     if device and device != "cpu":
         report_device(transform, device, args.gpu_batch, size, args)

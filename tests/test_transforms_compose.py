@@ -110,6 +110,9 @@ def test_half_precision_and_non_contiguous_input() -> None:
     inputs, _ = GenesisTransform(TransformSettings())(x, torch.Generator().manual_seed(13))
     assert inputs.dtype == torch.float16 and inputs.shape == x.shape
     assert ((inputs >= 0) & (inputs <= 1)).all()
+    noise = GenesisTransform(TransformSettings(enabled=("outpainting",), paint_rate=1))(
+        torch.full((64, 1, *SHAPE), 2.0, dtype=torch.float16), torch.Generator())[0]
+    assert noise[noise < 2].max() < 1  # float16 noise stays below 1 too
 
 
 def test_bad_cubes() -> None:

@@ -4,6 +4,10 @@
 uses; the individual ops (``flip``, ``local_pixel_shuffle``, ``nonlinear``, ``inpaint``,
 ``outpaint``) take per-sample ``apply`` masks so a figure can show each one alone. Each op
 also splits into ``sample_*`` (draw parameters) and ``apply_*`` (pure application).
+
+The functions ``flip`` and ``nonlinear`` shadow their modules as attributes of this package:
+import from the modules with ``from genesis.transforms.nonlinear import lookup``, not
+``import genesis.transforms.nonlinear as m``.
 """
 
 from genesis.transforms.compose import DISTORTIONS, GenesisParams, GenesisTransform

@@ -80,8 +80,11 @@ def box_mask(params: PaintParams, shape: tuple[int, int, int],
         inside.append((coord >= low) & (coord < low + sizes[..., axis, None]))
     ix, iy, iz = inside
     ix &= active[..., None]  # an inactive box covers nothing
-    boxes = ix[..., :, None, None] & iy[..., None, :, None] & iz[..., None, None, :]
-    return boxes.any(dim=1, keepdim=True)  # (S, 1, X, Y, Z)
+    mask = torch.zeros((ix.shape[0], 1, *shape), dtype=torch.bool, device=device)
+    for box in range(ix.shape[1]):  # at most a handful of boxes; each one batched
+        mask |= (ix[:, box, None, :, None, None] & iy[:, box, None, None, :, None]
+                 & iz[:, box, None, None, None, :])
+    return mask
 
 
 def _noise(params: PaintParams, shape: tuple[int, int, int], like: torch.Tensor) -> torch.Tensor:
@@ -89,7 +92,12 @@ def _noise(params: PaintParams, shape: tuple[int, int, int], like: torch.Tensor)
     device = params.corners.device
     noise = torch.rand((params.samples.numel(), 1, *shape), device=device,
                        generator=sub_generator(params.seed, device))
-    return noise.to(like.device, like.dtype)
+    noise = noise.to(like.device, like.dtype)
+    if like.dtype != torch.float32:  # rounding to a coarser type could reach 1.0
+        below_one = torch.nextafter(torch.ones((), dtype=like.dtype),
+                                    torch.zeros((), dtype=like.dtype))
+        noise.clamp_(max=below_one.item())
+    return noise
 
 
 def apply_inpaint(cubes: torch.Tensor, params: PaintParams) -> torch.Tensor:
