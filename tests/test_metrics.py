@@ -10,7 +10,7 @@ import torch
 
 from genesis.errors import InputError
 from genesis.tasks.aggregate import write_summary
-from genesis.tasks.metrics import dice, iou, overlap_counts, pooled_iou, roc_auc
+from genesis.tasks.metrics import dice, iou, overlap_counts, pooled_iou, rank_auc, roc_auc
 
 
 def test_iou_and_dice_hand_computed() -> None:
@@ -62,6 +62,18 @@ def test_roc_auc_hand_computed() -> None:
     # A tie between a positive and a negative counts one half.
     assert roc_auc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)
     assert roc_auc(np.array([1, 0, 1]), np.array([0.9, 0.2, 0.7])) == 1.0
+
+
+def test_rank_auc_equals_scikit_learn() -> None:
+    assert rank_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert rank_auc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        labels = rng.integers(0, 2, 60)
+        scores = np.round(rng.random(60) + 0.3 * labels, 1)  # many ties
+        assert rank_auc(labels, scores) == pytest.approx(roc_auc(labels, scores), abs=1e-12)
+    with pytest.raises(InputError, match="both classes"):
+        rank_auc([0, 0], [0.1, 0.2])
 
 
 def test_roc_auc_one_class_is_a_clear_error() -> None:

@@ -31,7 +31,7 @@ from torch import nn
 
 from genesis.atomic import write_json, write_text
 from genesis.errors import ConfigError, InputError
-from genesis.tasks.finetune import WEIGHTS_STEM, run_number
+from genesis.tasks.finetune import WEIGHTS_STEM, memory_format, run_number
 from genesis.tasks.losses import is_segmentation
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,8 @@ def evaluate(task: str, data_dir: str | Path, run_dir: str | Path,
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     run = read_run(run_dir)
     check_consistent(run, task, settings)
-    model = build_run_model(run).to(device)
+    model = build_run_model(run).to(
+        device, memory_format=memory_format(bool(run.settings.get("channels_last", True))))
     if is_segmentation(task):
         results = _evaluate_segmentation(model, run, data_dir, run_dir, settings, device)
     else:

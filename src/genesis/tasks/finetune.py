@@ -106,6 +106,9 @@ class FinetuneSettings:
     augment: bool = True
     #: Optional wall-clock budget; training stops after the epoch that exceeds it.
     max_minutes: float | None = None
+    #: channels_last_3d memory layout: same results, about 20% faster 3D convolutions on
+    #: CPU (oneDNN) and usually on GPU too.
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         section = "tasks.<task>.finetune"
@@ -338,6 +341,10 @@ def build_model(task: str, settings: FinetuneSettings, batch_stats: bool) -> nn.
                              hidden=settings.hidden)
 
 
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last_3d if channels_last else torch.contiguous_format
+
+
 def initialise(model: nn.Module, task: str, init: Init) -> dict[str, Any]:
     """Load the init's weights (strict; encoder only for NCC) and describe what happened."""
     from genesis.models import load_weights
@@ -396,7 +403,7 @@ def finetune(
     set_determinism(derive_seed(seed, "finetune", task, "init"))
     model = build_model(task, settings, batch_stats)
     init_record = initialise(model, task, init)
-    model.to(device)
+    model.to(device, memory_format=memory_format(settings.channels_last))
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=settings.lr_factor, patience=settings.lr_patience)
@@ -473,7 +480,7 @@ def _validate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], tas
     pooled over all validation patches, like the training loss over a batch.
     """
     from genesis.tasks.inference import autocast_for
-    from genesis.tasks.metrics import iou, roc_auc
+    from genesis.tasks.metrics import iou, rank_auc
 
     model.eval()
     outputs = []
@@ -489,7 +496,7 @@ def _validate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], tas
     if is_segmentation(task):
         return loss, iou(output.numpy() >= 0.5, target.numpy())
     try:
-        return loss, roc_auc(targets, output.reshape(-1).numpy())
+        return loss, rank_auc(targets, output.reshape(-1).numpy())
     except InputError:  # one class in a tiny validation split: AUC undefined
         return loss, float("nan")
 

@@ -61,13 +61,36 @@ def pooled_iou(counts: Sequence[tuple[int, int, int]]) -> float:
 def roc_auc(labels: Any, scores: Any) -> float:
     """Area under the ROC curve (scikit-learn), with a clear error for one-class labels.
 
-    Raises:
+    This is the reported test metric. Raises:
         InputError: when labels and scores differ in length, scores are not finite, or the
             labels hold only one class (AUC is undefined then; a test split without
             positives is a data-preparation problem worth stopping for).
     """
     from sklearn.metrics import roc_auc_score
 
+    y, s = _check_auc_input(labels, scores)
+    return float(roc_auc_score(y, s))
+
+
+def rank_auc(labels: Any, scores: Any) -> float:
+    """The same AUC by the Mann-Whitney rank sum (ties count one half), in plain numpy.
+
+    For the per-epoch validation curve: importing scikit-learn costs about 2 s of CPU, a
+    noticeable share of a short demo fine-tuning job. Positives are the larger label.
+    """
+    y, s = _check_auc_input(labels, scores)
+    positive = y == np.max(y)
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    # Average 1-based rank of each distinct score: ties share the mean of their ranks.
+    upper = np.cumsum(counts)
+    average_rank = upper - (counts - 1) / 2.0
+    ranks = average_rank[inverse]
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def _check_auc_input(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(labels).reshape(-1)
     s = np.asarray(scores, dtype=float).reshape(-1)
     if y.shape != s.shape:
@@ -79,4 +102,4 @@ def roc_auc(labels: Any, scores: Any) -> float:
     if classes.size != 2:
         raise InputError(None, f"ROC AUC needs both classes among the labels, got only "
                          f"{classes.tolist()} in {y.size} labels")
-    return float(roc_auc_score(y, s))
+    return y, s
