@@ -189,7 +189,7 @@ def task_default(path: str, key: str) -> Any:
         from genesis.tasks.finetune import TASK_DEFAULTS
 
         return json_value(getattr(TASK_DEFAULTS[path.split(".")[1]], key))
-    return SECTIONS[path].properties[key].get("engine_default", SECTIONS[path].properties[key].get("default", MISSING))
+    return documented_default(SECTIONS[path].properties[key])
 
 
 def is_mapping(schema: Mapping[str, Any]) -> bool:
@@ -251,7 +251,7 @@ def check_row(heading: str, row: dict[str, str], paths: list[str],
             if task and not path.endswith(f".{task}.finetune"):
                 continue
             expected = task_default(path, key) if task else \
-                SECTIONS[path].properties[key].get("engine_default", SECTIONS[path].properties[key].get("default", MISSING))
+                documented_default(SECTIONS[path].properties[key])
             assert cell_value(row[column]) == expected, (
                 f"{heading}: `{key}` {column} is documented as {row[column]!r}, "
                 f"but {path} has {expected!r}")
@@ -318,6 +318,12 @@ def schema_files_parsed_once() -> Iterator[None]:
 
     with mock.patch.object(snakemake.utils, "_load_configfile", load):
         yield
+
+
+
+def documented_default(prop: dict[str, Any]) -> Any:
+    """Stage keys carry the engine's default as an annotation; top-level keys a default."""
+    return prop.get("engine_default", prop.get("default", MISSING))
 
 
 @functools.cache
