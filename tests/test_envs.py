@@ -115,4 +115,4 @@ def test_every_rule_uses_a_declared_env() -> None:
     rules = "\n".join(p.read_text() for p in sorted((ROOT / "rules").glob("*.smk")))
     used = set(re.findall(r'"\.\./envs/([a-z_]+)\.yaml"', rules))
     assert used == {"engine", "reports"}
-    assert rules.count("conda:") == rules.count("    log:") 
+    assert rules.count("conda:") == rules.count("    log:")

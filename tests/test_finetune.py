@@ -17,6 +17,7 @@ from genesis.models import GenesisClassifier, UNet3D, load_weights, save_weights
 from genesis.tasks.finetune import (
     CURVE_COLUMNS,
     Init,
+    NccData,
     finetune,
     resolve_settings,
 )
@@ -46,20 +47,14 @@ def _read_curves(path: Path) -> list[dict[str, str]]:
 # --- losses and settings ---------------------------------------------------------------
 
 
-def test_soft_dice_equals_monai_batch_dice() -> None:
-    from monai.losses import DiceLoss
-
-    generator = torch.Generator().manual_seed(0)
-    probabilities = torch.rand((3, 1, 6, 5, 4), generator=generator)
-    target = (torch.rand((3, 1, 6, 5, 4), generator=generator) > 0.7).float()
-    target[1] = 0  # a patch without foreground
-    expected = DiceLoss(sigmoid=False, batch=True)(probabilities, target)
-    assert float(SoftDiceLoss()(probabilities, target)) == pytest.approx(float(expected),
-                                                                          abs=1e-6)
-    # Hand-computed: p = (1, 0.5), t = (1, 0): Dice = 2 * 1 / (1.5 + 1) = 0.8.
+def test_soft_dice_hand_computed() -> None:
+    # p = (1, 0.5), t = (1, 0): Dice = 2 * 1 / (1.5 + 1) = 0.8.
     p = torch.tensor([1.0, 0.5]).reshape(1, 1, 2, 1, 1)
     t = torch.tensor([1.0, 0.0]).reshape(1, 1, 2, 1, 1)
     assert float(SoftDiceLoss(smooth=0.0)(p, t)) == pytest.approx(0.2)
+    # Pooled over the batch: a second, empty sample adds nothing to either sum.
+    p2, t2 = torch.cat([p, torch.zeros_like(p)]), torch.cat([t, torch.zeros_like(t)])
+    assert float(SoftDiceLoss(smooth=0.0)(p2, t2)) == pytest.approx(0.2)
 
 
 def test_bce_on_logits_hand_computed() -> None:
@@ -110,6 +105,20 @@ def test_init_rules(unet_weights: Path) -> None:
 
 
 # --- training --------------------------------------------------------------------------
+
+
+def test_ncc_batches_balanced_and_seeded(tasks: dict[str, Path]) -> None:
+    # The fixture's training split holds 8 positives among 16 cubes: ask for 3 of 4.
+    data = NccData(tasks["ncc"], resolve_settings("ncc", tiny_settings(positive_fraction=0.75)))
+    batches = list(data.batches(epoch_seed=9, steps=5, batch_size=4))
+    assert [int(labels.sum()) for _, labels in batches] == [3] * 5
+    assert batches[0][0].shape == (4, 1, 16, 16, 8)
+    again = list(data.batches(epoch_seed=9, steps=5, batch_size=4))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again, strict=True))
+    natural = NccData(tasks["ncc"], resolve_settings("ncc", tiny_settings()))
+    seen = torch.cat([labels for _, labels in natural.batches(epoch_seed=9, steps=4,
+                                                              batch_size=4)])
+    assert int(seen.sum()) == 8  # one shuffled pass over the 16 cubes
 
 
 @pytest.mark.parametrize("task", ["ncc", "lcs", "bms"])

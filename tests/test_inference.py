@@ -9,6 +9,7 @@ from torch import nn
 
 from genesis.models import GenesisClassifier, UNet3D
 from genesis.tasks.inference import predict_scores, predict_volume
+from genesis.tasks.losses import SoftDiceLoss
 
 
 def _pointwise_model() -> nn.Module:
@@ -75,3 +76,16 @@ def test_predict_scores_in_batches() -> None:
     assert scores.shape == (5,)
     np.testing.assert_allclose(scores, torch.sigmoid(logits).numpy(), atol=1e-6)
     assert predict_scores(model, cubes[:0]).shape == (0,)
+
+
+def test_soft_dice_equals_monai_batch_dice() -> None:
+    """Lives here because this file imports MONAI anyway (sliding windows)."""
+    from monai.losses import DiceLoss
+
+    generator = torch.Generator().manual_seed(0)
+    probabilities = torch.rand((3, 1, 6, 5, 4), generator=generator)
+    target = (torch.rand((3, 1, 6, 5, 4), generator=generator) > 0.7).float()
+    target[1] = 0  # a patch without foreground
+    expected = DiceLoss(sigmoid=False, batch=True)(probabilities, target)
+    assert float(SoftDiceLoss()(probabilities, target)) == pytest.approx(float(expected),
+                                                                          abs=1e-6)

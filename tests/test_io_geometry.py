@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from genesis.io import Geometry, load_volume, save_metaimage, voxel_to_world, world_to_voxel
 

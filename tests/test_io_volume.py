@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from genesis.errors import InputError
 from genesis.io import Volume, load_volume, save_metaimage, save_nifti

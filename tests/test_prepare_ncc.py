@@ -272,7 +272,7 @@ def test_crop_center_is_the_central_window() -> None:
 
 def test_phantom_positives_sit_on_nodules_in_flipped_scans(tmp_path: Path) -> None:
     """LUNA16-layout phantoms (two of three scans flipped), checked against SimpleITK."""
-    import SimpleITK as sitk  # noqa: N813
+    import SimpleITK as sitk
 
     from genesis.synth import synthesize_luna16
 

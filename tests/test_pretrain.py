@@ -19,6 +19,7 @@ from genesis.train.distributed import DistContext
 from genesis.train.loaders import GlobalBatchSampler, validation_indices
 from genesis.train.loop import train_positions, transform_groups
 from genesis.train.pretrain import pretrain, resume_mismatch
+from genesis.train.schedule import EarlyStopping
 from genesis.train.settings import PretrainSettings
 from genesis.train.shards import CubeDataset, check_shard, check_shards
 from genesis.train.synthetic import write_synthetic_shard
@@ -239,3 +240,23 @@ def test_cli_refuses_a_cube_size_mismatch(tmp_path: Path, shards: dict[str, Path
                  "--settings", '{"width": 4, "cube_size": [32, 32, 16]}'])
     assert code == 2
     assert "train.npy" in capsys.readouterr().err
+
+
+def test_time_budget_stops_between_epochs(tmp_path: Path, shards: dict[str, Path]) -> None:
+    out = tmp_path / "run"
+    _run(shards, out, max_epochs=5, max_minutes=1e-4)
+    assert [r["epoch"] for r in _rows(out / "metrics.csv")] == ["1"]
+    assert (out / "weights.safetensors").is_file()
+
+
+def test_early_stopping_counts_epochs_without_improvement() -> None:
+    stopper = EarlyStopping(patience=2)
+    assert stopper.update(0.5, 1) and not stopper.should_stop
+    assert not stopper.update(0.5, 2)  # equal is not better
+    assert stopper.update(0.4, 3) and stopper.bad_epochs == 0
+    stopper.update(0.45, 4)
+    stopper.update(0.41, 5)
+    assert stopper.should_stop and (stopper.best, stopper.best_epoch) == (0.4, 3)
+    clone = EarlyStopping(patience=2)
+    clone.load_state_dict(stopper.state_dict())
+    assert clone == stopper

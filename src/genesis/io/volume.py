@@ -108,7 +108,7 @@ def save_nifti(
 
 
 def _read_with_sitk(path: Path) -> tuple[np.ndarray, Geometry]:
-    import SimpleITK as sitk  # noqa: N813 (the conventional name)
+    import SimpleITK as sitk
 
     try:
         image = sitk.ReadImage(str(path))
@@ -126,7 +126,7 @@ def _itk_reason(error: Exception) -> str:
 
 
 def _read_dicom_series(folder: Path) -> tuple[np.ndarray, Geometry]:
-    import SimpleITK as sitk  # noqa: N813 (the conventional name)
+    import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
     series = sorted(reader.GetGDCMSeriesIDs(str(folder)))
@@ -148,7 +148,7 @@ def _read_dicom_series(folder: Path) -> tuple[np.ndarray, Geometry]:
 
 def _from_sitk(image: object, path: Path) -> tuple[np.ndarray, Geometry]:
     """SimpleITK's (z, y, x[, c]) array and geometry to the engine's (x, y, z[, c])."""
-    import SimpleITK as sitk  # noqa: N813 (the conventional name)
+    import SimpleITK as sitk
 
     dims = image.GetDimension()
     if dims < 3:

@@ -363,7 +363,8 @@ class _Run:
                          self.epoch, train_loss, val_loss, identity, lr, seconds,
                          " *" if improved else "")
             barrier(ctx, device)
-            if any_process(budget.exhausted(seconds), ctx, device):
+            more = self.epoch < settings.max_epochs and not self.stopper.should_stop
+            if more and any_process(budget.exhausted(seconds), ctx, device):
                 log.info("stopping: another epoch would exceed pretrain.max_minutes=%g",
                          settings.max_minutes)
                 break
