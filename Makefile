@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed
 CORES  ?= 2
 # Jobs call `genesis`, `papermill` and `jupyter` from the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
+# Text files (tables, reports) are UTF-8 whatever the machine's locale.
+export PYTHONUTF8 := 1
 
 .PHONY: demo test test-fast lint format lock report clean help
 

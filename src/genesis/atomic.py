@@ -49,7 +49,7 @@ def _umask() -> int:
 def write_text(target: str | Path, text: str) -> None:
     """Atomically write a text file."""
     with atomic_path(target) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(target: str | Path, obj: Any) -> None:
