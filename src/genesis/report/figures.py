@@ -23,6 +23,7 @@ from matplotlib.lines import Line2D
 
 from genesis.atomic import atomic_path
 from genesis.errors import InputError
+from genesis.io.tables import read_csv
 from genesis.report.tables import (
     METRIC_LABELS,
     PUBLISHED_INIT,
@@ -60,28 +61,14 @@ def save_figure(figure: Figure, stem: str | Path) -> list[Path]:
     return paths
 
 
-def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise InputError(path, "does not exist")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise InputError(path, f"not a readable CSV: {error}") from None
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise InputError(path, f"missing column(s) {missing}; expected {list(columns)}")
-    if frame.empty:
-        raise InputError(path, "has no rows")
-    return frame
-
-
 # --- pretraining ---------------------------------------------------------------------------
 
 def read_pretrain_metrics(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
     """``pretrain/<variant>/metrics.csv`` files, keyed by variant (the folder name)."""
     metrics = {}
     for path in sorted(map(Path, paths)):
-        metrics[path.parent.name] = _read_csv(path, PRETRAIN_COLUMNS).sort_values("epoch")
+        frame = read_csv(path, PRETRAIN_COLUMNS, allow_empty=False)
+        metrics[path.parent.name] = frame.sort_values("epoch")
     if not metrics:
         raise InputError(None, "no pretraining metrics.csv given")
     return metrics
@@ -211,7 +198,7 @@ def read_curves(runs_root: str | Path, task: str) -> dict[str, list[pd.DataFrame
         raise InputError(folder, "holds no <init>/run<k>/curves.csv")
     curves: dict[str, list[pd.DataFrame]] = {}
     for path in paths:
-        frame = _read_csv(path, CURVE_COLUMNS).sort_values("epoch")
+        frame = read_csv(path, CURVE_COLUMNS, allow_empty=False).sort_values("epoch")
         curves.setdefault(path.parents[1].name, []).append(frame)
     return {init: curves[init] for init in init_order(curves)}
 

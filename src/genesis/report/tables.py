@@ -20,6 +20,7 @@ import pandas as pd
 
 from genesis.atomic import atomic_path, write_json, write_text
 from genesis.errors import InputError
+from genesis.io.tables import read_csv
 from genesis.report import records
 
 SUMMARY_COLUMNS = ("task", "init", "run", "seed", "metric", "value", "dice")
@@ -52,7 +53,7 @@ TABLE_COLUMNS = (
 def load_summary(path: str | Path) -> pd.DataFrame:
     """Read ``finetune/summary.csv`` and check what the tables rely on."""
     path = Path(path)
-    frame = _read_csv(path, SUMMARY_COLUMNS)
+    frame = read_csv(path, SUMMARY_COLUMNS)
     if frame.empty:
         raise InputError(path, "has no runs")
     frame["task"] = frame["task"].astype(str)
@@ -84,26 +85,13 @@ def load_summary(path: str | Path) -> pd.DataFrame:
 def load_published(path: str | Path) -> pd.DataFrame:
     """Read the published reference numbers (percentages) from ``config/published.csv``."""
     path = Path(path)
-    frame = _read_csv(path, PUBLISHED_COLUMNS)
+    frame = read_csv(path, PUBLISHED_COLUMNS)
     for column in ("mean", "std"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
         if frame[column].isna().any() or ((frame[column] < 0) | (frame[column] > 100)).any():
             raise InputError(path, f"column '{column}' must hold percentages in [0, 100]")
     if frame.duplicated(["task", "init", "metric"]).any():
         raise InputError(path, "a (task, init, metric) row appears more than once")
-    return frame
-
-
-def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise InputError(path, "does not exist")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise InputError(path, f"not a readable CSV: {error}") from None
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise InputError(path, f"missing column(s) {missing}; expected {list(columns)}")
     return frame
 
 
