@@ -50,11 +50,10 @@ rule finetune:
             config["tasks"][wc.task]["finetune"], **shared_model_settings()
         ),
         seed=lambda wc: run_seed(wc.run),
-        init=lambda wc: "genesis" if wc.init.startswith("genesis") else wc.init,
         weights=lambda wc, input: f"--weights {input.weights}" if input.weights else "",
         output_dir=lambda wc: results_path("finetune", wc.task, wc.init, f"run{wc.run}"),
     shell:
-        "genesis finetune --task {wildcards.task} --data {input.data} --init {params.init}"
+        "genesis finetune --task {wildcards.task} --data {input.data} --init {wildcards.init}"
         " {params.weights} --output-dir {params.output_dir} --seed {params.seed}"
         " --threads {threads} --settings {params.settings:q} > {log} 2>&1"
 
