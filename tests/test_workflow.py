@@ -130,6 +130,22 @@ def test_paper_config_plans_all_subsets_tasks_and_gpus(tmp_path: Path) -> None:
         assert "gpu=" in block, rule
 
 
+def test_ablation_variants_are_pretrained_and_fine_tuned(tmp_path: Path) -> None:
+    ablation = tmp_path / "ablation.yaml"
+    ablation.write_text("pretrain:\n  variants: [all, nonlinear, outpainting]\n")
+    result = snakemake("-n", "--cores", "2", "--configfile", str(ROOT / "config" / "config.yaml"),
+                       str(ablation), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = planned_jobs(result.stdout)
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    runs = config["tasks"]["runs"] * len(config["tasks"]["names"])
+    assert jobs["pretrain"] == 3
+    assert jobs["finetune"] == 4 * runs  # scratch, genesis, genesis-nonlinear, -outpainting
+    assert jobs["figure_ablation"] == 1
+    assert "results/finetune/ncc/genesis-outpainting/run0/weights.pt" in result.stdout
+    assert "--init genesis-nonlinear" in result.stdout
+
+
 @pytest.mark.slow
 def test_end_to_end_tiny_run_reaches_all(tmp_path: Path) -> None:
     result = snakemake("--cores", "2", "--configfile", str(ROOT / "config" / "config.yaml"),
