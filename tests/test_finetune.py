@@ -165,6 +165,24 @@ def test_segmentation_loads_every_pretrained_tensor(tasks: dict[str, Path],
     torch.testing.assert_close(trained.state_dict()[key], pretrained.state_dict()[key])
 
 
+def test_reset_head_redraws_only_the_segmentation_head(tasks: dict[str, Path],
+                                                       unet_weights: Path,
+                                                       tmp_path: Path) -> None:
+    settings = resolve_settings("lcs", tiny_settings(max_epochs=1, lr=1e-12, reset_head=True))
+    finetune("lcs", tasks["lcs"], tmp_path / "run1", Init("genesis", unet_weights), seed=0,
+             settings=settings)
+    record = json.loads((tmp_path / "run1" / "weights.json").read_text())["finetune"]
+    assert record["init_weights"]["head_reset"] is True
+    trained, pretrained = UNet3D(width=2), UNet3D(width=2)
+    load_weights(trained, tmp_path / "run1" / "weights.pt")
+    load_weights(pretrained, unet_weights)
+    after, before = trained.state_dict(), pretrained.state_dict()
+    assert not torch.allclose(after["out_tr.final_conv.weight"],
+                              before["out_tr.final_conv.weight"])
+    torch.testing.assert_close(after["up_tr64.ops.1.conv1.weight"],
+                               before["up_tr64.ops.1.conv1.weight"])
+
+
 def test_ncc_loads_the_encoder_only(tasks: dict[str, Path], unet_weights: Path,
                                     tmp_path: Path) -> None:
     settings = resolve_settings("ncc", tiny_settings(max_epochs=1))

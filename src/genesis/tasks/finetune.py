@@ -112,6 +112,10 @@ class FinetuneSettings:
     #: channels_last_3d memory layout: same results, about 20% faster 3D convolutions on
     #: CPU (oneDNN) and usually on GPU too.
     channels_last: bool = True
+    #: Segmentation from pretrained weights: re-initialise the final 1x1x1 convolution.
+    #: The restoration head outputs intensities, not masks; a short run (the demo) cannot
+    #: repurpose it and predicts no foreground at all. false: transfer every layer (paper).
+    reset_head: bool = False
 
     def __post_init__(self) -> None:
         section = "tasks.<task>.finetune"
@@ -366,8 +370,13 @@ def memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last_3d if channels_last else torch.contiguous_format
 
 
-def initialise(model: nn.Module, task: str, init: Init) -> dict[str, Any]:
-    """Load the init's weights (strict; encoder only for NCC) and describe what happened."""
+def initialise(model: nn.Module, task: str, init: Init,
+               reset_head: bool = False) -> dict[str, Any]:
+    """Load the init's weights (strict; encoder only for NCC) and describe what happened.
+
+    ``reset_head`` re-draws the segmentation head after loading (from the seeded global
+    generator, so runs stay reproducible).
+    """
     from genesis.models import load_weights
     from genesis.provenance import file_sha256
 
@@ -377,7 +386,12 @@ def initialise(model: nn.Module, task: str, init: Init) -> dict[str, Any]:
     encoder_only = not is_segmentation(task)
     report = load_weights(model, init.weights, encoder_only=encoder_only)
     log.info("init %s: %s", init.name, report.summary())
-    return {"init": init.name, "weights": str(init.weights),
+    head_reset = reset_head and is_segmentation(task)
+    if head_reset:
+        model.out_tr.final_conv.reset_parameters()
+        log.info("init %s: segmentation head out_tr.final_conv re-initialised (reset_head)",
+                 init.name)
+    return {"init": init.name, "weights": str(init.weights), "head_reset": head_reset,
             "weights_sha256": file_sha256(init.weights), "encoder_only": encoder_only,
             "loaded": len(report.loaded), "kept_random": len(report.kept),
             "skipped": len(report.skipped), "source_epoch": report.epoch}
@@ -423,7 +437,7 @@ def finetune(
     batch_stats = init.batch_stats(settings)
     set_determinism(derive_seed(seed, "finetune", task, "init"))
     model = build_model(task, settings, batch_stats)
-    init_record = initialise(model, task, init)
+    init_record = initialise(model, task, init, settings.reset_head)
     model.to(device, memory_format=memory_format(settings.channels_last))
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
