@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
+from fixture_archives import tar_bytes
 
 from genesis.data.archive import (
     extract_archive,
@@ -31,16 +31,7 @@ def write_zip(path: Path, entries: dict[str, bytes], modes: dict[str, int] | Non
 
 def write_tar(path: Path, entries: dict[str, bytes],
               links: dict[str, tuple[bytes, str]] | None = None, mode: str = "w") -> Path:
-    with tarfile.open(path, mode) as bundle:
-        for name, data in entries.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            bundle.addfile(info, io.BytesIO(data))
-        for name, (kind, target) in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type = kind
-            info.linkname = target
-            bundle.addfile(info)
+    path.write_bytes(tar_bytes(entries, links, mode))
     return path
 
 

@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import logging
-import tarfile
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fixture_archives import tar_bytes
 
 from genesis.cli import main
 from genesis.data.archive import marker_path
@@ -90,20 +90,7 @@ def make_zip(entries: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def make_tar(entries: dict[str, bytes], links: dict[str, tuple[bytes, str]] | None = None
-             ) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as bundle:
-        for name, data in entries.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            bundle.addfile(info, io.BytesIO(data))
-        for name, (kind, target) in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type = kind
-            info.linkname = target
-            bundle.addfile(info)
-    return buffer.getvalue()
+make_tar = tar_bytes
 
 
 RAW = bytes(range(256)) * 4096  # 1 MiB: several download chunks
