@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -239,16 +240,22 @@ def test_different_seeds_give_different_runs(tasks: dict[str, Path], tmp_path: P
     assert losses[0] != losses[1]
 
 
-def test_resume_refuses_other_settings(tasks: dict[str, Path], tmp_path: Path) -> None:
+def test_stale_checkpoint_starts_afresh(tasks: dict[str, Path], tmp_path: Path,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Snakemake reruns a job whose settings or seed changed: the old checkpoint is
+    ignored with a warning, and the run equals one made in an empty folder."""
     out = tmp_path / "run1"
     finetune("lcs", tasks["lcs"], out, Init("scratch"), seed=0,
              settings=resolve_settings("lcs", tiny_settings(max_epochs=1)))
-    with pytest.raises(InputError, match=r"other settings.*lr"):
-        finetune("lcs", tasks["lcs"], out, Init("scratch"), seed=0,
-                 settings=resolve_settings("lcs", tiny_settings(lr=0.1)))
-    with pytest.raises(InputError, match=r"another run.*seed"):
-        finetune("lcs", tasks["lcs"], out, Init("scratch"), seed=1,
-                 settings=resolve_settings("lcs", tiny_settings(max_epochs=1)))
+    for seed, changes, reason in ((0, {"lr": 0.1}, r"other settings \(lr\)"),
+                                  (1, {}, r"another run \(seed")):
+        settings = resolve_settings("lcs", tiny_settings(max_epochs=1, **changes))
+        with caplog.at_level("WARNING"):
+            finetune("lcs", tasks["lcs"], out, Init("scratch"), seed=seed, settings=settings)
+        assert re.search(reason, caplog.text)
+        fresh = tmp_path / f"fresh{seed}"
+        finetune("lcs", tasks["lcs"], fresh, Init("scratch"), seed=seed, settings=settings)
+        assert _read_curves(out / "curves.csv") == _read_curves(fresh / "curves.csv")
 
 
 def test_early_stopping(tasks: dict[str, Path], tmp_path: Path) -> None:

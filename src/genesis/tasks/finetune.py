@@ -574,13 +574,16 @@ def _resume_state(path: Path, task: str, init: Init, seed: int, settings: dict[s
     identity = {"task": task, "init": init.name, "seed": seed,
                 "init_weights": str(init.weights) if init.weights else None}
     checkpoint = load_checkpoint(path)
-    if checkpoint is None:
+    stale = None if checkpoint is None else _stale_reason(checkpoint, identity, settings)
+    if stale:
+        # Snakemake reruns a job whose parameters changed: its old checkpoint is stale.
+        log.warning("%s: %s; starting afresh", path, stale)
+    if checkpoint is None or stale:
         return {**identity, "settings": settings, "epoch": 0, "curves": [], "seconds": 0.0,
                 "best_val_loss": math.inf, "best_epoch": 0, "bad_epochs": 0,
                 "best_state": {k: v.detach().cpu().clone()
                                for k, v in model.state_dict().items()},
                 "finished": False, "stop_reason": ""}
-    _check_same_run(path, checkpoint, identity, settings)
     model.load_state_dict(checkpoint.pop("model"))
     optimizer.load_state_dict(checkpoint.pop("optimizer"))
     scheduler.load_state_dict(checkpoint.pop("scheduler"))
@@ -590,20 +593,19 @@ def _resume_state(path: Path, task: str, init: Init, seed: int, settings: dict[s
     return checkpoint
 
 
-def _check_same_run(path: Path, checkpoint: dict[str, Any], identity: dict[str, Any],
-                    settings: dict[str, Any]) -> None:
-    """Refuse to resume a checkpoint of another run, or with changed model settings."""
+def _stale_reason(checkpoint: dict[str, Any], identity: dict[str, Any],
+                  settings: dict[str, Any]) -> str | None:
+    """Why a checkpoint cannot be resumed (another run, or changed settings), or None."""
     for key, value in identity.items():
         if checkpoint.get(key) != value:
-            raise InputError(path, f"checkpoint belongs to another run ({key} "
-                             f"{checkpoint.get(key)!r}, now {value!r}); delete it or use "
-                             "another output directory")
+            return (f"checkpoint belongs to another run ({key} {checkpoint.get(key)!r}, "
+                    f"now {value!r})")
     old = checkpoint.get("settings", {})
     changed = sorted(k for k in set(old) | set(settings)
                      if k not in RESUMABLE_CHANGES and _norm(old.get(k)) != _norm(settings.get(k)))
     if changed:
-        raise InputError(path, f"checkpoint was trained with other settings ({', '.join(changed)}"
-                         f"); delete it to start over")
+        return f"checkpoint was trained with other settings ({', '.join(changed)})"
+    return None
 
 
 def _norm(value: Any) -> Any:
