@@ -43,12 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"genesis.commands.{name}")
-        except ModuleNotFoundError as error:  # TODO(lead): remove once every stage exists
-            if error.name != f"genesis.commands.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"genesis.commands.{name}")
         child = sub.add_parser(
             name,
             help=module.HELP,
