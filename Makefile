@@ -27,8 +27,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
+# The demo runs on the CPU: let as many training jobs run as there are cores (on a GPU
+# machine, extra jobs wait for a free GPU slot).
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) --resources gpu=$(CORES)
 	$(BIN)/snakemake --report results/report.html
 
 test: $(STAMP)
