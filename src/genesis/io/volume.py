@@ -159,7 +159,7 @@ def _from_sitk(image: object, path: Path) -> tuple[np.ndarray, Geometry]:
     order = spatial + list(range(dims, array.ndim))
     # A transposed view, not a copy: a strided copy of a 512x512x300 scan costs about a
     # second, and NumPy, torch and nibabel all accept Fortran-ordered arrays.
-    data = array.transpose(order)
+    data = np.ascontiguousarray(array.transpose(order))
     direction = np.asarray(image.GetDirection(), float).reshape(dims, dims)[:3, :3]
     spacing = tuple(map(float, image.GetSpacing()[:3]))
     origin = tuple(map(float, image.GetOrigin()[:3]))
