@@ -157,8 +157,8 @@ def _from_sitk(image: object, path: Path) -> tuple[np.ndarray, Geometry]:
     # Reverse the spatial axes; a vector (multi-channel) axis stays last.
     spatial = list(range(dims))[::-1]
     order = spatial + list(range(dims, array.ndim))
-    # A transposed view, not a copy: a strided copy of a 512x512x300 scan costs about a
-    # second, and NumPy, torch and nibabel all accept Fortran-ordered arrays.
+    # C order for the consumers' loops. The strided copy costs up to ~1 s for a 512x512x300
+    # scan; a Fortran-ordered view would save it (see the notes in docs/benchmarks.md).
     data = np.ascontiguousarray(array.transpose(order))
     direction = np.asarray(image.GetDirection(), float).reshape(dims, dims)[:3, :3]
     spacing = tuple(map(float, image.GetSpacing()[:3]))
