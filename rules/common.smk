@@ -6,6 +6,12 @@ from snakemake.utils import validate
 
 validate(config, schema="../config/schema.yaml")
 
+if "released" in config["tasks"]["inits"] and not config["tasks"]["released_weights"]:
+    raise ValueError(
+        "tasks.inits lists 'released' but tasks.released_weights is not set: give the path "
+        "to Genesis_Chest_CT.pt (or any weights in that layout)"
+    )
+
 REPO = Path(workflow.basedir)
 DATA = Path(config["data"]["root"])
 RESULTS = Path(config["results"])

@@ -68,6 +68,15 @@ def test_wrong_type_fails_before_any_job_with_the_key_named(tmp_path: Path) -> N
     assert not (tmp_path / "results").exists()
 
 
+def test_released_init_needs_weights(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks:\n  inits: [scratch, released]\n")
+    result = snakemake("-n", "--cores", "1", "--configfile",
+                       str(ROOT / "config" / "config.yaml"), str(bad), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "tasks.released_weights is not set" in result.stdout + result.stderr
+
+
 def test_lint_is_clean() -> None:
     result = subprocess.run([SNAKEMAKE, "--lint"], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
