@@ -75,10 +75,29 @@ def own_data_splits():
     return [split for split in ("train", "val") if own.get(split)]
 
 
+def luna16_pretraining():
+    """Pretrain on LUNA16 cubes unless own scans replace them (own_data.use_luna16)."""
+    return config["own_data"]["use_luna16"] or not own_data_splits()
+
+
+if not luna16_pretraining() and "val" not in own_data_splits():
+    raise ValueError(
+        "own_data.val is required when own_data.use_luna16 is false: pretraining needs "
+        "validation cubes"
+    )
+
+
+def gallery_shard():
+    """Cubes the transformation gallery shows: validation cubes of the pretraining data."""
+    if luna16_pretraining():
+        return results_path("cubes", f"subset{luna16_subsets('val')[0]}.npy")
+    return results_path("cubes", "own_val.npy")
+
+
 def pretrain_shards(role):
     """Cube shards the pretraining of one role (train/val) reads."""
     shards = []
-    if config["own_data"]["use_luna16"] or not own_data_splits():
+    if luna16_pretraining():
         shards += [
             results_path("cubes", f"subset{k}.npy") for k in luna16_subsets(role)
         ]

@@ -60,7 +60,7 @@ rule tables:
 
 rule figure_gallery:
     input:
-        results_path("cubes", f"subset{luna16_subsets('val')[0]}.npy"),
+        gallery_shard(),
     output:
         png=report(
             results_path("figures", "transform_gallery.png"),

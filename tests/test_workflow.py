@@ -77,6 +77,22 @@ def test_released_init_needs_weights(tmp_path: Path) -> None:
     assert "tasks.released_weights is not set" in result.stdout + result.stderr
 
 
+def test_own_scans_replace_luna16_for_pretraining(tmp_path: Path) -> None:
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    own = tmp_path / "own.yaml"
+    own.write_text(f"own_data:\n  train: {scans}\n  use_luna16: false\n")
+    refused = snakemake("-n", "--cores", "1", "--configfile",
+                        str(ROOT / "config" / "config.yaml"), str(own), cwd=tmp_path)
+    assert "own_data.val is required" in refused.stdout + refused.stderr
+    own.write_text(f"own_data:\n  train: {scans}\n  val: {scans}\n  use_luna16: false\n")
+    result = snakemake("-n", "--cores", "1", "--configfile",
+                       str(ROOT / "config" / "config.yaml"), str(own), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert planned_jobs(result.stdout)["extract_own_cubes"] == 2
+    assert "--train results/cubes/own_train.npy --val results/cubes/own_val.npy" in result.stdout
+
+
 def test_lint_is_clean() -> None:
     result = subprocess.run([SNAKEMAKE, "--lint"], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
