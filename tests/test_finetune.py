@@ -240,6 +240,36 @@ def test_different_seeds_give_different_runs(tasks: dict[str, Path], tmp_path: P
     assert losses[0] != losses[1]
 
 
+def test_finished_run_restores_deleted_outputs(tasks: dict[str, Path], tmp_path: Path) -> None:
+    """Snakemake deletes a job's outputs before rerunning it: the checkpoint restores them."""
+    out = tmp_path / "run1"
+    settings = resolve_settings("lcs", tiny_settings(max_epochs=1))
+    finetune("lcs", tasks["lcs"], out, Init("scratch"), seed=0, settings=settings)
+    curves = (out / "curves.csv").read_text()
+    (out / "curves.csv").unlink()
+    (out / "weights.pt").unlink()
+    finetune("lcs", tasks["lcs"], out, Init("scratch"), seed=0, settings=settings)
+    assert (out / "curves.csv").read_text() == curves and (out / "weights.pt").is_file()
+
+
+def test_new_pretrained_weights_start_a_new_run(tasks: dict[str, Path], unet_weights: Path,
+                                                tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "run1"
+    settings = resolve_settings("lcs", tiny_settings(max_epochs=1))
+    weights = tmp_path / "pretrained.pt"
+    weights.write_bytes(unet_weights.read_bytes())
+    finetune("lcs", tasks["lcs"], out, Init("genesis", weights), seed=0, settings=settings)
+    model = UNet3D(width=2)
+    load_weights(model, weights)
+    with torch.no_grad():
+        model.out_tr.final_conv.bias.add_(1.0)
+    torch.save({"epoch": 1, "state_dict": model.state_dict()}, weights)
+    with caplog.at_level("WARNING"):
+        finetune("lcs", tasks["lcs"], out, Init("genesis", weights), seed=0, settings=settings)
+    assert "init_weights_sha256" in caplog.text
+
+
 def test_stale_checkpoint_starts_afresh(tasks: dict[str, Path], tmp_path: Path,
                                        caplog: pytest.LogCaptureFixture) -> None:
     """Snakemake reruns a job whose settings or seed changed: the old checkpoint is

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import pickle
 from pathlib import Path
 
@@ -222,6 +223,18 @@ def test_changed_settings_start_afresh(tmp_path: Path, shards: dict[str, Path],
         _run(shards, out, max_epochs=1, lr=0.05)
     assert "different lr" in caplog.text
     assert [r["lr"] for r in _rows(out / "metrics.csv")] == ["0.05"]
+
+
+def test_rebuilt_shards_start_afresh(tmp_path: Path, shards: dict[str, Path],
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Snakemake rebuilt the cubes: the checkpoint on the old ones must not be resumed."""
+    out = tmp_path / "run"
+    _run(shards, out, max_epochs=1)
+    os.utime(shards["train"], ns=(0, shards["train"].stat().st_mtime_ns + 10**9))
+    with caplog.at_level(logging.WARNING):
+        _run(shards, out, max_epochs=2)
+    assert "different shard_stamps" in caplog.text
+    assert [r["epoch"] for r in _rows(out / "metrics.csv")] == ["1", "2"]
 
 
 def test_cli_reports_bad_shard_in_one_line(tmp_path: Path, shards: dict[str, Path],

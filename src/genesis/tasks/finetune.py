@@ -470,6 +470,9 @@ def finetune(
         _save_state(output_dir, state, model, optimizer, scheduler)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
+    # Outputs are rewritten even for a run resumed as finished: Snakemake deletes a job's
+    # outputs before it runs, and the checkpoint alone must be enough to restore them.
+    write_curves(output_dir / CURVES, state["curves"])
     model.load_state_dict(state["best_state"])
     record = {
         "stage": "finetune", "task": task, "init": init.name, "seed": seed, "run": run,
@@ -569,10 +572,13 @@ def _resume_state(path: Path, task: str, init: Init, seed: int, settings: dict[s
                   model: nn.Module, optimizer: torch.optim.Optimizer,
                   scheduler: Any) -> dict[str, Any]:
     """A fresh state, or the checkpoint's (checked to belong to the same run)."""
+    from genesis.provenance import file_sha256
     from genesis.train.checkpoint import load_checkpoint, restore_rng_state
 
+    # The weights' content, not just their path: re-pretrained weights make a new run.
     identity = {"task": task, "init": init.name, "seed": seed,
-                "init_weights": str(init.weights) if init.weights else None}
+                "init_weights": str(init.weights) if init.weights else None,
+                "init_weights_sha256": file_sha256(init.weights) if init.weights else None}
     checkpoint = load_checkpoint(path)
     stale = None if checkpoint is None else _stale_reason(checkpoint, identity, settings)
     if stale:

@@ -103,6 +103,11 @@ def write_metrics(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     write_text(path, metrics_csv(rows))
 
 
+def _stamp(path: Path) -> list[int]:
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def resume_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Settings/run keys whose change makes a checkpoint belong to another experiment."""
     keys = sorted(set(saved) | set(current))
@@ -230,6 +235,9 @@ class _Run:
             "train": [str(info.path) for info in train_infos],
             "val": [str(info.path) for info in val_infos],
             "n_train": len(self.train_set), "n_val": len(self.val_set),
+            # Re-extracted shards (new modification time or size) make a new experiment:
+            # a rerun after Snakemake rebuilt the cubes must not resume on the old ones.
+            "shard_stamps": [_stamp(info.path) for info in (*train_infos, *val_infos)],
         }
         self.epoch = 0
         self.rows: list[dict[str, Any]] = []
