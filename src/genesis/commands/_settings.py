@@ -20,7 +20,7 @@ def parse_settings(text: str) -> dict[str, Any]:
         path = Path(text[1:])
         if not path.is_file():
             raise ConfigError(f"--settings file {path} does not exist")
-        raw = path.read_text()
+        raw = path.read_text(encoding="utf-8")
         if path.suffix in {".yaml", ".yml"}:
             import yaml
 

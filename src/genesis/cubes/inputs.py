@@ -112,7 +112,7 @@ def _scan_folder(root: Path) -> list[ScanInput]:
 
 def _read_list(path: Path, split: str | None) -> list[ScanInput]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(path, f"cannot read the CSV list ({error})") from None
     reader = csv.DictReader(io.StringIO(text))

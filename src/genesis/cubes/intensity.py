@@ -76,7 +76,7 @@ def _dataset_json_modality(path: Path) -> Modality | None:
         manifest = folder / "dataset.json"
         if manifest.is_file():
             try:
-                names = json.loads(manifest.read_text()).get("modality", {})
+                names = json.loads(manifest.read_text(encoding="utf-8")).get("modality", {})
             except (OSError, ValueError, AttributeError):
                 return None
             if not isinstance(names, dict) or not names:

@@ -146,7 +146,7 @@ def is_complete(target: Path) -> bool:
     if not (target.exists() and marker.is_file()):
         return False
     try:
-        files = json.loads(marker.read_text())["files"]
+        files = json.loads(marker.read_text(encoding="utf-8"))["files"]
         return all((target / rel).stat().st_size == size for rel, size in files.items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False

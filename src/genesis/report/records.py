@@ -25,7 +25,7 @@ def load_record(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(path, "provenance record does not exist (run `genesis provenance`)")
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise InputError(path, f"not valid JSON: {error}") from None
     if not isinstance(record, dict):
@@ -100,7 +100,7 @@ def _read_config(path: Path) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise InputError(path, f"not valid YAML: {error}") from None
 

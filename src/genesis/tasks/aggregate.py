@@ -26,7 +26,7 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
     """One run's metrics, checked for the keys the summary needs."""
     path = Path(path)
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(path, "does not exist") from None
     except (OSError, json.JSONDecodeError) as error:

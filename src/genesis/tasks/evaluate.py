@@ -93,7 +93,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
     sidecar = run_dir / f"{WEIGHTS_STEM}.json"
     weights = run_dir / f"{WEIGHTS_STEM}.pt"
     try:
-        record = json.loads(sidecar.read_text())
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
         finetune, model = record["finetune"], record["weights"]
         return RunRecord(weights, finetune["task"], finetune["init"], int(finetune["seed"]),
                          finetune.get("run"), finetune["settings"],

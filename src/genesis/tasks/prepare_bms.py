@@ -119,7 +119,7 @@ def find_brain_cases(data_dir: Path, modality: str) -> tuple[str, list[SourceCas
 def _msd_cases(root: Path, modality: str) -> list[SourceCase]:
     path = root / "dataset.json"
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
         pairs = [(root / item["image"], root / item["label"]) for item in meta["training"]]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise InputError(path, f"not an MSD dataset.json with a 'training' list of "

@@ -88,7 +88,7 @@ def _msd_cases(root: Path) -> list[SourceCase]:
     """Training cases listed in ``dataset.json`` (relative ``./imagesTr/...`` paths)."""
     path = root / "dataset.json"
     try:
-        training = json.loads(path.read_text())["training"]
+        training = json.loads(path.read_text(encoding="utf-8"))["training"]
         pairs = [(root / item["image"], root / item["label"]) for item in training]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise InputError(path, f"not an MSD dataset.json with a 'training' list of "

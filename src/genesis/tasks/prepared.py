@@ -201,7 +201,7 @@ class Case:
 def read_prepare_json(task_dir: str | Path) -> dict[str, Any]:
     path = Path(task_dir) / PREPARE_JSON
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(path, "missing; run `genesis prepare` first") from None
     except json.JSONDecodeError as error:
