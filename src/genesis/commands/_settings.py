@@ -15,11 +15,12 @@ from genesis.errors import ConfigError
 
 
 def parse_settings(text: str) -> dict[str, Any]:
-    """Parse ``--settings``: a JSON object, or ``@path`` to a JSON/YAML file."""
+    """Parse a JSON-object option (``--settings``, ``--seeds``, ...): inline JSON, or
+    ``@path`` to a JSON/YAML file. argparse prefixes errors with the option's name."""
     if text.startswith("@"):
         path = Path(text[1:])
         if not path.is_file():
-            raise ConfigError(f"--settings file {path} does not exist")
+            raise ConfigError(f"file {path} does not exist")
         raw = path.read_text(encoding="utf-8")
         if path.suffix in {".yaml", ".yml"}:
             import yaml
@@ -28,9 +29,9 @@ def parse_settings(text: str) -> dict[str, Any]:
         else:
             value = _loads(raw, str(path))
     else:
-        value = _loads(text, "--settings")
+        value = _loads(text, "value")
     if not isinstance(value, dict):
-        raise ConfigError(f"--settings must be a JSON object, got {type(value).__name__}")
+        raise ConfigError(f"must be a JSON object, got {type(value).__name__}")
     return value
 
 

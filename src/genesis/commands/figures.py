@@ -8,10 +8,11 @@ fine-tuning curves, segmentation overlays and the ablation bars. All kinds excep
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
+
+from genesis.commands._settings import settings_argument
 
 HELP = "figures: transformation gallery, losses, task bars, curves, overlays, ablation"
 
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="picks the cube and draws every transformation")
     gallery.add_argument("--index", type=int, default=None,
                          help="cube to show; drawn from --seed when omitted")
-    gallery.add_argument("--settings", type=_json_object, default={},
+    gallery.add_argument("--settings", type=settings_argument, default={},
                          help="transformation settings (the pretrain.transforms config "
                          "section) as a JSON object")
 
@@ -64,16 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     overlays.add_argument("--inits", nargs="+", default=["scratch", "genesis"],
                           help="initialisations to compare, one column each")
     overlays.add_argument("--cases", type=int, default=3, help="test cases shown, one per row")
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

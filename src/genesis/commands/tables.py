@@ -11,10 +11,10 @@ Markdown and LaTeX versions carry the same record as a footer/comment.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
-from typing import Any
+
+from genesis.commands._settings import settings_argument
 
 HELP = "target-task and ablation tables with p-values and published numbers"
 
@@ -33,20 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path,
                         help="workflow config: its sha256 is checked against the record and "
                         "its seeds are listed")
-    parser.add_argument("--seeds", type=_seeds, default={},
+    parser.add_argument("--seeds", type=settings_argument, default={},
                         help='seeds to record, as a JSON object, e.g. \'{"data": 7, "runs": '
                         '[8, 9]}\'')
-
-
-def _seeds(text: str) -> dict[str, Any]:
-    """``--seeds``: a JSON object; argparse turns the error into a one-line usage message."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"data\": 7}'")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
