@@ -13,7 +13,7 @@ from genesis.transforms import (
     nonlinear,
     sample_nonlinear,
 )
-from genesis.transforms.nonlinear import lookup
+from genesis.transforms.nonlinear import CELLS, _Table, lookup
 
 
 def ramp(n: int, shape: tuple[int, int, int] = (8, 8, 8)) -> torch.Tensor:
@@ -96,3 +96,23 @@ def test_identity_curve_is_identity() -> None:
     out = apply_nonlinear(x, params)
     assert torch.allclose(out[0], x[0], atol=1e-6)
     assert torch.allclose(out[1], 1 - x[1], atol=1e-6)
+
+
+def test_cells_the_chord_does_not_fit_are_searched_exactly() -> None:
+    """A steep start (P1 near the y axis) bends the map inside single table cells; voxels
+    there must still get the exact interpolation, not the cell's chord."""
+    params = NonlinearParams(samples=torch.arange(2),
+                             controls=torch.tensor([[[1e-4, 0.9], [0.3, 0.95]]] * 2),
+                             invert=torch.tensor([False, True]))
+    xs, ys = bezier_curves(params.controls, params.invert, 4096)
+    width = 1 / CELLS
+    unsure = _Table.build(xs, ys).rise.view(2, -1) > 2.0
+    assert unsure[:, 0].all()  # the first cell is bent, so it is searched
+    values = torch.linspace(0, width, 257)[1:-1].expand(2, -1)
+    for row in range(2):
+        x, y, v = xs[row].numpy(), ys[row].numpy(), values[row].double().numpy()
+        expected = np.interp(v, x, y)
+        chord = np.interp(v, [0, width], np.interp([0, width], x, y))
+        assert np.abs(expected - chord).max() > 1e-4  # a chord lookup would be far off
+        ours = lookup(values[row:row + 1], xs[row:row + 1], ys[row:row + 1])[0]
+        assert np.abs(ours.double().numpy() - expected).max() < 1e-6

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from genesis.transforms._random import randint, selected, sub_generator, sub_seed
-from genesis.transforms._shape import check_boxes_fit, spatial_shape
+from genesis.transforms._shape import check_boxes_fit, put, spatial_shape, take
 
 
 @dataclass(frozen=True)
@@ -70,72 +70,63 @@ def apply_local_shuffle(cubes: torch.Tensor, params: ShuffleParams) -> torch.Ten
     shape = spatial_shape(cubes)
     if params.samples.numel() == 0:
         return cubes.clone()
-    writes = _block_writes(params, shape, cubes.numel(), cubes.device)
-    # Last write wins: each voxel keeps the largest (block + 1) << bits | slot written to it;
-    # 0 means no block covers the voxel, which then keeps its own value.
-    latest = torch.zeros(cubes.numel(), dtype=writes.tag.dtype, device=cubes.device)
-    latest.scatter_reduce_(0, writes.dst, writes.tag, reduce="amax")
-    block = latest >> writes.bits
-    slot = latest & ((1 << writes.bits) - 1)
-    offsets = writes.offsets.index_select(0, writes.first.index_select(0, block) + slot)
-    source = writes.base.index_select(0, block) + offsets
-    flat = cubes.reshape(-1)
-    return torch.where(block > 0, flat.index_select(0, source), flat).view(cubes.shape)
+    samples = params.samples.to(cubes.device)
+    chosen = take(cubes, samples).reshape(-1)
+    source = _sources(params, shape, cubes.device, numpy=cubes.device.type == "cpu")
+    if cubes.device.type == "cpu":  # NumPy's take is the faster gather; wrap skips bounds checks
+        shuffled = torch.from_numpy(chosen.numpy().take(source.numpy(), mode="wrap"))
+    else:
+        shuffled = chosen.index_select(0, source)
+    return put(cubes, samples, shuffled.view(-1, 1, *shape))
 
 
-@dataclass(frozen=True)
-class _Writes:
-    """Every voxel write of a batch, and the tables that turn a winning write into a source.
+def _sources(params: ShuffleParams, shape: tuple[int, int, int], device: torch.device, *,
+             numpy: bool) -> torch.Tensor:
+    """(S * X * Y * Z,) flat index of the voxel each voxel of the shuffled samples reads.
 
-    dst, tag: (L,) flat destination and (block + 1) << bits | source slot of every write.
-    base, first: (M + 1,) first voxel of block m and first offset of its size at m + 1
-    (entry 0 is unused: no block). offsets: raster offsets of all block sizes.
-    """
+    Every write of every block gets a tag (block + 1) << voxel_bits | source voxel, the
+    source counted within its cube; a scatter-max of the tags over the destinations keeps
+    the latest block's write, and its low bits are then the answer. Voxels no block covers
+    keep their initial tag, block 0 with themselves as source. 10,000 blocks and a
+    64x64x32 cube need 14 + 17 bits, so the tags fit int32, whose CPU scatter-max is
+    several times faster than int64's; larger settings switch to int64.
 
-    dst: torch.Tensor
-    tag: torch.Tensor
-    bits: int
-    base: torch.Tensor
-    first: torch.Tensor
-    offsets: torch.Tensor
-
-
-def _block_writes(params: ShuffleParams, shape: tuple[int, int, int], numel: int,
-                  device: torch.device) -> _Writes:
-    """Destinations and tags of every write, built one block size at a time.
-
-    In the matrix of one size, row r holds the destinations of a block in raster order, and
-    the sorted keys of the row give the slot each destination reads from. On CPU the per-size
-    passes run in NumPy, whose overhead per call on such small matrices is a third of
-    torch's; both paths give the same tags for the same keys, since a row's keys differ.
+    The tags are built one block size at a time: in the matrix of one size, row r holds the
+    destinations of a block in raster order, and a row-wise sort of random keys that carry
+    a slot in their low bits gives the slot each destination reads from. ``numpy`` runs
+    these small per-size passes in NumPy, whose overhead per call is a third of torch's;
+    both give the same tags for the same keys, since the keys of a row differ.
     """
     X, Y, Z = shape
+    volume = X * Y * Z
     mx, my, mz = max_block(shape)
-    bits = (mx * my * mz - 1).bit_length()  # bits of a slot inside the largest block
-    blocks = params.sizes.shape[0] * params.sizes.shape[1]
-    cpu = device.type == "cpu"
-    # int32 where it fits: it halves the memory traffic and the CPU scatter-max is 3x faster.
-    narrow = bits <= 8 and (blocks + 1) << bits < 2**31
-    dtype = torch.int32 if narrow else torch.int64
-    index = torch.int32 if cpu and numel < 2**31 else torch.int64
-    offsets, table_first, table_volume = _offset_table(shape, device, index)
+    rows, per_row = params.sizes.shape[:2]
+    slot_bits = (mx * my * mz - 1).bit_length()
+    voxel_bits = (volume - 1).bit_length()
+    narrow = (per_row + 1) << voxel_bits < 2**31 and rows * volume < 2**31
+    tag_type = torch.int32 if narrow else torch.int64
+    index_type = torch.int32 if numpy and rows * volume < 2**31 else torch.int64
+    offsets, table_first, table_volume = _offset_table(shape, device, torch.int64)
     sizes = params.sizes.to(device).flatten(0, 1)  # (M, 3), blocks in write order
     corners = params.corners.to(device).flatten(0, 1)
-    samples = params.samples.to(device).repeat_interleave(params.sizes.shape[1])
     strides = torch.tensor([Y * Z, Z, 1], device=device)
-    base = (samples * (X * Y * Z) + (corners * strides).sum(dim=1)).to(index)
+    local = (corners * strides).sum(dim=1)  # lowest corner within the cube
+    row = torch.arange(rows, device=device).repeat_interleave(per_row)
+    order = torch.arange(1, per_row + 1, device=device).repeat(rows)
     code = ((sizes[:, 0] - 1) * my + sizes[:, 1] - 1) * mz + sizes[:, 2] - 1
     by_size = _group_by_size(code)  # blocks grouped by size, in write order within a size
+    first_dst = (row * volume + local).index_select(0, by_size)
+    first_tag = ((order << voxel_bits) + local).index_select(0, by_size).to(tag_type)
     total = int(table_volume.index_select(0, code).sum())
-    keys = _entry_keys(params, total, dtype).to(device)  # (L,) becomes the tags in place
-    dst = torch.empty(total, dtype=index, device=device)
-    tags = ((by_size + 1) << bits).to(dtype)
-    ordered_base = base.index_select(0, by_size)
-    arrays = [keys, dst, tags, ordered_base, offsets]
-    if cpu:
-        arrays = [array.numpy() for array in arrays]
-    keys_a, dst_a, tags_a, base_a, offsets_a = arrays
-    mask = (1 << bits) - 1
+    key_type = torch.int32 if slot_bits <= 8 else torch.int64
+    keys = _entry_keys(params, total, key_type).to(device)  # sort keys, then slots
+    dst = torch.empty(total, dtype=torch.int64, device=device)  # scatter is faster with int64
+    tags = torch.empty(total, dtype=tag_type, device=device)
+    arrays = [keys, dst, tags, first_dst, first_tag, offsets, offsets.to(tag_type)]
+    if numpy:
+        arrays = [array.cpu().numpy() for array in arrays]
+    keys_a, dst_a, tags_a, first_dst_a, first_tag_a, offsets_a, tag_offsets_a = arrays
+    mask = (1 << slot_bits) - 1
     keys_a &= ~mask
     counts = torch.bincount(code, minlength=mx * my * mz).tolist()
     first_block, first_write = 0, 0
@@ -143,26 +134,31 @@ def _block_writes(params: ShuffleParams, shape: tuple[int, int, int], numel: int
         if count == 0:  # one pass per block size, not per block
             continue
         end, last_block = first_write + count * k, first_block + count
-        grid = dst_a[first_write:end].reshape(count, k)  # destinations, raster order
         row_keys = keys_a[first_write:end].reshape(count, k)
-        row_base = base_a[first_block:last_block, None]
-        if cpu:
-            np.add(row_base, offsets_a[lo:lo + k], out=grid)
+        row_dst = dst_a[first_write:end].reshape(count, k)  # destinations, raster order
+        row_tags = tags_a[first_write:end].reshape(count, k)
+        if numpy:
+            np.add(first_dst_a[first_block:last_block, None], offsets_a[lo:lo + k], out=row_dst)
             row_keys |= np.arange(k, dtype=row_keys.dtype)
             row_keys.sort(axis=1)  # in place; random order of the slots per row
+            row_keys &= mask  # the slot each destination reads from
+            # Flat and mode="wrap" (a no-op: slots are in range) skip the slow bounds checks.
+            np.take(tag_offsets_a[lo:lo + k], row_keys.ravel(), out=row_tags.ravel(),
+                    mode="wrap")
         else:
-            torch.add(row_base, offsets_a[lo:lo + k], out=grid)
+            torch.add(first_dst_a[first_block:last_block, None], offsets_a[lo:lo + k],
+                      out=row_dst)
             row_keys |= torch.arange(k, dtype=row_keys.dtype, device=device)
-            row_keys.copy_(torch.sort(row_keys, dim=1).values)
-        row_keys &= mask  # the slot each destination reads from
-        row_keys |= tags_a[first_block:last_block, None]
+            slot = torch.sort(row_keys, dim=1).values & mask
+            row_tags.copy_(tag_offsets_a[lo:lo + k][slot.long()])
+        row_tags += first_tag_a[first_block:last_block, None]
         first_block, first_write = last_block, end
-    padded_base = torch.zeros(blocks + 1, dtype=index, device=device)
-    padded_base[1:] = base
-    padded_first = torch.zeros(blocks + 1, dtype=index, device=device)
-    padded_first[1:] = table_first.index_select(0, code)
-    return _Writes(dst=dst, tag=keys, bits=bits, base=padded_base, first=padded_first,
-                   offsets=offsets)
+    # Initial tags: block 0, every voxel its own source.
+    latest = torch.arange(volume, dtype=tag_type, device=device).repeat(rows)
+    latest.scatter_reduce_(0, dst, tags, reduce="amax")
+    source = (latest & ((1 << voxel_bits) - 1)).view(rows, volume)
+    source += torch.arange(0, rows * volume, volume, dtype=tag_type, device=device)[:, None]
+    return source.view(-1).to(index_type)
 
 
 def _group_by_size(code: torch.Tensor) -> torch.Tensor:
@@ -176,7 +172,7 @@ def _group_by_size(code: torch.Tensor) -> torch.Tensor:
 def _entry_keys(params: ShuffleParams, total: int, dtype: torch.dtype) -> torch.Tensor:
     """Random integer sort keys for every write, replayable from ``params.seed``.
 
-    Drawn where the parameters live: with a CPU generator as raw words of a NumPy PCG64 stream
+    Drawn where the parameters live: with a CPU generator as raw words of a NumPy SFC64 stream
     seeded by ``params.seed`` (twice as fast as float draws), so CPU and CUDA cubes get the
     same permutations; with a CUDA generator on the GPU. The low ``bits`` of a key are replaced
     by the voxel's slot, so int32 keys keep 32 - bits random bits (25 for 64x64x32). Two equal
@@ -188,7 +184,7 @@ def _entry_keys(params: ShuffleParams, total: int, dtype: torch.dtype) -> torch.
     device = params.sizes.device
     if device.type == "cpu":
         narrow = dtype == torch.int32
-        raw = np.random.default_rng(params.seed).bit_generator.random_raw(
+        raw = np.random.SFC64(params.seed).random_raw(
             (total + 1) // 2 if narrow else total)
         return torch.from_numpy(raw.view(np.int32 if narrow else np.int64)[:total])
     info = torch.iinfo(dtype)
