@@ -9,6 +9,7 @@ noise) and is the fast choice on a GPU.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from genesis.transforms._shape import as_bool_mask
@@ -33,6 +34,22 @@ def randint(generator: torch.Generator, low: torch.Tensor, high: torch.Tensor) -
                       dtype=torch.float64)
     value = low + (draw * (high - low + 1)).floor().long()
     return torch.minimum(value, high)
+
+
+def random_words(generator: torch.Generator, count: int) -> np.ndarray:
+    """``count`` uniform 64-bit words (uint64) for large draws on a CPU generator.
+
+    One sub-seed from the generator seeds a NumPy SFC64 stream, several times faster than
+    torch's CPU generator; the 10,000 shuffling blocks per cube are drawn this way.
+    """
+    return np.random.SFC64(sub_seed(generator)).random_raw(count)
+
+
+def below(words: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """Integers uniform in [0, span) from uniform 32-bit ``words`` (uint64 holding < 2**32):
+    (word * span) >> 32, whose bias for spans of at most a few hundred is below 1e-7, with
+    no rejection loop."""
+    return (words * span) >> np.uint64(32)
 
 
 def continuing(generator: torch.Generator, n: int, count: int, rate: float,

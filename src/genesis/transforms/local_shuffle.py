@@ -13,12 +13,20 @@ overlaps (the latest block wins), and one gather writes the result.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from genesis.transforms._random import randint, selected, sub_generator, sub_seed
+from genesis.transforms._random import (
+    below,
+    randint,
+    random_words,
+    selected,
+    sub_generator,
+    sub_seed,
+)
 from genesis.transforms._shape import check_boxes_fit, put, spatial_shape, take
 
 
@@ -53,10 +61,21 @@ def sample_local_shuffle(n: int, shape: tuple[int, int, int], generator: torch.G
     device = generator.device
     samples = selected(apply, n, device)
     count = (samples.numel(), blocks, 3)
-    dims = torch.tensor(shape, device=device).expand(count)
-    sizes = randint(generator, torch.ones(count, dtype=torch.long, device=device),
-                    torch.tensor(max_block(shape), device=device).expand(count))
-    corners = randint(generator, torch.zeros_like(sizes), dims - sizes)
+    if device.type == "cpu":  # NumPy draws: a third of the time of torch's CPU generator
+        # Axis-major (3, S * B) layout: NumPy's broadcasting is slow along a length-3 axis.
+        words = random_words(generator, math.prod(count)).reshape(3, -1)
+        column = (3, 1)
+        lengths = np.array(shape, dtype=np.uint64).reshape(column)
+        edges = 1 + below(words & np.uint64(2**32 - 1),
+                          np.array(max_block(shape), dtype=np.uint64).reshape(column))
+        lowest = below(words >> np.uint64(32), lengths + 1 - edges)
+        sizes, corners = (torch.from_numpy(a.T.astype(np.int64, order="C")).view(count)
+                          for a in (edges, lowest))
+    else:
+        dims = torch.tensor(shape, device=device).expand(count)
+        sizes = randint(generator, torch.ones(count, dtype=torch.long, device=device),
+                        torch.tensor(max_block(shape), device=device).expand(count))
+        corners = randint(generator, torch.zeros_like(sizes), dims - sizes)
     return ShuffleParams(samples=samples, sizes=sizes, corners=corners,
                          seed=sub_seed(generator))
 
