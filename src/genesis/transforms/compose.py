@@ -17,14 +17,14 @@ from genesis.transforms._shape import spatial_shape
 from genesis.transforms.flip import FlipParams, apply_flip, sample_flip
 from genesis.transforms.local_shuffle import (
     ShuffleParams,
-    apply_local_shuffle,
+    apply_local_shuffle_,
     sample_local_shuffle,
 )
-from genesis.transforms.nonlinear import NonlinearParams, apply_nonlinear, sample_nonlinear
+from genesis.transforms.nonlinear import NonlinearParams, apply_nonlinear_, sample_nonlinear
 from genesis.transforms.painting import (
     PaintParams,
-    apply_inpaint,
-    apply_outpaint,
+    apply_inpaint_,
+    apply_outpaint_,
     sample_inpaint,
     sample_outpaint,
 )
@@ -145,16 +145,14 @@ class GenesisTransform:
         """(inputs, targets) from cubes and parameters drawn by ``sample``; pure."""
         spatial_shape(cubes)
         targets = cubes.clone() if params.flip is None else apply_flip(cubes, params.flip)
-        inputs = targets
+        # One working copy that every distortion overwrites in place: no copy per step.
+        inputs = targets.clone(memory_format=torch.contiguous_format)
         if params.local_shuffle is not None:
-            inputs = apply_local_shuffle(inputs, params.local_shuffle)
+            apply_local_shuffle_(inputs, params.local_shuffle)
         if params.nonlinear is not None:
-            inputs = apply_nonlinear(inputs, params.nonlinear,
-                                     points=self.settings.bezier_points)
+            apply_nonlinear_(inputs, params.nonlinear, points=self.settings.bezier_points)
         if params.inpainting is not None:
-            inputs = apply_inpaint(inputs, params.inpainting)
+            apply_inpaint_(inputs, params.inpainting)
         if params.outpainting is not None:
-            inputs = apply_outpaint(inputs, params.outpainting)
-        if inputs is targets:
-            inputs = targets.clone()
+            apply_outpaint_(inputs, params.outpainting)
         return inputs, targets

@@ -27,7 +27,7 @@ from genesis.transforms._random import (
     sub_generator,
     sub_seed,
 )
-from genesis.transforms._shape import check_boxes_fit, put, spatial_shape, take
+from genesis.transforms._shape import check_boxes_fit, spatial_shape
 
 
 @dataclass(frozen=True)
@@ -86,22 +86,28 @@ def apply_local_shuffle(cubes: torch.Tensor, params: ShuffleParams) -> torch.Ten
     Every block is read from the unshuffled cube and written in block order, so where
     blocks overlap the later one wins, as in the release's sequential loop.
     """
+    return apply_local_shuffle_(cubes.clone(memory_format=torch.contiguous_format), params)
+
+
+def apply_local_shuffle_(cubes: torch.Tensor, params: ShuffleParams) -> torch.Tensor:
+    """``apply_local_shuffle`` in place: modifies and returns ``cubes``."""
     shape = spatial_shape(cubes)
     if params.samples.numel() == 0:
-        return cubes.clone()
+        return cubes
     samples = params.samples.to(cubes.device)
-    chosen = take(cubes, samples).reshape(-1)
     source = _sources(params, shape, cubes.device, numpy=cubes.device.type == "cpu")
+    flat = cubes.reshape(-1)
     if cubes.device.type == "cpu":  # NumPy's take is the faster gather; wrap skips bounds checks
-        shuffled = torch.from_numpy(chosen.numpy().take(source.numpy(), mode="wrap"))
+        shuffled = torch.from_numpy(flat.numpy().take(source.numpy(), mode="wrap"))
     else:
-        shuffled = chosen.index_select(0, source)
-    return put(cubes, samples, shuffled.view(-1, 1, *shape))
+        shuffled = flat.index_select(0, source)
+    return cubes.index_copy_(0, samples, shuffled.view(-1, 1, *shape))
 
 
 def _sources(params: ShuffleParams, shape: tuple[int, int, int], device: torch.device, *,
              numpy: bool) -> torch.Tensor:
-    """(S * X * Y * Z,) flat index of the voxel each voxel of the shuffled samples reads.
+    """(S * X * Y * Z,) flat index into the batch of the voxel each voxel of the shuffled
+    samples reads.
 
     Every write of every block gets a tag (block + 1) << voxel_bits | source voxel, the
     source counted within its cube; a scatter-max of the tags over the destinations keeps
@@ -122,9 +128,10 @@ def _sources(params: ShuffleParams, shape: tuple[int, int, int], device: torch.d
     rows, per_row = params.sizes.shape[:2]
     slot_bits = (mx * my * mz - 1).bit_length()
     voxel_bits = (volume - 1).bit_length()
-    narrow = (per_row + 1) << voxel_bits < 2**31 and rows * volume < 2**31
+    batch = (int(params.samples.max()) + 1) * volume  # voxels up to the last shuffled sample
+    narrow = (per_row + 1) << voxel_bits < 2**31 and batch < 2**31
     tag_type = torch.int32 if narrow else torch.int64
-    index_type = torch.int32 if numpy and rows * volume < 2**31 else torch.int64
+    index_type = torch.int32 if numpy and batch < 2**31 else torch.int64
     offsets, table_first, table_volume = _offset_table(shape, device, torch.int64)
     sizes = params.sizes.to(device).flatten(0, 1)  # (M, 3), blocks in write order
     corners = params.corners.to(device).flatten(0, 1)
@@ -176,7 +183,7 @@ def _sources(params: ShuffleParams, shape: tuple[int, int, int], device: torch.d
     latest = torch.arange(volume, dtype=tag_type, device=device).repeat(rows)
     latest.scatter_reduce_(0, dst, tags, reduce="amax")
     source = (latest & ((1 << voxel_bits) - 1)).view(rows, volume)
-    source += torch.arange(0, rows * volume, volume, dtype=tag_type, device=device)[:, None]
+    source += (params.samples.to(device, tag_type) * volume)[:, None]
     return source.view(-1).to(index_type)
 
 

@@ -154,11 +154,27 @@ def apply_nonlinear(cubes: torch.Tensor, params: NonlinearParams, *,
     spatial_shape(cubes)
     if params.samples.numel() == 0:
         return cubes.clone()
+    mapped = _mapped(cubes, params, points)
+    return put(cubes, params.samples.to(cubes.device), mapped)
+
+
+def apply_nonlinear_(cubes: torch.Tensor, params: NonlinearParams, *,
+                     points: int = DEFAULT_POINTS) -> torch.Tensor:
+    """``apply_nonlinear`` in place: modifies and returns ``cubes``."""
+    spatial_shape(cubes)
+    if params.samples.numel() == 0:
+        return cubes
+    mapped = _mapped(cubes, params, points).to(cubes.dtype)
+    return cubes.index_copy_(0, params.samples.to(cubes.device), mapped)
+
+
+def _mapped(cubes: torch.Tensor, params: NonlinearParams, points: int) -> torch.Tensor:
+    """(S, 1, X, Y, Z) float32: the selected samples through their maps."""
     samples = params.samples.to(cubes.device)
     xs, ys = bezier_curves(params.controls.to(cubes.device), params.invert.to(cubes.device),
                            points)
     values = take(cubes, samples).reshape(samples.numel(), -1)
-    return put(cubes, samples, lookup(values, xs, ys).view(-1, *cubes.shape[1:]))
+    return lookup(values, xs, ys).view(-1, *cubes.shape[1:])
 
 
 def nonlinear(cubes: torch.Tensor, generator: torch.Generator, *,

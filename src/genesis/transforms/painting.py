@@ -5,18 +5,19 @@ from its surroundings; out-painting keeps only a few windows of the image inside
 cube, so it must extrapolate the surroundings. Boxes become voxel masks by comparing
 coordinate ranges against each sample's boxes, never by looping over voxels.
 
-Overlapping holes draw fresh noise in the release; here one noise cube per sample fills
-every hole. Uniform noise over the union of holes has the same distribution either way.
+Overlapping holes draw fresh noise in the release; here every painted voxel gets one noise
+value. Uniform noise over the union of holes has the same distribution either way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from genesis.transforms._random import continuing, randint, selected, sub_generator, sub_seed
-from genesis.transforms._shape import check_boxes_fit, put, spatial_shape, take
+from genesis.transforms._shape import check_boxes_fit, spatial_shape
 
 
 @dataclass(frozen=True)
@@ -71,54 +72,94 @@ def sample_boxes(n: int, shape: tuple[int, int, int], generator: torch.Generator
 def box_mask(params: PaintParams, shape: tuple[int, int, int],
              device: torch.device) -> torch.Tensor:
     """(S, 1, X, Y, Z) bool: the union of each sample's active boxes."""
+    return _box_bits(params, params.samples.numel(), torch.arange(params.samples.numel()),
+                     shape, device).bool()
+
+
+def _box_bits(params: PaintParams, n: int, rows: torch.Tensor, shape: tuple[int, int, int],
+              device: torch.device) -> torch.Tensor:
+    """(n, 1, X, Y, Z) integer, nonzero inside any active box of the sample; params' samples
+    sit at ``rows``, other rows are 0.
+
+    Per axis, each coordinate gets a bit per box that spans it; a voxel is inside box b when
+    bit b is set along all three axes. So the union of any number of boxes costs two
+    broadcast ANDs over the cube, not a pass per box.
+    """
     corners, sizes = params.corners.to(device), params.sizes.to(device)
-    active = params.active.to(device)
-    inside = []
-    for axis, length in enumerate(shape):  # per axis: (S, H, n) coordinate-in-range tests
+    boxes = corners.shape[1]
+    dtype = next(t for t, bits in ((torch.uint8, 8), (torch.int16, 15), (torch.int32, 31),
+                                   (torch.int64, 63)) if boxes <= bits)
+    weight = (torch.ones(boxes, dtype=torch.int64, device=device) << torch.arange(
+        boxes, device=device)) * params.active.to(device)  # an inactive box sets no bit
+    bits = []
+    for axis, length in enumerate(shape):  # per axis: (S, n) bits of the boxes spanning it
         coord = torch.arange(length, device=device)
         low = corners[..., axis, None]
-        inside.append((coord >= low) & (coord < low + sizes[..., axis, None]))
-    ix, iy, iz = inside
-    ix &= active[..., None]  # an inactive box covers nothing
-    mask = torch.zeros((ix.shape[0], 1, *shape), dtype=torch.bool, device=device)
-    for box in range(ix.shape[1]):  # at most a handful of boxes; each one batched
-        mask |= (ix[:, box, None, :, None, None] & iy[:, box, None, None, :, None]
-                 & iz[:, box, None, None, None, :])
-    return mask
+        inside = (coord >= low) & (coord < low + sizes[..., axis, None])  # (S, H, n)
+        per_row = (inside * weight[..., None]).sum(dim=1).to(dtype)
+        bits.append(torch.zeros((n, length), dtype=dtype, device=device).index_copy_(
+            0, rows.to(device), per_row))
+    bx, by, bz = bits
+    return (bx[:, None, :, None, None] & by[:, None, None, :, None]) & bz[:, None, None, None, :]
 
 
-def _noise(params: PaintParams, shape: tuple[int, int, int], like: torch.Tensor) -> torch.Tensor:
-    """Uniform [0, 1) noise cubes for the painted samples, replayable from ``params.seed``."""
-    device = params.corners.device
-    noise = torch.rand((params.samples.numel(), 1, *shape), device=device,
-                       generator=sub_generator(params.seed, device))
-    noise = noise.to(like.device, like.dtype)
-    if like.dtype != torch.float32:  # rounding to a coarser type could reach 1.0
-        below_one = torch.nextafter(torch.ones((), dtype=like.dtype),
-                                    torch.zeros((), dtype=like.dtype))
+def _noise(params: PaintParams, count: int, dtype: torch.dtype,
+           device: torch.device) -> torch.Tensor:
+    """``count`` uniform [0, 1) values, replayable from ``params.seed``: a NumPy SFC64 stream
+    for CPU parameters (2.5x faster than torch's CPU generator), else torch on their device.
+    """
+    where = params.corners.device
+    if where.type == "cpu":
+        words = np.random.SFC64(params.seed).random_raw((count + 1) // 2).view(np.uint32)
+        noise = torch.from_numpy((words[:count] >> 8).astype(np.float32) * np.float32(2**-24))
+    else:
+        noise = torch.rand(count, device=where, generator=sub_generator(params.seed, where))
+    noise = noise.to(device, dtype)
+    if dtype != torch.float32:  # rounding to a coarser type could reach 1.0
+        below_one = torch.nextafter(torch.ones((), dtype=dtype), torch.zeros((), dtype=dtype))
         noise.clamp_(max=below_one.item())
     return noise
 
 
 def apply_inpaint(cubes: torch.Tensor, params: PaintParams) -> torch.Tensor:
     """Fill the holes of the selected samples with noise; returns a new tensor."""
-    return _paint(cubes, params, keep_inside=False)
+    return apply_inpaint_(cubes.clone(memory_format=torch.contiguous_format), params)
 
 
 def apply_outpaint(cubes: torch.Tensor, params: PaintParams) -> torch.Tensor:
     """Replace all but the windows of the selected samples with noise; returns a new tensor."""
-    return _paint(cubes, params, keep_inside=True)
+    return apply_outpaint_(cubes.clone(memory_format=torch.contiguous_format), params)
 
 
-def _paint(cubes: torch.Tensor, params: PaintParams, keep_inside: bool) -> torch.Tensor:
+def apply_inpaint_(cubes: torch.Tensor, params: PaintParams) -> torch.Tensor:
+    """``apply_inpaint`` in place: modifies and returns ``cubes``."""
+    return _paint_(cubes, params, keep_inside=False)
+
+
+def apply_outpaint_(cubes: torch.Tensor, params: PaintParams) -> torch.Tensor:
+    """``apply_outpaint`` in place: modifies and returns ``cubes``."""
+    return _paint_(cubes, params, keep_inside=True)
+
+
+def _paint_(cubes: torch.Tensor, params: PaintParams, keep_inside: bool) -> torch.Tensor:
+    """Write noise over the holes (or everything outside the windows) of the selected
+    samples, one noise value per painted voxel, in raster order of the batch."""
     shape = spatial_shape(cubes)
     if params.samples.numel() == 0:
-        return cubes.clone()
-    samples = params.samples.to(cubes.device)
-    mask = box_mask(params, shape, cubes.device)
-    image, noise = take(cubes, samples), _noise(params, shape, cubes)
-    painted = torch.where(mask, image, noise) if keep_inside else torch.where(mask, noise, image)
-    return put(cubes, samples, painted)
+        return cubes
+    bits = _box_bits(params, cubes.shape[0], params.samples, shape, cubes.device)
+    if keep_inside:  # paint the selected samples outside their windows
+        chosen = torch.zeros(cubes.shape[0], dtype=torch.bool, device=cubes.device)
+        chosen[params.samples.to(cubes.device)] = True
+        fill = (bits == 0) & chosen.view(-1, 1, 1, 1, 1)
+    else:
+        fill = bits != 0
+    noise = _noise(params, int(fill.sum()), cubes.dtype, cubes.device)
+    if cubes.device.type == "cpu" and cubes.is_contiguous():
+        cubes.numpy()[fill.numpy()] = noise.numpy()  # NumPy's boolean assignment: 3x faster
+    else:
+        cubes[fill] = noise
+    return cubes
 
 
 def sample_inpaint(n: int, shape: tuple[int, int, int], generator: torch.Generator, *,
