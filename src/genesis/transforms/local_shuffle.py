@@ -28,6 +28,7 @@ from genesis.transforms._random import (
     sub_seed,
 )
 from genesis.transforms._shape import check_boxes_fit, spatial_shape
+from genesis.transforms._workspace import scratch
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ def apply_local_shuffle_(cubes: torch.Tensor, params: ShuffleParams) -> torch.Te
     source = _sources(params, shape, cubes.device, numpy=cubes.device.type == "cpu")
     flat = cubes.reshape(-1)
     if cubes.device.type == "cpu":  # NumPy's take is the faster gather; wrap skips bounds checks
-        shuffled = torch.from_numpy(flat.numpy().take(source.numpy(), mode="wrap"))
+        shuffled = scratch("shuffled", source.numel(), cubes.dtype)
+        flat.numpy().take(source.numpy(), out=shuffled.numpy(), mode="wrap")
     else:
         shuffled = flat.index_select(0, source)
     return cubes.index_copy_(0, samples, shuffled.view(-1, 1, *shape))
@@ -107,7 +109,7 @@ def apply_local_shuffle_(cubes: torch.Tensor, params: ShuffleParams) -> torch.Te
 def _sources(params: ShuffleParams, shape: tuple[int, int, int], device: torch.device, *,
              numpy: bool) -> torch.Tensor:
     """(S * X * Y * Z,) flat index into the batch of the voxel each voxel of the shuffled
-    samples reads.
+    samples reads (on CPU a scratch buffer, valid until the next call).
 
     Every write of every block gets a tag (block + 1) << voxel_bits | source voxel, the
     source counted within its cube; a scatter-max of the tags over the destinations keeps
@@ -132,7 +134,7 @@ def _sources(params: ShuffleParams, shape: tuple[int, int, int], device: torch.d
     narrow = (per_row + 1) << voxel_bits < 2**31 and batch < 2**31
     tag_type = torch.int32 if narrow else torch.int64
     index_type = torch.int32 if numpy and batch < 2**31 else torch.int64
-    offsets, table_first, table_volume = _offset_table(shape, device, torch.int64)
+    offsets, table_first, table_volume = _offset_table(shape, device, index_type)
     sizes = params.sizes.to(device).flatten(0, 1)  # (M, 3), blocks in write order
     corners = params.corners.to(device).flatten(0, 1)
     strides = torch.tensor([Y * Z, Z, 1], device=device)
@@ -141,13 +143,16 @@ def _sources(params: ShuffleParams, shape: tuple[int, int, int], device: torch.d
     order = torch.arange(1, per_row + 1, device=device).repeat(rows)
     code = ((sizes[:, 0] - 1) * my + sizes[:, 1] - 1) * mz + sizes[:, 2] - 1
     by_size = _group_by_size(code)  # blocks grouped by size, in write order within a size
-    first_dst = (row * volume + local).index_select(0, by_size)
+    first_dst = (row * volume + local).index_select(0, by_size).to(index_type)
     first_tag = ((order << voxel_bits) + local).index_select(0, by_size).to(tag_type)
     total = int(table_volume.index_select(0, code).sum())
     key_type = torch.int32 if slot_bits <= 8 else torch.int64
     keys = _entry_keys(params, total, key_type).to(device)  # sort keys, then slots
-    dst = torch.empty(total, dtype=torch.int64, device=device)  # scatter is faster with int64
-    tags = torch.empty(total, dtype=tag_type, device=device)
+    if numpy:  # the write lists never leave this function: reuse their memory
+        dst, tags = scratch("dst", total, index_type), scratch("tags", total, tag_type)
+    else:
+        dst = torch.empty(total, dtype=index_type, device=device)
+        tags = torch.empty(total, dtype=tag_type, device=device)
     arrays = [keys, dst, tags, first_dst, first_tag, offsets, offsets.to(tag_type)]
     if numpy:
         arrays = [array.cpu().numpy() for array in arrays]
@@ -180,9 +185,15 @@ def _sources(params: ShuffleParams, shape: tuple[int, int, int], device: torch.d
         row_tags += first_tag_a[first_block:last_block, None]
         first_block, first_write = last_block, end
     # Initial tags: block 0, every voxel its own source.
-    latest = torch.arange(volume, dtype=tag_type, device=device).repeat(rows)
+    identity = torch.arange(volume, dtype=tag_type, device=device)
+    if numpy:
+        latest = scratch("latest", rows * volume, tag_type).view(rows, volume)
+        latest.copy_(identity)
+        latest = latest.view(-1)
+    else:
+        latest = identity.repeat(rows)
     latest.scatter_reduce_(0, dst, tags, reduce="amax")
-    source = (latest & ((1 << voxel_bits) - 1)).view(rows, volume)
+    source = latest.bitwise_and_((1 << voxel_bits) - 1).view(rows, volume)
     source += (params.samples.to(device, tag_type) * volume)[:, None]
     return source.view(-1).to(index_type)
 

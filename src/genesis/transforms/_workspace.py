@@ -1,0 +1,28 @@
+"""Reusable scratch buffers for the CPU transforms.
+
+A fresh allocation of a few megabytes is returned to the operating system when freed, so
+the next one page-faults on every 4 KiB it touches: for the transforms of one batch, about
+as much time as the arithmetic. Buffers that never leave a transform are therefore kept
+per thread and reused; results handed to the caller are always fresh tensors. CUDA has its
+own caching allocator, so this is for CPU tensors only.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+_local = threading.local()
+
+
+def scratch(name: str, count: int, dtype: torch.dtype) -> torch.Tensor:
+    """A 1-D CPU buffer of ``count`` elements, reused by the next call with the same name
+    and dtype in this thread: its contents are undefined, and it must not be returned."""
+    buffers: dict[tuple[str, torch.dtype], torch.Tensor] = _local.__dict__.setdefault(
+        "buffers", {})
+    buffer = buffers.get((name, dtype))
+    if buffer is None or buffer.numel() < count:
+        buffer = torch.empty(count, dtype=dtype)
+        buffers[(name, dtype)] = buffer
+    return buffer[:count]
