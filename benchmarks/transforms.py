@@ -6,7 +6,7 @@ the same run and interleaved. Process CPU time, not wall time, is what is compar
 shared machine it counts only the time this process ran, so the ratio is the speed-up per
 core. With CUDA available (or ``--device cuda``) it also reports GPU pairs per wall second.
 
-    python benchmarks/transforms.py --batch 6 --repeats 5
+    python benchmarks/transforms.py --batch 6 --repeats 30
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ Clock = Callable[[], float]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=6, help="cubes per batch (release: 6)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds")
+    parser.add_argument("--repeats", type=int, default=30, help="timed rounds")
     parser.add_argument("--size", type=int, nargs=3, default=(64, 64, 32),
                         metavar=("X", "Y", "Z"), help="cube size")
     parser.add_argument("--device", default=None,
@@ -121,18 +121,20 @@ def main(argv: list[str] | None = None) -> int:
         batched.append(time_batched(transform, cubes, generator))
         reference.append(time_oracle(arrays, rng))
         stages.append(stage_times(transform, cubes, generator))
-    ours = args.batch / statistics.median(batched)
-    theirs = args.batch / statistics.median(reference)
+    # Totals, not medians: which transforms a batch gets is random (a batch with six
+    # shuffled cubes costs several times one with none), so throughput is pairs / total.
+    ours = args.batch * args.repeats / sum(batched)
+    theirs = args.batch * args.repeats / sum(reference)
     ratios = [r / b for r, b in zip(reference, batched, strict=True)]
     print(f"cube {size[0]}x{size[1]}x{size[2]}, batch {args.batch}, {args.repeats} rounds, "
           f"torch {torch.__version__}, 1 CPU thread")
     print(f"batched torch (CPU): {ours:8.1f} pairs per CPU second")
     print(f"NumPy oracle  (CPU): {theirs:8.1f} pairs per CPU second")
-    print(f"speed-up per core:   {ours / theirs:8.1f}x (median of per-round ratios "
+    print(f"speed-up per core:   {ours / theirs:8.1f}x (per-round ratios: median "
           f"{statistics.median(ratios):.1f}x, range {min(ratios):.1f}-{max(ratios):.1f}x)")
-    parts = ", ".join(f"{name} {1000 * statistics.median(s[name] for s in stages) / args.batch:.2f}"
+    parts = ", ".join(f"{name} {1000 * sum(s[name] for s in stages) / len(stages) / args.batch:.2f}"
                       for name in stages[0])
-    print(f"batched CPU ms per pair (median, rates included): {parts}")
+    print(f"batched CPU ms per pair (mean, rates included): {parts}")
     device = args.device or ("cuda" if torch.cuda.is_available() else None)
     if device and device != "cpu":
         report_device(transform, device, args.gpu_batch, size, args)

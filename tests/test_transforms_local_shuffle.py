@@ -126,3 +126,16 @@ def test_replay_and_input_untouched() -> None:
 def test_too_small_cube_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="cube axis z has 8 voxels, too few for local_shuffle"):
         local_pixel_shuffle(torch.zeros((1, 1, 20, 20, 8)), torch.Generator())
+
+
+def test_torch_path_builds_the_same_sources_as_the_numpy_path() -> None:
+    """The GPU code path (torch ops per block size), run on CPU, gives the same cubes."""
+    from genesis.transforms.local_shuffle import _sources
+
+    apply = torch.tensor([True, False, True, True])
+    params = sample_local_shuffle(4, SHAPE, torch.Generator().manual_seed(9), apply=apply,
+                                  blocks=500)
+    device = torch.device("cpu")
+    with_numpy = _sources(params, SHAPE, device, numpy=True).clone()
+    with_torch = _sources(params, SHAPE, device, numpy=False)
+    assert torch.equal(with_numpy.long(), with_torch.long())

@@ -116,3 +116,16 @@ def test_cells_the_chord_does_not_fit_are_searched_exactly() -> None:
         assert np.abs(expected - chord).max() > 1e-4  # a chord lookup would be far off
         ours = lookup(values[row:row + 1], xs[row:row + 1], ys[row:row + 1])[0]
         assert np.abs(ours.double().numpy() - expected).max() < 1e-6
+
+
+def test_torch_and_numpy_table_reads_agree() -> None:
+    """The GPU read (torch) and the CPU read (NumPy) of the table, both run on CPU."""
+    from genesis.transforms.nonlinear import _read_numpy, _read_torch
+
+    generator = torch.Generator().manual_seed(6)
+    params = sample_nonlinear(5, generator)
+    table = _Table.build(*bezier_curves(params.controls, params.invert, 4096))
+    values = torch.rand((5, 3000), generator=generator)
+    values[:, :2] = torch.tensor([0.0, 1.0])
+    numpy_read = _read_numpy(values, table, torch.empty(values.numel()))
+    assert torch.allclose(numpy_read, _read_torch(values.clone(), table), atol=1e-6, rtol=0)
