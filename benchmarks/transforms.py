@@ -27,10 +27,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import transforms_oracle as oracle
 
-from genesis.transforms import GenesisTransform, TransformSettings, apply_flip
-from genesis.transforms.local_shuffle import apply_local_shuffle_
-from genesis.transforms.nonlinear import apply_nonlinear_
-from genesis.transforms.painting import apply_inpaint_, apply_outpaint_
+from genesis.transforms import (
+    GenesisTransform,
+    TransformSettings,
+    apply_flip,
+    apply_inpaint_,
+    apply_local_shuffle_,
+    apply_nonlinear_,
+    apply_outpaint_,
+)
 
 Clock = Callable[[], float]
 

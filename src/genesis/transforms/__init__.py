@@ -3,7 +3,8 @@
 ``GenesisTransform(settings)(cubes, generator) -> (inputs, targets)`` is what pretraining
 uses; the individual ops (``flip``, ``local_pixel_shuffle``, ``nonlinear``, ``inpaint``,
 ``outpaint``) take per-sample ``apply`` masks so a figure can show each one alone. Each op
-also splits into ``sample_*`` (draw parameters) and ``apply_*`` (pure application).
+also splits into ``sample_*`` (draw parameters) and ``apply_*`` (pure application); the
+distortions also have ``apply_*_``, which overwrite the cubes they are given (no copy).
 
 The functions ``flip`` and ``nonlinear`` shadow their modules as attributes of this package:
 import from the modules with ``from genesis.transforms.nonlinear import lookup``, not
@@ -15,12 +16,14 @@ from genesis.transforms.flip import FlipParams, apply_flip, flip, sample_flip
 from genesis.transforms.local_shuffle import (
     ShuffleParams,
     apply_local_shuffle,
+    apply_local_shuffle_,
     local_pixel_shuffle,
     sample_local_shuffle,
 )
 from genesis.transforms.nonlinear import (
     NonlinearParams,
     apply_nonlinear,
+    apply_nonlinear_,
     bezier_curves,
     nonlinear,
     sample_nonlinear,
@@ -28,7 +31,9 @@ from genesis.transforms.nonlinear import (
 from genesis.transforms.painting import (
     PaintParams,
     apply_inpaint,
+    apply_inpaint_,
     apply_outpaint,
+    apply_outpaint_,
     box_mask,
     inpaint,
     outpaint,
@@ -55,9 +60,13 @@ __all__ = [
     "TransformSettings",
     "apply_flip",
     "apply_inpaint",
+    "apply_inpaint_",
     "apply_local_shuffle",
+    "apply_local_shuffle_",
     "apply_nonlinear",
+    "apply_nonlinear_",
     "apply_outpaint",
+    "apply_outpaint_",
     "bezier_curves",
     "box_mask",
     "flip",

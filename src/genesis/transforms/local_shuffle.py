@@ -6,8 +6,13 @@ it. The release loops over 10,000 blocks per cube in Python. Here the blocks of 
 batch are grouped by size: all blocks of one size form a dense (blocks, voxels) matrix, whose
 rows are permuted by one row-wise sort of random keys that carry the voxel's slot in their
 low bits. At most (n//10)^3 sizes exist (108 for 64x64x32), so the only Python loop runs over
-sizes, never over blocks or voxels. One scatter-max of (block, slot) pairs then resolves
-overlaps (the latest block wins), and one gather writes the result.
+sizes, never over blocks or voxels. Every write is tagged (block, source voxel); one
+scatter-max of the tags resolves overlaps (the latest block wins), and one gather writes the
+result.
+
+On CPU the small per-size passes run in NumPy, the block parameters and sort keys come from
+a sub-seeded NumPy SFC64 stream, and the write lists live in reused scratch buffers
+(``genesis.transforms._workspace``); on a GPU the same steps run as torch ops.
 """
 
 from __future__ import annotations
