@@ -13,7 +13,9 @@ from genesis.errors import ConfigError
 from genesis.transforms import (
     PaintParams,
     apply_inpaint,
+    apply_inpaint_,
     apply_outpaint,
+    apply_outpaint_,
     box_mask,
     inpaint,
     outpaint,
@@ -137,3 +139,17 @@ def test_too_small_cube_is_a_config_error() -> None:
     inpaint(x, torch.Generator())
     with pytest.raises(ConfigError, match="cube axis z has 10 voxels, too few for outpainting"):
         outpaint(x, torch.Generator())
+
+
+def test_in_place_painting_of_a_strided_batch_takes_the_torch_path_alike() -> None:
+    """A non-contiguous batch is painted with torch indexing (the GPU path), a contiguous
+    one with NumPy: same selected samples, same boxes, same noise."""
+    shape = (20, 20, 14)
+    x = torch.rand((4, 1, *shape), generator=torch.Generator().manual_seed(7))
+    apply = torch.tensor([True, False, True, True])
+    for sample, apply_ in ((sample_inpaint, apply_inpaint_), (sample_outpaint, apply_outpaint_)):
+        params = sample(4, shape, torch.Generator().manual_seed(8), apply=apply)
+        strided = x.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
+        assert not strided.is_contiguous()
+        assert torch.equal(apply_(x.clone(), params), apply_(strided, params))
+        assert torch.equal(strided[1], x[1])  # unselected sample untouched
