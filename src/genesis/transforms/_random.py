@@ -36,13 +36,14 @@ def randint(generator: torch.Generator, low: torch.Tensor, high: torch.Tensor) -
     return torch.minimum(value, high)
 
 
-def random_words(generator: torch.Generator, count: int) -> np.ndarray:
-    """``count`` uniform 64-bit words (uint64) for large draws on a CPU generator.
+def random_words(seed: int, count: int) -> np.ndarray:
+    """``count`` uniform 64-bit words (uint64) of a NumPy SFC64 stream seeded by ``seed``.
 
-    One sub-seed from the generator seeds a NumPy SFC64 stream, several times faster than
-    torch's CPU generator; the 10,000 shuffling blocks per cube are drawn this way.
+    The large CPU draws (shuffling blocks and sort keys, painting noise) come from here, with
+    a seed drawn from the torch generator (``sub_seed``): several times faster than torch's
+    CPU generator, and replayable from one integer.
     """
-    return np.random.SFC64(sub_seed(generator)).random_raw(count)
+    return np.random.SFC64(seed).random_raw(count)
 
 
 def below(words: np.ndarray, span: np.ndarray) -> np.ndarray:

@@ -50,13 +50,6 @@ def take(cubes: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
     return cubes.index_select(0, samples)
 
 
-def put(cubes: torch.Tensor, samples: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """A copy of ``cubes`` with the selected samples replaced by ``values``."""
-    if _everything(cubes, samples):
-        return values.to(cubes.dtype).contiguous()
-    return cubes.clone().index_copy_(0, samples, values.to(cubes.dtype))
-
-
 def _everything(cubes: torch.Tensor, samples: torch.Tensor) -> bool:
     n = cubes.shape[0]
     return samples.numel() == n and torch.equal(samples, torch.arange(n, device=samples.device))

@@ -69,7 +69,7 @@ def sample_local_shuffle(n: int, shape: tuple[int, int, int], generator: torch.G
     count = (samples.numel(), blocks, 3)
     if device.type == "cpu":  # NumPy draws: a third of the time of torch's CPU generator
         # Axis-major (3, S * B) layout: NumPy's broadcasting is slow along a length-3 axis.
-        words = random_words(generator, math.prod(count)).reshape(3, -1)
+        words = random_words(sub_seed(generator), math.prod(count)).reshape(3, -1)
         column = (3, 1)
         lengths = np.array(shape, dtype=np.uint64).reshape(column)
         edges = 1 + below(words & np.uint64(2**32 - 1),
@@ -226,8 +226,7 @@ def _entry_keys(params: ShuffleParams, total: int, dtype: torch.dtype) -> torch.
     device = params.sizes.device
     if device.type == "cpu":
         narrow = dtype == torch.int32
-        raw = np.random.SFC64(params.seed).random_raw(
-            (total + 1) // 2 if narrow else total)
+        raw = random_words(params.seed, (total + 1) // 2 if narrow else total)
         return torch.from_numpy(raw.view(np.int32 if narrow else np.int64)[:total])
     info = torch.iinfo(dtype)
     return torch.randint(info.min, info.max, (total,), dtype=dtype, device=device,

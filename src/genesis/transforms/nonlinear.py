@@ -140,7 +140,7 @@ class _Table:
     def build(cls, xs: torch.Tensor, ys: torch.Tensor) -> _Table:
         rows, points = xs.shape
         xs, ys = xs.double(), ys.double()
-        x0, slope = xs, _slopes(xs, ys)
+        slope = _slopes(xs, ys)
         # Curve points with x <= j / CELLS, by histogram and cumsum (CELLS is a power of two,
         # so x * CELLS is exact): the last of them starts the segment holding edge j.
         position = xs * CELLS
@@ -149,7 +149,7 @@ class _Table:
         below = torch.bincount(edge_cell.view(-1), minlength=rows * (CELLS + 2))
         segment = (below.view(rows, CELLS + 2)[:, :-1].cumsum(dim=1) - 1).clamp_(0, points - 1)
         edges = torch.arange(CELLS + 1, dtype=torch.float64, device=xs.device) / CELLS
-        start = ys.gather(1, segment) + slope.gather(1, segment) * (edges - x0.gather(1, segment))
+        start = ys.gather(1, segment) + slope.gather(1, segment) * (edges - xs.gather(1, segment))
         rise = start.diff(dim=1)
         # Both f and the chord are linear between curve points, so the chord's worst error
         # in a cell is at one of the curve points inside it.

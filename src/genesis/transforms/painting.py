@@ -17,7 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from genesis.transforms._random import continuing, randint, selected, sub_generator, sub_seed
+from genesis.transforms._random import (
+    continuing,
+    randint,
+    random_words,
+    selected,
+    sub_generator,
+    sub_seed,
+)
 from genesis.transforms._shape import check_boxes_fit, spatial_shape
 from genesis.transforms._workspace import scratch
 
@@ -116,7 +123,7 @@ def _noise(params: PaintParams, count: int, dtype: torch.dtype,
     """
     where = params.corners.device
     if where.type == "cpu":
-        words = np.random.SFC64(params.seed).random_raw((count + 1) // 2).view(np.uint32)
+        words = random_words(params.seed, (count + 1) // 2).view(np.uint32)
         noise = torch.from_numpy((words[:count] >> 8).astype(np.float32) * np.float32(2**-24))
     else:
         noise = torch.rand(count, device=where, generator=sub_generator(params.seed, where))
