@@ -14,9 +14,9 @@ from target_task_data import make_ncc_task, make_seg_task, tiny_settings
 
 from genesis.cli import main
 from genesis.errors import ConfigError, InputError, WeightsError
+from genesis.io.tables import FINETUNE_CURVE_COLUMNS
 from genesis.models import GenesisClassifier, UNet3D, load_weights, save_weights
 from genesis.tasks.finetune import (
-    CURVE_COLUMNS,
     Init,
     NccData,
     finetune,
@@ -133,7 +133,7 @@ def test_finetune_from_scratch_writes_outputs(task: str, tasks: dict[str, Path],
                  "checkpoint.pt"):
         assert (out / name).is_file(), name
     curves = _read_curves(out / "curves.csv")
-    assert list(curves[0]) == list(CURVE_COLUMNS)
+    assert list(curves[0]) == list(FINETUNE_CURVE_COLUMNS)
     assert [row["epoch"] for row in curves] == ["1", "2"]
     assert all(np.isfinite(float(row["train_loss"])) for row in curves)
     assert result.stop_reason.startswith("max_epochs")

@@ -9,6 +9,11 @@ import pandas as pd
 
 from genesis.errors import InputError
 
+# Columns of the per-epoch CSVs that training writes and the reports read: one definition
+# for both sides of the file.
+PRETRAIN_METRICS_COLUMNS = ("epoch", "train_loss", "val_loss", "identity_loss", "lr", "seconds")
+FINETUNE_CURVE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_metric", "lr")
+
 
 def read_csv(path: str | Path, columns: Sequence[str], *, allow_empty: bool = True) -> pd.DataFrame:
     """Read ``path`` and check it has ``columns`` (and rows, unless ``allow_empty``)."""

@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 
 from genesis.atomic import atomic_path
 from genesis.errors import InputError
-from genesis.io.tables import read_csv
+from genesis.io.tables import FINETUNE_CURVE_COLUMNS, PRETRAIN_METRICS_COLUMNS, read_csv
 from genesis.report.tables import (
     METRIC_LABELS,
     PUBLISHED_INIT,
@@ -34,8 +34,6 @@ from genesis.report.tables import (
 
 log = logging.getLogger(__name__)
 
-PRETRAIN_COLUMNS = ("epoch", "train_loss", "val_loss", "identity_loss", "lr", "seconds")
-CURVE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_metric", "lr")
 FIXED_COLOURS = {"scratch": "#7f7f7f", "genesis": "#1f77b4", "released": "#ff7f0e"}
 OTHER_COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 MAIN_INITS = ("scratch", "genesis", "released")
@@ -67,7 +65,7 @@ def read_pretrain_metrics(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame
     """``pretrain/<variant>/metrics.csv`` files, keyed by variant (the folder name)."""
     metrics = {}
     for path in sorted(map(Path, paths)):
-        frame = read_csv(path, PRETRAIN_COLUMNS, allow_empty=False)
+        frame = read_csv(path, PRETRAIN_METRICS_COLUMNS, allow_empty=False)
         metrics[path.parent.name] = frame.sort_values("epoch")
     if not metrics:
         raise InputError(None, "no pretraining metrics.csv given")
@@ -198,7 +196,7 @@ def read_curves(runs_root: str | Path, task: str) -> dict[str, list[pd.DataFrame
         raise InputError(folder, "holds no <init>/run<k>/curves.csv")
     curves: dict[str, list[pd.DataFrame]] = {}
     for path in paths:
-        frame = read_csv(path, CURVE_COLUMNS, allow_empty=False).sort_values("epoch")
+        frame = read_csv(path, FINETUNE_CURVE_COLUMNS, allow_empty=False).sort_values("epoch")
         curves.setdefault(path.parents[1].name, []).append(frame)
     return {init: curves[init] for init in init_order(curves)}
 

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from genesis.atomic import write_text
 from genesis.errors import ConfigError, InputError
+from genesis.io.tables import FINETUNE_CURVE_COLUMNS
 from genesis.seeding import derive_seed, numpy_rng, set_determinism
 from genesis.settings import from_mapping, to_mapping
 from genesis.tasks.losses import TASKS, build_loss, is_segmentation
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 
 #: (inputs (B, 1, X, Y, Z), targets: (B,) labels or (B, 1, X, Y, Z) masks)
 Batch = tuple[Tensor, Tensor]
-CURVE_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_loss", "val_metric", "lr")
 CHECKPOINT = "checkpoint.pt"
 CURVES = "curves.csv"
 WEIGHTS_STEM = "weights"
@@ -632,11 +632,11 @@ def _save_state(output_dir: Path, state: dict[str, Any], model: nn.Module,
 def write_curves(path: Path, rows: list[dict[str, float]]) -> None:
     """``curves.csv``: epoch, train_loss, val_loss, val_metric, lr (atomic rewrite)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=FINETUNE_CURVE_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({key: (row[key] if key == "epoch" else f"{row[key]:.6g}")
-                         for key in CURVE_COLUMNS})
+                         for key in FINETUNE_CURVE_COLUMNS})
     write_text(path, buffer.getvalue())
 
 

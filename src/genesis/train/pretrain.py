@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from genesis.atomic import write_text
 from genesis.errors import ConfigError, InputError
+from genesis.io.tables import PRETRAIN_METRICS_COLUMNS
 from genesis.models import UNet3D, save_weights
 from genesis.provenance import file_sha256, provenance_record
 from genesis.seeding import derive_seed, set_determinism
@@ -66,7 +67,6 @@ from genesis.transforms import (
 
 log = logging.getLogger(__name__)
 
-METRICS_COLUMNS = ("epoch", "train_loss", "val_loss", "identity_loss", "lr", "seconds")
 
 #: Settings that may change between a run and its resumption (how long, with what
 #: resources); any other difference means the checkpoint belongs to another experiment.
@@ -87,10 +87,10 @@ class PretrainResult:
 
 def metrics_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRICS_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=PRETRAIN_METRICS_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: _format(row[key]) for key in METRICS_COLUMNS})
+        writer.writerow({key: _format(row[key]) for key in PRETRAIN_METRICS_COLUMNS})
     return buffer.getvalue()
 
 
