@@ -138,7 +138,7 @@ def _sources(params: ShuffleParams, shape: tuple[int, int, int], device: torch.d
     batch = (int(params.samples.max()) + 1) * volume  # voxels up to the last shuffled sample
     narrow = (per_row + 1) << voxel_bits < 2**31 and batch < 2**31
     tag_type = torch.int32 if narrow else torch.int64
-    index_type = torch.int32 if numpy and batch < 2**31 else torch.int64
+    index_type = torch.int64
     offsets, table_first, table_volume = _offset_table(shape, device, index_type)
     sizes = params.sizes.to(device).flatten(0, 1)  # (M, 3), blocks in write order
     corners = params.corners.to(device).flatten(0, 1)

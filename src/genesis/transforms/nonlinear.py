@@ -13,6 +13,7 @@ once, and every voxel reads the interpolated map from a small uniform table (see
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,16 +80,17 @@ def lookup(values: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
     ``CHORD_TOLERANCE`` (steep, strongly bent parts of a curve), the few voxels inside it
     fall back to an exact binary search. So the result equals ``np.interp`` through (xs, ys)
     to within 1e-6 everywhere, 0 and 1 map exactly onto the end points, and the common case
-    is two reads from a table small enough for the L2 cache. ``out`` (S * V,) float32 on CPU
+    is one read from a table small enough for the L2 cache. ``out`` (S * V,) float32 on CPU
     receives the result instead of a new tensor.
     """
     rows, count = values.shape
     table = _Table.build(xs, ys)
     if values.device.type == "cpu":
-        out = _read_numpy(values.float(), table,
-                          torch.empty(rows * count) if out is None else out)
-    else:
-        out = _read_torch(values.float(), table)
+        out = torch.empty(rows * count) if out is None else out
+        _read_numpy(values.float().contiguous().numpy(), range(rows), table, xs, ys,
+                    out.numpy().reshape(rows, count))
+        return out.view(rows, count)
+    out = _read_torch(values.float(), table)
     if out.max() > 2.0:  # _UNSURE marks the voxels of cells the chord does not fit
         unsure = (out > 2.0).nonzero().squeeze(1)
         out[unsure] = _search(values.reshape(-1)[unsure], unsure // count, xs, ys).float()
@@ -96,7 +98,7 @@ def lookup(values: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
 
 
 def _read_torch(values: torch.Tensor, table: _Table) -> torch.Tensor:
-    """(S * V,) start + fraction * rise of each value's cell."""
+    """(S * V,) start + fraction * rise of each value's cell; _UNSURE cells give > 2."""
     scaled = values.clamp(0.0, 1.0).mul_(CELLS)
     cell = scaled.long()
     within = scaled.sub_(cell)  # fraction of the cell, exact in float32
@@ -106,25 +108,61 @@ def _read_torch(values: torch.Tensor, table: _Table) -> torch.Tensor:
                                                        table.rise.index_select(0, cell))
 
 
-def _read_numpy(values: torch.Tensor, table: _Table, out: torch.Tensor) -> torch.Tensor:
-    """``_read_torch`` in NumPy, into ``out``: int32 cells, ``take`` without bounds checks
-    (mode wrap; cells are in range) and scratch buffers make it about twice as fast."""
-    rows, count = values.shape
-    scaled = scratch("scaled", rows * count, torch.float32).numpy().reshape(rows, count)
-    whole = scratch("whole", rows * count, torch.float32).numpy().reshape(rows, count)
-    cell = scratch("cell", rows * count, torch.int32).numpy().reshape(rows, count)
-    np.multiply(values.numpy(), np.float32(CELLS), out=scaled)
-    np.clip(scaled, 0, CELLS, out=scaled)
-    np.floor(scaled, out=whole)
-    cell[...] = whole
-    scaled -= whole  # the fraction of the cell, exact in float32
-    cell += np.arange(0, rows * (CELLS + 1), CELLS + 1, dtype=np.int32)[:, None]
-    result = out.numpy().reshape(rows, count)
-    np.take(table.start.numpy(), cell, out=result, mode="wrap")
-    np.take(table.rise.numpy(), cell, out=whole, mode="wrap")
-    whole *= scaled
-    result += whole
-    return out
+# Voxels per NumPy pass on CPU: the pass's work arrays (about 40 bytes a voxel) stay in L2.
+_CHUNK = 131_072
+
+
+def _read_numpy(values: np.ndarray, rows: Sequence[int], table: _Table, xs: torch.Tensor,
+                ys: torch.Tensor, out: np.ndarray) -> None:
+    """The CPU read: out[rows[i]] = f_i(values[rows[i]]) for table row i, exact everywhere.
+
+    values and out are float32 (N, V) and may be the same array (in place). The work runs
+    in chunks of ``_CHUNK`` voxels, so each of its NumPy passes reads and writes the L2
+    cache, not memory; start and rise sit side by side in one complex64 table, so a voxel
+    costs one gather (``take`` with int64 cells and mode "wrap": no index conversion, no
+    bounds checks). Voxels of bent cells come out > 2 and get the exact search, from the
+    original values kept aside before they are overwritten.
+    """
+    width = CELLS + 1
+    pairs = torch.stack([table.start, table.rise], dim=1).numpy().view(np.complex64).ravel()
+    bent_rows = (table.rise.view(-1, width) > 2.0).any(dim=1).tolist()
+    chunk = min(values.shape[1], _CHUNK)
+    scaled, whole = (scratch(name, chunk, torch.float32).numpy() for name in ("scaled", "whole"))
+    cell = scratch("cell", chunk, torch.int64).numpy()
+    found = scratch("found", chunk, torch.complex64).numpy()
+    result = scratch("result", chunk, torch.float32).numpy()
+    pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+    for index, row in enumerate(rows):
+        row_pairs = pairs[index * width:(index + 1) * width]
+        for first in range(0, values.shape[1], chunk):
+            source = values[row, first:first + chunk]
+            n = source.size
+            fraction, part, at, got = scaled[:n], whole[:n], cell[:n], found[:n]
+            np.multiply(source, np.float32(CELLS), out=fraction)
+            np.clip(fraction, 0, CELLS, out=fraction)
+            np.floor(fraction, out=part)
+            fraction -= part  # exact in float32 (np.modf would be several times slower)
+            at[...] = part
+            np.take(row_pairs, at, out=got, mode="wrap")
+            np.multiply(got.imag, fraction, out=fraction)
+            if not bent_rows[index]:
+                np.add(got.real, fraction, out=out[row, first:first + n])
+                continue
+            target = result[:n]
+            np.add(got.real, fraction, out=target)
+            bent = np.flatnonzero(target > 2.0)  # _UNSURE marks the cells to search
+            if bent.size:
+                pending.append((index, row, first + bent, source[bent].copy()))
+            out[row, first:first + n] = target
+    if pending:
+        table_rows = torch.tensor(np.concatenate(
+            [np.full(len(where), index) for index, _, where, _ in pending]))
+        exact = _search(torch.from_numpy(np.concatenate([v for *_, v in pending])),
+                        table_rows, xs, ys).float().numpy()
+        start = 0
+        for _, row, where, _ in pending:
+            out[row, where] = exact[start:start + where.size]
+            start += where.size
 
 
 @dataclass(frozen=True)
@@ -195,20 +233,16 @@ def apply_nonlinear_(cubes: torch.Tensor, params: NonlinearParams, *,
     spatial_shape(cubes)
     if params.samples.numel() == 0:
         return cubes
-    mapped = _mapped(cubes, params, points).to(cubes.dtype)
-    return cubes.index_copy_(0, params.samples.to(cubes.device), mapped)
-
-
-def _mapped(cubes: torch.Tensor, params: NonlinearParams, points: int) -> torch.Tensor:
-    """(S, 1, X, Y, Z) float32: the selected samples through their maps; on CPU a scratch
-    buffer, valid until the next call."""
     samples = params.samples.to(cubes.device)
     xs, ys = bezier_curves(params.controls.to(cubes.device), params.invert.to(cubes.device),
                            points)
+    if cubes.device.type == "cpu" and cubes.dtype == torch.float32 and cubes.is_contiguous():
+        flat = cubes.view(cubes.shape[0], -1).numpy()  # mapped row by row, in place
+        _read_numpy(flat, samples.tolist(), _Table.build(xs, ys), xs, ys, flat)
+        return cubes
     values = take(cubes, samples).reshape(samples.numel(), -1)
-    # On CPU the result is only copied into the cubes: a scratch buffer spares page faults.
-    out = scratch("mapped", values.numel(), torch.float32) if cubes.device.type == "cpu" else None
-    return lookup(values, xs, ys, out).view(-1, *cubes.shape[1:])
+    mapped = lookup(values, xs, ys).view(-1, *cubes.shape[1:]).to(cubes.dtype)
+    return cubes.index_copy_(0, samples, mapped)
 
 
 def nonlinear(cubes: torch.Tensor, generator: torch.Generator, *,
