@@ -115,6 +115,19 @@ def test_half_precision_and_non_contiguous_input() -> None:
     assert noise[noise < 2].max() < 1  # float16 noise stays below 1 too
 
 
+def test_bfloat16_takes_the_torch_paths_on_cpu() -> None:
+    """NumPy has no bfloat16: such cubes skip the NumPy fast paths and give the float32
+    result, rounded."""
+    x = cubes(6, seed=14)
+    transform = GenesisTransform(TransformSettings())
+    params = transform.sample(x.shape, torch.Generator().manual_seed(15))
+    inputs, targets = transform.apply(x.bfloat16(), params)
+    expected_inputs, expected_targets = transform.apply(x.bfloat16().float(), params)
+    assert inputs.dtype == targets.dtype == torch.bfloat16
+    assert torch.equal(targets, expected_targets.bfloat16())
+    assert torch.allclose(inputs.float(), expected_inputs, atol=1e-2, rtol=0)
+
+
 def test_bad_cubes() -> None:
     transform = GenesisTransform(TransformSettings())
     with pytest.raises(ValueError, match=r"cubes must have shape \(N, 1, X, Y, Z\)"):

@@ -74,3 +74,15 @@ def test_flip_distribution_matches_the_oracle() -> None:
     assert np.all(np.abs(ours - theirs) / n <= 4 * sigma + 1e-9), (ours, theirs)
     # Unflipped: no flip (0.6), or two flips along one axis (0.4 * 0.4 / 3, third not drawn).
     assert abs(ours[0] / n - (0.6 + 0.4 * 0.4 * 0.6 / 3)) < 4 * np.sqrt(0.25 / n)
+
+
+def test_cpu_and_accelerator_flip_paths_agree() -> None:
+    """The CPU path (a strided NumPy copy per sample) and the batched torch path used on
+    accelerators, both run on CPU, on every combination of axes and a strided input."""
+    from genesis.transforms.flip import _flip_grouped
+
+    axes = torch.tensor([[(code >> axis) & 1 for axis in range(3)] for code in range(8)],
+                        dtype=torch.bool)
+    x = torch.rand((8, 1, 6, 5, 4), generator=torch.Generator().manual_seed(3))
+    for cubes in (x, x.transpose(2, 3)):
+        assert torch.equal(apply_flip(cubes, FlipParams(axes=axes)), _flip_grouped(cubes, axes))

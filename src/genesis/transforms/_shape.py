@@ -43,6 +43,13 @@ def as_bool_mask(apply: torch.Tensor, n: int) -> torch.Tensor:
     return apply
 
 
+def numpy_ready(cubes: torch.Tensor) -> bool:
+    """Whether the CPU fast paths may work on ``cubes`` through NumPy views: a floating
+    CPU tensor of a type NumPy has (not bfloat16), outside autograd."""
+    return (cubes.device.type == "cpu" and not cubes.requires_grad
+            and cubes.dtype in (torch.float16, torch.float32, torch.float64))
+
+
 def take(cubes: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
     """The selected samples of a batch (the batch itself when all are selected in order)."""
     if _everything(cubes, samples):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from genesis.transforms._random import continuing, randint
-from genesis.transforms._shape import as_bool_mask, spatial_shape
+from genesis.transforms._shape import as_bool_mask, numpy_ready, spatial_shape
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,18 @@ def apply_flip(cubes: torch.Tensor, params: FlipParams) -> torch.Tensor:
     """Mirror each (N, 1, X, Y, Z) sample along its axes; returns a new tensor."""
     spatial_shape(cubes)
     axes = params.axes.to(cubes.device)
+    if numpy_ready(cubes):  # one strided copy per sample: no temporaries
+        out = torch.empty_like(cubes, memory_format=torch.contiguous_format)
+        source, target = cubes.numpy(), out.numpy()
+        for sample, mirrored in enumerate(axes.tolist()):
+            target[sample] = source[sample][(slice(None), *(
+                slice(None, None, -1) if flipped else slice(None) for flipped in mirrored))]
+        return out
+    return _flip_grouped(cubes, axes)
+
+
+def _flip_grouped(cubes: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
+    """The accelerator path: one batched ``flip`` per combination of axes."""
     code = axes[:, 0].long() + 2 * axes[:, 1].long() + 4 * axes[:, 2].long()
     out = cubes.clone()
     for value in range(1, 8):  # the 7 non-empty axis combinations, each one batched

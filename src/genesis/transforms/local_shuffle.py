@@ -32,7 +32,7 @@ from genesis.transforms._random import (
     sub_generator,
     sub_seed,
 )
-from genesis.transforms._shape import check_boxes_fit, spatial_shape
+from genesis.transforms._shape import check_boxes_fit, numpy_ready, spatial_shape
 from genesis.transforms._workspace import scratch
 
 
@@ -103,7 +103,7 @@ def apply_local_shuffle_(cubes: torch.Tensor, params: ShuffleParams) -> torch.Te
     samples = params.samples.to(cubes.device)
     source = _sources(params, shape, cubes.device, numpy=cubes.device.type == "cpu")
     flat = cubes.reshape(-1)
-    if cubes.device.type == "cpu":  # NumPy's take is the faster gather; wrap skips bounds checks
+    if numpy_ready(cubes):  # NumPy's take is the faster gather; wrap skips bounds checks
         shuffled = scratch("shuffled", source.numel(), cubes.dtype)
         flat.numpy().take(source.numpy(), out=shuffled.numpy(), mode="wrap")
     else:

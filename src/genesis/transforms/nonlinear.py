@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from genesis.transforms._random import selected, uniform
-from genesis.transforms._shape import spatial_shape, take
+from genesis.transforms._shape import numpy_ready, spatial_shape, take
 from genesis.transforms._workspace import scratch
 
 DEFAULT_POINTS = 4096
@@ -236,7 +236,7 @@ def apply_nonlinear_(cubes: torch.Tensor, params: NonlinearParams, *,
     samples = params.samples.to(cubes.device)
     xs, ys = bezier_curves(params.controls.to(cubes.device), params.invert.to(cubes.device),
                            points)
-    if cubes.device.type == "cpu" and cubes.dtype == torch.float32 and cubes.is_contiguous():
+    if numpy_ready(cubes) and cubes.dtype == torch.float32 and cubes.is_contiguous():
         flat = cubes.view(cubes.shape[0], -1).numpy()  # mapped row by row, in place
         _read_numpy(flat, samples.tolist(), _Table.build(xs, ys), xs, ys, flat)
         return cubes
