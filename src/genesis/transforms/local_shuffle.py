@@ -69,13 +69,15 @@ def sample_local_shuffle(n: int, shape: tuple[int, int, int], generator: torch.G
     count = (samples.numel(), blocks, 3)
     if device.type == "cpu":  # NumPy draws: a third of the time of torch's CPU generator
         # Axis-major (3, S * B) layout: NumPy's broadcasting is slow along a length-3 axis.
+        # The tensors are (S, B, 3) views of it, which the CPU shuffle reads back for free.
         words = random_words(sub_seed(generator), math.prod(count)).reshape(3, -1)
         column = (3, 1)
         lengths = np.array(shape, dtype=np.uint64).reshape(column)
-        edges = 1 + below(words & np.uint64(2**32 - 1),
-                          np.array(max_block(shape), dtype=np.uint64).reshape(column))
+        edges = below(words & np.uint64(2**32 - 1),
+                      np.array(max_block(shape), dtype=np.uint64).reshape(column))
+        edges += np.uint64(1)
         lowest = below(words >> np.uint64(32), lengths + 1 - edges)
-        sizes, corners = (torch.from_numpy(a.T.astype(np.int64, order="C")).view(count)
+        sizes, corners = (torch.from_numpy(a.view(np.int64)).T.reshape(count)
                           for a in (edges, lowest))
     else:
         dims = torch.tensor(shape, device=device).expand(count)
@@ -100,115 +102,159 @@ def apply_local_shuffle_(cubes: torch.Tensor, params: ShuffleParams) -> torch.Te
     shape = spatial_shape(cubes)
     if params.samples.numel() == 0:
         return cubes
-    samples = params.samples.to(cubes.device)
-    source = _sources(params, shape, cubes.device, numpy=cubes.device.type == "cpu")
-    flat = cubes.reshape(-1)
-    if numpy_ready(cubes):  # NumPy's take is the faster gather; wrap skips bounds checks
-        shuffled = scratch("shuffled", source.numel(), cubes.dtype)
-        flat.numpy().take(source.numpy(), out=shuffled.numpy(), mode="wrap")
+    volume = math.prod(shape)
+    if numpy_ready(cubes) and cubes.is_contiguous():
+        # A shuffled cube reads only from itself: gather row by row, then copy back.
+        flat = cubes.view(cubes.shape[0], volume).numpy()
+        row = scratch("shuffled", volume, cubes.dtype).numpy()
+        for sample, sources in zip(params.samples.tolist(), _sources_numpy(params, shape),
+                                   strict=True):
+            np.take(flat[sample], sources, out=row, mode="wrap")  # wrap: no bounds checks
+            flat[sample] = row
+        return cubes
+    if cubes.device.type == "cpu":
+        sources = torch.from_numpy(_sources_numpy(params, shape))
     else:
-        shuffled = flat.index_select(0, source)
+        sources = _sources_torch(params, shape, cubes.device)
+    samples = params.samples.to(cubes.device)
+    index = (sources + samples[:, None] * volume).view(-1)
+    shuffled = cubes.reshape(-1).index_select(0, index)
     return cubes.index_copy_(0, samples, shuffled.view(-1, 1, *shape))
 
 
-def _sources(params: ShuffleParams, shape: tuple[int, int, int], device: torch.device, *,
-             numpy: bool) -> torch.Tensor:
-    """(S * X * Y * Z,) flat index into the batch of the voxel each voxel of the shuffled
-    samples reads (on CPU a scratch buffer, valid until the next call).
+def _bits(shape: tuple[int, int, int], per_row: int) -> tuple[int, int, bool]:
+    """Bits of a slot within the largest block and of a voxel within the cube, and whether
+    the tags (block + 1) << voxel_bits | voxel fit int32."""
+    slot_bits = (math.prod(max_block(shape)) - 1).bit_length()
+    voxel_bits = (math.prod(shape) - 1).bit_length()
+    return slot_bits, voxel_bits, (per_row + 1) << voxel_bits < 2**31
 
-    Every write of every block gets a tag (block + 1) << voxel_bits | source voxel, the
-    source counted within its cube; a scatter-max of the tags over the destinations keeps
-    the latest block's write, and its low bits are then the answer. Voxels no block covers
-    keep their initial tag, block 0 with themselves as source. 10,000 blocks and a
-    64x64x32 cube need 14 + 17 bits, so the tags fit int32, whose CPU scatter-max is
-    several times faster than int64's; larger settings switch to int64.
+
+def _sources_numpy(params: ShuffleParams, shape: tuple[int, int, int]) -> np.ndarray:
+    """(S, X * Y * Z) int64: for every voxel of each shuffled sample, the voxel of the same
+    cube it reads (a scratch buffer, valid until the next call).
+
+    Every write of every block gets a tag (block + 1) << voxel_bits | source voxel; a
+    scatter-max of the tags over the destinations keeps the latest block's write, and its
+    low bits are then the answer. Voxels no block covers keep their initial tag, block 0
+    with themselves as source. 10,000 blocks and a 64x64x32 cube need 14 + 17 bits, so the
+    tags fit int32; larger settings switch to int64.
 
     The tags are built one block size at a time: in the matrix of one size, row r holds the
     destinations of a block in raster order, and a row-wise sort of random keys that carry
-    a slot in their low bits gives the slot each destination reads from. ``numpy`` runs
-    these small per-size passes in NumPy, whose overhead per call is a third of torch's;
-    both give the same tags for the same keys, since the keys of a row differ.
+    a slot in their low bits gives the slot each destination reads from. The only Python
+    loop runs over the (at most (n//10)^3) sizes; the per-size passes run in NumPy, whose
+    overhead per call is a third of torch's, on reused scratch buffers.
     """
     X, Y, Z = shape
     volume = X * Y * Z
     mx, my, mz = max_block(shape)
     rows, per_row = params.sizes.shape[:2]
-    slot_bits = (mx * my * mz - 1).bit_length()
-    voxel_bits = (volume - 1).bit_length()
-    batch = (int(params.samples.max()) + 1) * volume  # voxels up to the last shuffled sample
-    narrow = (per_row + 1) << voxel_bits < 2**31 and batch < 2**31
-    tag_type = torch.int32 if narrow else torch.int64
-    index_type = torch.int64
-    offsets, table_first, table_volume = _offset_table(shape, device, index_type)
-    sizes = params.sizes.to(device).flatten(0, 1)  # (M, 3), blocks in write order
-    corners = params.corners.to(device).flatten(0, 1)
-    strides = torch.tensor([Y * Z, Z, 1], device=device)
-    local = (corners * strides).sum(dim=1)  # lowest corner within the cube
-    row = torch.arange(rows, device=device).repeat_interleave(per_row)
-    order = torch.arange(1, per_row + 1, device=device).repeat(rows)
-    code = ((sizes[:, 0] - 1) * my + sizes[:, 1] - 1) * mz + sizes[:, 2] - 1
-    by_size = _group_by_size(code)  # blocks grouped by size, in write order within a size
-    first_dst = (row * volume + local).index_select(0, by_size).to(index_type)
-    first_tag = ((order << voxel_bits) + local).index_select(0, by_size).to(tag_type)
-    total = int(table_volume.index_select(0, code).sum())
-    key_type = torch.int32 if slot_bits <= 8 else torch.int64
-    keys = _entry_keys(params, total, key_type).to(device)  # sort keys, then slots
-    if numpy:  # the write lists never leave this function: reuse their memory
-        dst, tags = scratch("dst", total, index_type), scratch("tags", total, tag_type)
-    else:
-        dst = torch.empty(total, dtype=index_type, device=device)
-        tags = torch.empty(total, dtype=tag_type, device=device)
-    arrays = [keys, dst, tags, first_dst, first_tag, offsets, offsets.to(tag_type)]
-    if numpy:
-        arrays = [array.cpu().numpy() for array in arrays]
-    keys_a, dst_a, tags_a, first_dst_a, first_tag_a, offsets_a, tag_offsets_a = arrays
+    slot_bits, voxel_bits, narrow = _bits(shape, per_row)
+    tag_dtype = torch.int32 if narrow else torch.int64
+    tag_type = np.int32 if narrow else np.int64
+    sizes, corners = _axis_major(params.sizes), _axis_major(params.corners)  # (3, M)
+    local = corners[0] * (Y * Z) + corners[1] * Z + corners[2]  # lowest corner in the cube
+    code = ((sizes[0] - 1) * my + sizes[1] - 1) * mz + sizes[2] - 1
+    # Blocks grouped by size, in write order within a size (NumPy's radix sort for int16).
+    by_size = np.argsort(code.astype(np.int16 if mx * my * mz < 2**15 else np.int32),
+                         kind="stable")
+    start = local[by_size]
+    first_dst = by_size // per_row * volume + start  # block m is row m // B, order m % B + 1
+    first_tag = (((by_size % per_row + 1) << voxel_bits) + start).astype(tag_type)
+    offsets, table_first, table_volume = (t.numpy() for t in _offset_table(
+        shape, torch.device("cpu"), torch.int64))
+    tag_offsets = offsets.astype(tag_type)
+    counts = np.bincount(code, minlength=mx * my * mz)
+    total = int(counts @ table_volume)
+    keys = _entry_keys(params, total, torch.int32 if slot_bits <= 8 else torch.int64)
+    keys = keys.cpu().numpy()
+    dst = scratch("dst", total, torch.int64).numpy()
+    tags = scratch("tags", total, tag_dtype).numpy()
     mask = (1 << slot_bits) - 1
-    keys_a &= ~mask
-    counts = torch.bincount(code, minlength=mx * my * mz).tolist()
+    keys &= ~mask
     first_block, first_write = 0, 0
-    for count, k, lo in zip(counts, table_volume.tolist(), table_first.tolist(), strict=True):
+    for count, k, lo in zip(counts.tolist(), table_volume.tolist(), table_first.tolist(),
+                            strict=True):
         if count == 0:  # one pass per block size, not per block
             continue
         end, last_block = first_write + count * k, first_block + count
-        row_keys = keys_a[first_write:end].reshape(count, k)
-        row_dst = dst_a[first_write:end].reshape(count, k)  # destinations, raster order
-        row_tags = tags_a[first_write:end].reshape(count, k)
-        if numpy:
-            np.add(first_dst_a[first_block:last_block, None], offsets_a[lo:lo + k], out=row_dst)
-            row_keys |= np.arange(k, dtype=row_keys.dtype)
-            row_keys.sort(axis=1)  # in place; random order of the slots per row
-            row_keys &= mask  # the slot each destination reads from
-            # Flat and mode="wrap" (a no-op: slots are in range) skip the slow bounds checks.
-            np.take(tag_offsets_a[lo:lo + k], row_keys.ravel(), out=row_tags.ravel(),
-                    mode="wrap")
-        else:
-            torch.add(first_dst_a[first_block:last_block, None], offsets_a[lo:lo + k],
-                      out=row_dst)
-            row_keys |= torch.arange(k, dtype=row_keys.dtype, device=device)
-            slot = torch.sort(row_keys, dim=1).values & mask
-            row_tags.copy_(tag_offsets_a[lo:lo + k][slot.long()])
-        row_tags += first_tag_a[first_block:last_block, None]
+        row_keys = keys[first_write:end].reshape(count, k)
+        row_tags = tags[first_write:end].reshape(count, k)
+        np.add(first_dst[first_block:last_block, None], offsets[lo:lo + k],
+               out=dst[first_write:end].reshape(count, k))  # destinations, raster order
+        row_keys |= np.arange(k, dtype=row_keys.dtype)
+        row_keys.sort(axis=1)  # in place; random order of the slots per row
+        row_keys &= mask  # the slot each destination reads from
+        # Flat and mode="wrap" (a no-op: slots are in range) skip the slow bounds checks.
+        np.take(tag_offsets[lo:lo + k], row_keys.ravel(), out=row_tags.ravel(), mode="wrap")
+        row_tags += first_tag[first_block:last_block, None]
         first_block, first_write = last_block, end
-    # Initial tags: block 0, every voxel its own source.
-    identity = torch.arange(volume, dtype=tag_type, device=device)
-    if numpy:
-        latest = scratch("latest", rows * volume, tag_type).view(rows, volume)
-        latest.copy_(identity)
-        latest = latest.view(-1)
-    else:
-        latest = identity.repeat(rows)
+    latest = scratch("latest", rows * volume, tag_dtype).numpy()
+    latest.reshape(rows, volume)[:] = _identity(volume, tag_type)  # block 0, own voxel
+    # torch's scatter-max (int64 indices) is several times faster than np.maximum.at.
+    torch.from_numpy(latest).scatter_reduce_(0, torch.from_numpy(dst),
+                                             torch.from_numpy(tags), reduce="amax")
+    sources = scratch("sources", rows * volume, torch.int64).numpy().reshape(rows, volume)
+    np.bitwise_and(latest.reshape(rows, volume), (1 << voxel_bits) - 1, out=sources)
+    return sources
+
+
+def _axis_major(values: torch.Tensor) -> np.ndarray:
+    """(S, B, 3) block sizes or corners as a (3, S * B) int64 array: free for the views the
+    CPU sampler makes, a copy otherwise."""
+    return values.cpu().permute(2, 0, 1).reshape(3, -1).long().numpy()
+
+
+@functools.lru_cache(maxsize=8)
+def _identity(volume: int, dtype: type) -> np.ndarray:
+    return np.arange(volume, dtype=dtype)
+
+
+def _sources_torch(params: ShuffleParams, shape: tuple[int, int, int],
+                   device: torch.device) -> torch.Tensor:
+    """``_sources_numpy`` in torch ops, for accelerators: (S, X * Y * Z) int64."""
+    X, Y, Z = shape
+    volume = X * Y * Z
+    mx, my, mz = max_block(shape)
+    rows, per_row = params.sizes.shape[:2]
+    slot_bits, voxel_bits, narrow = _bits(shape, per_row)
+    tag_type = torch.int32 if narrow else torch.int64
+    offsets, table_first, table_volume = _offset_table(shape, device, torch.int64)
+    tag_offsets = offsets.to(tag_type)
+    sizes = params.sizes.to(device).flatten(0, 1)  # (M, 3), blocks in write order
+    corners = params.corners.to(device).flatten(0, 1)
+    local = (corners * torch.tensor([Y * Z, Z, 1], device=device)).sum(dim=1)
+    code = ((sizes[:, 0] - 1) * my + sizes[:, 1] - 1) * mz + sizes[:, 2] - 1
+    by_size = torch.sort(code, stable=True).indices
+    start = local.index_select(0, by_size)
+    first_dst = by_size // per_row * volume + start
+    first_tag = (((by_size % per_row + 1) << voxel_bits) + start).to(tag_type)
+    counts = torch.bincount(code, minlength=mx * my * mz)
+    total = int((counts * table_volume).sum())
+    keys = _entry_keys(params, total, torch.int32 if slot_bits <= 8 else torch.int64)
+    keys = keys.to(device)
+    dst = torch.empty(total, dtype=torch.int64, device=device)
+    tags = torch.empty(total, dtype=tag_type, device=device)
+    mask = (1 << slot_bits) - 1
+    keys &= ~mask
+    first_block, first_write = 0, 0
+    for count, k, lo in zip(counts.tolist(), table_volume.tolist(), table_first.tolist(),
+                            strict=True):
+        if count == 0:
+            continue
+        end, last_block = first_write + count * k, first_block + count
+        row_keys = keys[first_write:end].view(count, k)
+        torch.add(first_dst[first_block:last_block, None], offsets[lo:lo + k],
+                  out=dst[first_write:end].view(count, k))
+        row_keys |= torch.arange(k, dtype=row_keys.dtype, device=device)
+        slot = torch.sort(row_keys, dim=1).values & mask
+        tags[first_write:end] = (tag_offsets[lo:lo + k][slot.long()]
+                                 + first_tag[first_block:last_block, None]).view(-1)
+        first_block, first_write = last_block, end
+    latest = torch.arange(volume, dtype=tag_type, device=device).repeat(rows)
     latest.scatter_reduce_(0, dst, tags, reduce="amax")
-    source = latest.bitwise_and_((1 << voxel_bits) - 1).view(rows, volume)
-    source += (params.samples.to(device, tag_type) * volume)[:, None]
-    return source.view(-1).to(index_type)
-
-
-def _group_by_size(code: torch.Tensor) -> torch.Tensor:
-    """Stable order of the blocks by size code. NumPy's radix sort of int16 codes is five
-    times faster on CPU than torch's stable sort."""
-    if code.device.type == "cpu":
-        return torch.from_numpy(np.argsort(code.to(torch.int16).numpy(), kind="stable"))
-    return torch.sort(code, stable=True).indices
+    return latest.bitwise_and_((1 << voxel_bits) - 1).view(rows, volume).long()
 
 
 def _entry_keys(params: ShuffleParams, total: int, dtype: torch.dtype) -> torch.Tensor:
