@@ -153,3 +153,21 @@ def test_in_place_painting_of_a_strided_batch_takes_the_torch_path_alike() -> No
         assert not strided.is_contiguous()
         assert torch.equal(apply_(x.clone(), params), apply_(strided, params))
         assert torch.equal(strided[1], x[1])  # unselected sample untouched
+
+
+def test_cpu_pattern_table_paints_what_the_voxel_passes_paint() -> None:
+    """The CPU mask (a per-sample table of plane bit patterns) equals the two broadcast
+    ANDs over every voxel that accelerators run, for holes and for windows, with samples
+    left out of the batch."""
+    from genesis.transforms.painting import _box_bits, _painted
+
+    shape, n = (24, 20, 16), 7
+    apply = torch.tensor([True, False, True, True, False, True, True])
+    for sampler, keep_inside in ((sample_inpaint, False), (sample_outpaint, True)):
+        params = sampler(n, shape, torch.Generator().manual_seed(21), apply=apply)
+        bits = _box_bits(params, n, params.samples, shape, torch.device("cpu"),
+                         others=int(keep_inside))
+        expected = bits == 0 if keep_inside else bits != 0
+        ours = _painted(params, n, shape, torch.device("cpu"), keep_inside)
+        assert torch.equal(ours, expected)
+        assert not ours[~apply].any() and ours[apply].any()

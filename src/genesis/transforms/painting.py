@@ -85,14 +85,13 @@ def box_mask(params: PaintParams, shape: tuple[int, int, int],
                      shape, device).bool()
 
 
-def _box_bits(params: PaintParams, n: int, rows: torch.Tensor, shape: tuple[int, int, int],
-              device: torch.device, *, others: int = 0) -> torch.Tensor:
-    """(n, 1, X, Y, Z) integer, nonzero inside any active box of the sample; params' samples
-    sit at ``rows``, every bit of the other rows is ``others`` (0 or 1).
+def _axis_bits(params: PaintParams, n: int, rows: torch.Tensor, shape: tuple[int, int, int],
+               device: torch.device, others: int) -> list[torch.Tensor]:
+    """Per axis, (n, length) integer bits of the active boxes that span each coordinate;
+    params' samples sit at ``rows``, every bit of the other rows is ``others`` (0 or 1).
 
-    Per axis, each coordinate gets a bit per box that spans it; a voxel is inside box b when
-    bit b is set along all three axes. So the union of any number of boxes costs two
-    broadcast ANDs over the cube, not a pass per box.
+    A voxel is inside box b when bit b is set along all three axes, so the union of any
+    number of boxes costs two broadcast ANDs over the cube, not a pass per box.
     """
     corners, sizes = params.corners.to(device), params.sizes.to(device)
     boxes = corners.shape[1]
@@ -108,12 +107,42 @@ def _box_bits(params: PaintParams, n: int, rows: torch.Tensor, shape: tuple[int,
         per_row = (inside * weight[..., None]).sum(dim=1).to(dtype)
         bits.append(torch.full((n, length), -others, dtype=dtype, device=device).index_copy_(
             0, rows.to(device), per_row))
-    bx, by, bz = bits
+    return bits
+
+
+def _box_bits(params: PaintParams, n: int, rows: torch.Tensor, shape: tuple[int, int, int],
+              device: torch.device, *, others: int = 0) -> torch.Tensor:
+    """(n, 1, X, Y, Z) integer, nonzero inside any active box of the sample (see
+    ``_axis_bits`` for ``rows`` and ``others``)."""
+    bx, by, bz = _axis_bits(params, n, rows, shape, device, others)
     plane = bx[:, None, :, None, None] & by[:, None, None, :, None]
-    out = None
-    if device.type == "cpu":  # used once and dropped: spare the page faults of a new cube
-        out = scratch("box bits", n * math.prod(shape), dtype).view(n, 1, *shape)
-    return torch.bitwise_and(plane, bz[:, None, None, None, :], out=out)
+    return plane & bz[:, None, None, None, :]
+
+
+def _painted(params: PaintParams, n: int, shape: tuple[int, int, int], device: torch.device,
+             keep_inside: bool) -> torch.Tensor:
+    """(n, 1, X, Y, Z) bool: the voxels to paint, inside the boxes of params' samples or,
+    with ``keep_inside``, outside them (a scratch buffer on CPU, valid until the next call).
+
+    On CPU with at most 8 boxes, each (x, y) row of a sample has one of 256 plane bit
+    patterns, and the painted z voxels of a row follow from that pattern alone: a
+    per-sample (256, Z) table answers each row with one copy, 8x faster than the two
+    passes over every voxel.
+    """
+    # Outside the windows is painted, so other samples get all bits set: nothing to paint.
+    bx, by, bz = _axis_bits(params, n, params.samples, shape, device, int(keep_inside))
+    plane = bx[:, :, None] & by[:, None, :]  # (n, X, Y)
+    if device.type != "cpu" or bz.dtype != torch.uint8:
+        voxels = plane[:, None, :, :, None] & bz[:, None, None, None, :]
+        return voxels == 0 if keep_inside else voxels != 0
+    patterns = torch.arange(256, dtype=torch.uint8)
+    inside = (patterns[None, :, None] & bz[:, None, :]) != 0  # (n, 256, Z)
+    table = ~inside if keep_inside else inside
+    row_pattern = plane.long() + (torch.arange(n) * 256)[:, None, None]
+    fill = scratch("fill", n * math.prod(shape), torch.bool)
+    np.take(table.numpy().reshape(-1, shape[2]), row_pattern.numpy().ravel(), axis=0,
+            out=fill.numpy().reshape(-1, shape[2]))
+    return fill.view(n, 1, *shape)
 
 
 def _noise(params: PaintParams, count: int, dtype: torch.dtype,
@@ -164,13 +193,7 @@ def _paint_(cubes: torch.Tensor, params: PaintParams, keep_inside: bool) -> torc
     shape = spatial_shape(cubes)
     if params.samples.numel() == 0:
         return cubes
-    # Outside the windows is painted, so other samples get all bits set: nothing to paint.
-    bits = _box_bits(params, cubes.shape[0], params.samples, shape, cubes.device,
-                     others=int(keep_inside))
-    fill = None
-    if cubes.device.type == "cpu":
-        fill = scratch("fill", bits.numel(), torch.bool).view(bits.shape)
-    fill = torch.eq(bits, 0, out=fill) if keep_inside else torch.ne(bits, 0, out=fill)
+    fill = _painted(params, cubes.shape[0], shape, cubes.device, keep_inside)
     on_cpu = cubes.device.type == "cpu"  # NumPy counts 20x faster than torch's sum
     painted = int(np.count_nonzero(fill.numpy())) if on_cpu else int(fill.sum())
     noise = _noise(params, painted, cubes.dtype, cubes.device)
