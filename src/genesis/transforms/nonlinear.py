@@ -13,6 +13,7 @@ once, and every voxel reads the interpolated map from a small uniform table (see
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,8 +59,7 @@ def bezier_curves(controls: torch.Tensor, invert: torch.Tensor,
     sorting the sampled values (as the release does) keeps t order up to rounding; reading
     y in reverse t order gives the decreasing map. Float64, so the end points are exact.
     """
-    t = torch.linspace(0.0, 1.0, points, dtype=torch.float64, device=controls.device)
-    b1, b2, b3 = 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3  # Bernstein weights
+    b1, b2, b3 = _bernstein(points, controls.device)
     c = controls.double()
     xs = c[:, 0, 0, None] * b1 + c[:, 1, 0, None] * b2 + b3
     ys = c[:, 0, 1, None] * b1 + c[:, 1, 1, None] * b2 + b3
@@ -67,6 +67,13 @@ def bezier_curves(controls: torch.Tensor, invert: torch.Tensor,
     xs, ys = xs.cummax(dim=1).values, ys.cummax(dim=1).values
     ys = torch.where(invert[:, None], ys.flip(1), ys)
     return xs, ys
+
+
+@functools.lru_cache(maxsize=4)
+def _bernstein(points: int, device: torch.device) -> torch.Tensor:
+    """(3, points) float64 weights of P1, P2 and P3 = (1, 1) at evenly spaced t in [0, 1]."""
+    t = torch.linspace(0.0, 1.0, points, dtype=torch.float64, device=device)
+    return torch.stack([3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3])
 
 
 def lookup(values: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
@@ -129,6 +136,7 @@ def _read_numpy(values: np.ndarray, rows: Sequence[int], table: _Table, xs: torc
     chunk = min(values.shape[1], _CHUNK)
     scaled, whole = (scratch(name, chunk, torch.float32).numpy() for name in ("scaled", "whole"))
     cell = scratch("cell", chunk, torch.int64).numpy()
+    narrow = scratch("narrow cell", chunk, torch.int32).numpy()
     found = scratch("found", chunk, torch.complex64).numpy()
     result = scratch("result", chunk, torch.float32).numpy()
     pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []
@@ -138,11 +146,13 @@ def _read_numpy(values: np.ndarray, rows: Sequence[int], table: _Table, xs: torc
             source = values[row, first:first + chunk]
             n = source.size
             fraction, part, at, got = scaled[:n], whole[:n], cell[:n], found[:n]
+            at32 = narrow[:n]
             np.multiply(source, np.float32(CELLS), out=fraction)
             np.clip(fraction, 0, CELLS, out=fraction)
             np.floor(fraction, out=part)
             fraction -= part  # exact in float32 (np.modf would be several times slower)
-            at[...] = part
+            at32[...] = part  # float32 -> int32 -> int64: twice as fast as one cast
+            at[...] = at32
             np.take(row_pairs, at, out=got, mode="wrap")
             np.multiply(got.imag, fraction, out=fraction)
             if not bent_rows[index]:
