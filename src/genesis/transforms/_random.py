@@ -36,21 +36,39 @@ def randint(generator: torch.Generator, low: torch.Tensor, high: torch.Tensor) -
     return torch.minimum(value, high)
 
 
-def random_words(seed: int, count: int) -> np.ndarray:
-    """``count`` uniform 64-bit words (uint64) of a NumPy SFC64 stream seeded by ``seed``.
+# Words per NumPy draw when filling a buffer: 64 KiB temporaries come from the heap's free
+# lists, where one multi-megabyte draw would page-fault on fresh memory every time.
+_DRAW = 8192
+
+
+def random_words(seed: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``count`` uniform 64-bit words (uint64) of a NumPy SFC64 stream seeded by ``seed``,
+    in ``out[:count]`` when given (the same words, drawn in pieces).
 
     The large CPU draws (shuffling blocks and sort keys, painting noise) come from here, with
     a seed drawn from the torch generator (``sub_seed``): several times faster than torch's
     CPU generator, and replayable from one integer.
     """
-    return np.random.SFC64(seed).random_raw(count)
+    bits = np.random.SFC64(seed)
+    if out is None:
+        return bits.random_raw(count)
+    for first in range(0, count, _DRAW):
+        out[first:first + _DRAW] = bits.random_raw(min(_DRAW, count - first))
+    return out[:count]
 
 
-def below(words: np.ndarray, span: np.ndarray) -> np.ndarray:
-    """Integers uniform in [0, span) from uniform 32-bit ``words`` (uint64 holding < 2**32):
-    (word * span) >> 32, whose bias for spans of at most a few hundred is below 1e-7, with
-    no rejection loop."""
-    return (words * span) >> np.uint64(32)
+def below(words: np.ndarray, span: np.ndarray, *, low_half: bool = False) -> np.ndarray:
+    """Integers uniform in [0, span) from uniform 32-bit words: (word * span) >> 32, whose
+    bias for spans of at most a few hundred is below 1e-7, with no rejection loop.
+
+    ``words`` (uint64) holds the words (< 2**32), or with ``low_half`` full 64-bit words
+    whose low halves are used; either way it is overwritten with the result.
+    """
+    if low_half:
+        words &= np.uint64(2**32 - 1)
+    words *= span
+    words >>= np.uint64(32)
+    return words
 
 
 def continuing(generator: torch.Generator, n: int, count: int, rate: float,

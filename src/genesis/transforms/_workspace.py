@@ -22,7 +22,8 @@ def scratch(name: str, count: int, dtype: torch.dtype) -> torch.Tensor:
     buffers: dict[tuple[str, torch.dtype], torch.Tensor] = _local.__dict__.setdefault(
         "buffers", {})
     buffer = buffers.get((name, dtype))
-    if buffer is None or buffer.numel() < count:
-        buffer = torch.empty(count, dtype=dtype)
+    if buffer is None or buffer.numel() < count:  # grow by half at least: few regrowths
+        buffer = torch.empty(max(count, 0 if buffer is None else buffer.numel() * 3 // 2),
+                             dtype=dtype)
         buffers[(name, dtype)] = buffer
     return buffer[:count]

@@ -70,13 +70,14 @@ def sample_local_shuffle(n: int, shape: tuple[int, int, int], generator: torch.G
     if device.type == "cpu":  # NumPy draws: a third of the time of torch's CPU generator
         # Axis-major (3, S * B) layout: NumPy's broadcasting is slow along a length-3 axis.
         # The tensors are (S, B, 3) views of it, which the CPU shuffle reads back for free.
+        # In place where possible: each temporary of this size costs more than its op.
         words = random_words(sub_seed(generator), math.prod(count)).reshape(3, -1)
         column = (3, 1)
-        lengths = np.array(shape, dtype=np.uint64).reshape(column)
-        edges = below(words & np.uint64(2**32 - 1),
-                      np.array(max_block(shape), dtype=np.uint64).reshape(column))
+        lowest = words >> np.uint64(32)  # the high halves place the blocks
+        edges = below(words, np.array(max_block(shape), dtype=np.uint64).reshape(column),
+                      low_half=True)
         edges += np.uint64(1)
-        lowest = below(words >> np.uint64(32), lengths + 1 - edges)
+        lowest = below(lowest, np.array(shape, dtype=np.uint64).reshape(column) + 1 - edges)
         sizes, corners = (torch.from_numpy(a.view(np.int64)).T.reshape(count)
                           for a in (edges, lowest))
     else:
@@ -267,12 +268,14 @@ def _entry_keys(params: ShuffleParams, total: int, dtype: torch.dtype) -> torch.
     random parts keep their raster order: for a block of k voxels that happens with
     probability k(k-1)/2 / 2**25, 1.6e-5 for the mean block and 1.7e-4 for the largest (108
     voxels), a bias far below any effect on training. int64 keys (large blocks or batches)
-    make it negligible.
+    make it negligible. On CPU the keys are a scratch buffer, valid until the next call.
     """
     device = params.sizes.device
     if device.type == "cpu":
         narrow = dtype == torch.int32
-        raw = random_words(params.seed, (total + 1) // 2 if narrow else total)
+        count = (total + 1) // 2 if narrow else total
+        raw = random_words(params.seed, count,
+                           out=scratch("keys", count, torch.int64).numpy().view(np.uint64))
         return torch.from_numpy(raw.view(np.int32 if narrow else np.int64)[:total])
     info = torch.iinfo(dtype)
     return torch.randint(info.min, info.max, (total,), dtype=dtype, device=device,

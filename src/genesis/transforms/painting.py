@@ -153,7 +153,9 @@ def _noise(params: PaintParams, count: int, dtype: torch.dtype,
     """
     where = params.corners.device
     if where.type == "cpu":
-        words = random_words(params.seed, (count + 1) // 2).view(np.uint32)[:count]
+        pairs = (count + 1) // 2
+        words = random_words(params.seed, pairs, out=scratch(
+            "noise words", pairs, torch.int64).numpy().view(np.uint64)).view(np.uint32)[:count]
         np.right_shift(words, 8, out=words)  # 24 random bits: exact in float32
         noise = scratch("noise", count, torch.float32)
         np.multiply(words, np.float32(2**-24), out=noise.numpy(), dtype=np.float32,
