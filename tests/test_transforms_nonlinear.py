@@ -131,7 +131,7 @@ def test_torch_and_numpy_table_reads_agree() -> None:
     values = torch.rand((5, 3000), generator=generator)
     values[:, :2] = torch.tensor([0.0, 1.0])
     numpy_read = torch.empty_like(values)
-    _read_numpy(values.numpy(), range(5), table, xs, ys, numpy_read.numpy())
+    _read_numpy(values.numpy(), range(5), table, xs.numpy(), ys.numpy(), numpy_read.numpy())
     torch_read = _read_torch(values.clone(), table).view(5, -1)
     sure = torch_read <= 2.0  # the NumPy read has already searched the bent cells
     assert torch.allclose(numpy_read[sure], torch_read[sure], atol=1e-6, rtol=0)

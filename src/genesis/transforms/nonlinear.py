@@ -53,27 +53,46 @@ def sample_nonlinear(n: int, generator: torch.Generator, *, apply: torch.Tensor 
 
 def bezier_curves(controls: torch.Tensor, invert: torch.Tensor,
                   points: int = DEFAULT_POINTS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sampled maps (xs, ys), each (S, points): xs increasing from 0 to 1, ys = f(xs).
+    """Sampled maps (xs, ys), each (S, points) float64 on the controls' device: xs increasing
+    from 0 to 1, ys = f(xs); see ``_curves``."""
+    xs, ys = _curves(controls.detach().cpu().double().numpy(),
+                     invert.detach().cpu().numpy(), points)
+    return torch.from_numpy(xs).to(controls.device), torch.from_numpy(ys).to(controls.device)
+
+
+def _curves(controls: np.ndarray, invert: np.ndarray, points: int) -> tuple[np.ndarray,
+                                                                            np.ndarray]:
+    """NumPy (xs, ys) for (S, 2, 2) float64 controls and (S,) bool ``invert``.
 
     With control points in the unit square, x(t) and y(t) are non-decreasing in t, so
     sorting the sampled values (as the release does) keeps t order up to rounding; reading
     y in reverse t order gives the decreasing map. Float64, so the end points are exact.
+    The curves and their table are a few thousand numbers per map: NumPy builds them with a
+    fraction of torch's per-op overhead, on CPU for every device.
     """
-    b1, b2, b3 = _bernstein(points, controls.device)
-    c = controls.double()
-    xs = c[:, 0, 0, None] * b1 + c[:, 1, 0, None] * b2 + b3
-    ys = c[:, 0, 1, None] * b1 + c[:, 1, 1, None] * b2 + b3
+    b1, b2, b3 = _bernstein(points)
+    xs = controls[:, 0, 0, None] * b1 + controls[:, 1, 0, None] * b2 + b3
+    ys = controls[:, 0, 1, None] * b1 + controls[:, 1, 1, None] * b2 + b3
     # Where the curve is flat, rounding could undo the order: restore it (the sort).
-    xs, ys = xs.cummax(dim=1).values, ys.cummax(dim=1).values
-    ys = torch.where(invert[:, None], ys.flip(1), ys)
+    np.maximum.accumulate(xs, axis=1, out=xs)
+    np.maximum.accumulate(ys, axis=1, out=ys)
+    ys[invert] = ys[invert, ::-1]
     return xs, ys
 
 
 @functools.lru_cache(maxsize=4)
-def _bernstein(points: int, device: torch.device) -> torch.Tensor:
+def _bernstein(points: int) -> np.ndarray:
     """(3, points) float64 weights of P1, P2 and P3 = (1, 1) at evenly spaced t in [0, 1]."""
-    t = torch.linspace(0.0, 1.0, points, dtype=torch.float64, device=device)
-    return torch.stack([3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3])
+    t = torch.linspace(0.0, 1.0, points, dtype=torch.float64)
+    weights = torch.stack([3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3]).numpy()
+    weights.flags.writeable = False  # shared by every call
+    return weights
+
+
+def _float64(array: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        return array.detach().cpu().double().numpy()
+    return np.asarray(array, dtype=np.float64)
 
 
 def lookup(values: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
@@ -91,6 +110,7 @@ def lookup(values: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
     receives the result instead of a new tensor.
     """
     rows, count = values.shape
+    xs, ys = _float64(xs), _float64(ys)
     table = _Table.build(xs, ys)
     if values.device.type == "cpu":
         out = torch.empty(rows * count) if out is None else out
@@ -100,7 +120,9 @@ def lookup(values: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
     out = _read_torch(values.float(), table)
     if out.max() > 2.0:  # _UNSURE marks the voxels of cells the chord does not fit
         unsure = (out > 2.0).nonzero().squeeze(1)
-        out[unsure] = _search(values.reshape(-1)[unsure], unsure // count, xs, ys).float()
+        exact = _search(values.reshape(-1)[unsure].cpu().numpy(),
+                        (unsure // count).cpu().numpy(), xs, ys)
+        out[unsure] = torch.from_numpy(exact).to(out.device, torch.float32)
     return out.view(rows, count)
 
 
@@ -111,16 +133,16 @@ def _read_torch(values: torch.Tensor, table: _Table) -> torch.Tensor:
     within = scaled.sub_(cell)  # fraction of the cell, exact in float32
     cell += torch.arange(values.shape[0], device=cell.device)[:, None] * (CELLS + 1)
     cell = cell.view(-1)
-    return table.start.index_select(0, cell).addcmul_(within.view(-1),
-                                                       table.rise.index_select(0, cell))
+    start, rise = table.start.to(values.device), table.rise.to(values.device)
+    return start.index_select(0, cell).addcmul_(within.view(-1), rise.index_select(0, cell))
 
 
 # Voxels per NumPy pass on CPU: the pass's work arrays (about 40 bytes a voxel) stay in L2.
 _CHUNK = 131_072
 
 
-def _read_numpy(values: np.ndarray, rows: Sequence[int], table: _Table, xs: torch.Tensor,
-                ys: torch.Tensor, out: np.ndarray) -> None:
+def _read_numpy(values: np.ndarray, rows: Sequence[int], table: _Table, xs: np.ndarray,
+                ys: np.ndarray, out: np.ndarray) -> None:
     """The CPU read: out[rows[i]] = f_i(values[rows[i]]) for table row i, exact everywhere.
 
     values and out are float32 (N, V) and may be the same array (in place). The work runs
@@ -131,8 +153,7 @@ def _read_numpy(values: np.ndarray, rows: Sequence[int], table: _Table, xs: torc
     original values kept aside before they are overwritten.
     """
     width = CELLS + 1
-    pairs = torch.stack([table.start, table.rise], dim=1).numpy().view(np.complex64).ravel()
-    bent_rows = (table.rise.view(-1, width) > 2.0).any(dim=1).tolist()
+    pairs, bent_rows = table.pairs, table.bent_rows
     chunk = min(values.shape[1], _CHUNK)
     scaled, whole = (scratch(name, chunk, torch.float32).numpy() for name in ("scaled", "whole"))
     cell = scratch("cell", chunk, torch.int64).numpy()
@@ -165,10 +186,8 @@ def _read_numpy(values: np.ndarray, rows: Sequence[int], table: _Table, xs: torc
                 pending.append((index, row, first + bent, source[bent].copy()))
             out[row, first:first + n] = target
     if pending:
-        table_rows = torch.tensor(np.concatenate(
-            [np.full(len(where), index) for index, _, where, _ in pending]))
-        exact = _search(torch.from_numpy(np.concatenate([v for *_, v in pending])),
-                        table_rows, xs, ys).float().numpy()
+        table_rows = np.concatenate([np.full(len(where), index) for index, _, where, _ in pending])
+        exact = _search(np.concatenate([v for *_, v in pending]), table_rows, xs, ys)
         start = 0
         for _, row, where, _ in pending:
             out[row, where] = exact[start:start + where.size]
@@ -178,55 +197,72 @@ def _read_numpy(values: np.ndarray, rows: Sequence[int], table: _Table, xs: torc
 @dataclass(frozen=True)
 class _Table:
     """f at the CELLS + 1 edges of each row (start) and its rise across each cell (rise;
-    _UNSURE where the chord is off by more than CHORD_TOLERANCE, 0 after the last edge);
-    both flat (S * (CELLS + 1),) float32."""
+    _UNSURE where the chord is off by more than CHORD_TOLERANCE, 0 after the last edge):
+    flat (S * (CELLS + 1),) float32 CPU tensors, and side by side as complex64 start +
+    i * rise (``pairs``, for one gather per voxel). ``bent_rows``: rows with an _UNSURE cell.
+    """
 
     start: torch.Tensor
     rise: torch.Tensor
+    pairs: np.ndarray
+    bent_rows: list[bool]
 
     @classmethod
-    def build(cls, xs: torch.Tensor, ys: torch.Tensor) -> _Table:
+    def build(cls, xs: torch.Tensor | np.ndarray, ys: torch.Tensor | np.ndarray) -> _Table:
+        xs, ys = _float64(xs), _float64(ys)
         rows, points = xs.shape
-        xs, ys = xs.double(), ys.double()
-        slope = _slopes(xs, ys)
+        row = np.arange(rows)[:, None]
         # Curve points with x <= j / CELLS, by histogram and cumsum (CELLS is a power of two,
         # so x * CELLS is exact): the last of them starts the segment holding edge j.
         position = xs * CELLS
-        edge_cell = position.ceil().long()
-        edge_cell += torch.arange(rows, device=xs.device)[:, None] * (CELLS + 2)
-        below = torch.bincount(edge_cell.view(-1), minlength=rows * (CELLS + 2))
-        segment = (below.view(rows, CELLS + 2)[:, :-1].cumsum(dim=1) - 1).clamp_(0, points - 1)
-        edges = torch.arange(CELLS + 1, dtype=torch.float64, device=xs.device) / CELLS
-        start = ys.gather(1, segment) + slope.gather(1, segment) * (edges - xs.gather(1, segment))
-        rise = start.diff(dim=1)
+        edge_cell = np.ceil(position).astype(np.int64)
+        edge_cell += row * (CELLS + 2)
+        below = np.bincount(edge_cell.ravel(), minlength=rows * (CELLS + 2))
+        segment = below.reshape(rows, CELLS + 2)[:, :-1].cumsum(axis=1)
+        segment -= 1
+        np.clip(segment, 0, points - 1, out=segment)
+        segment += row * points  # flat indices from here on
+        edges = np.arange(CELLS + 1, dtype=np.float64) / CELLS
+        start = (ys.take(segment) + _slopes(xs, ys).take(segment) * (edges - xs.take(segment)))
+        rise = np.diff(start, axis=1)
         # Both f and the chord are linear between curve points, so the chord's worst error
-        # in a cell is at one of the curve points inside it.
-        cell = position.floor().long().clamp_(0, CELLS - 1)
-        chord = start.gather(1, cell) + (position - cell) * rise.gather(1, cell)
-        error = torch.zeros_like(rise).scatter_reduce_(1, cell, (ys - chord).abs(), "amax")
-        rise = torch.where(error > CHORD_TOLERANCE, _UNSURE, rise)
-        rise = torch.cat([rise, torch.zeros_like(rise[:, :1])], dim=1)  # edge 1: f(1) exactly
-        return cls(start=start.float().view(-1), rise=rise.float().view(-1))
+        # in a cell is at one of the curve points inside it: a cell is bent when any of its
+        # points is off by more than the tolerance.
+        cell = np.floor(position).astype(np.int64)
+        np.clip(cell, 0, CELLS - 1, out=cell)
+        chord = start.take(cell + row * (CELLS + 1)) + (position - cell) * rise.take(
+            cell + row * CELLS)
+        off = np.abs(ys - chord) > CHORD_TOLERANCE
+        bent = np.zeros((rows, CELLS), dtype=bool)
+        bent[np.nonzero(off)[0], cell[off]] = True
+        pairs = np.empty((rows, CELLS + 1), dtype=np.complex64)
+        pairs.real = start
+        pairs.imag[:, :-1] = rise
+        pairs.imag[:, :-1][bent] = _UNSURE
+        pairs.imag[:, -1] = 0.0  # edge 1: f(1) exactly
+        return cls(start=torch.from_numpy(pairs.real.ravel()),
+                   rise=torch.from_numpy(pairs.imag.ravel()), pairs=pairs.ravel(),
+                   bent_rows=bent.any(axis=1).tolist())
 
 
-def _slopes(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+def _slopes(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """(S, K) slope of the segment starting at each point; 0 for zero-width segments and the
     last point."""
-    width, rise = xs.diff(dim=1), ys.diff(dim=1)
-    slope = torch.where(width > 0, rise / torch.where(width > 0, width, 1.0), 0.0)
-    return torch.cat([slope, torch.zeros_like(slope[:, :1])], dim=1)
+    width, rise = np.diff(xs, axis=1), np.diff(ys, axis=1)
+    slope = np.zeros_like(xs)
+    np.divide(rise, width, out=slope[:, :-1], where=width > 0)
+    return slope
 
 
-def _search(values: torch.Tensor, rows: torch.Tensor, xs: torch.Tensor,
-            ys: torch.Tensor) -> torch.Tensor:
-    """Exact interpolation of a few (value, row) pairs, float64: one ``searchsorted`` over all
+def _search(values: np.ndarray, rows: np.ndarray, xs: np.ndarray,
+            ys: np.ndarray) -> np.ndarray:
+    """Exact float64 interpolation of a few (value, row) pairs: one ``searchsorted`` over all
     rows at once, each row's curve shifted by 2 * row so the concatenation stays sorted."""
-    xs, ys = xs.double(), ys.double()
-    shift = 2.0 * torch.arange(xs.shape[0], dtype=torch.float64, device=xs.device)
-    values = values.double().clamp(0.0, 1.0)
-    segment = torch.searchsorted((xs + shift[:, None]).view(-1), values + shift[rows],
-                                 right=True) - 1
-    x0, y0, slope = xs.view(-1), ys.view(-1), _slopes(xs, ys).view(-1)
+    shift = 2.0 * np.arange(xs.shape[0], dtype=np.float64)
+    values = np.clip(values.astype(np.float64), 0.0, 1.0)
+    segment = np.searchsorted((xs + shift[:, None]).ravel(), values + shift[rows],
+                              side="right") - 1
+    x0, y0, slope = xs.ravel(), ys.ravel(), _slopes(xs, ys).ravel()
     return y0[segment] + slope[segment] * (values - x0[segment])
 
 
@@ -244,8 +280,8 @@ def apply_nonlinear_(cubes: torch.Tensor, params: NonlinearParams, *,
     if params.samples.numel() == 0:
         return cubes
     samples = params.samples.to(cubes.device)
-    xs, ys = bezier_curves(params.controls.to(cubes.device), params.invert.to(cubes.device),
-                           points)
+    xs, ys = _curves(params.controls.detach().cpu().double().numpy(),
+                     params.invert.detach().cpu().numpy(), points)
     if numpy_ready(cubes) and cubes.dtype == torch.float32 and cubes.is_contiguous():
         flat = cubes.view(cubes.shape[0], -1).numpy()  # mapped row by row, in place
         _read_numpy(flat, samples.tolist(), _Table.build(xs, ys), xs, ys, flat)
