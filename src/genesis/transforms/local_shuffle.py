@@ -174,6 +174,7 @@ def _sources_numpy(params: ShuffleParams, shape: tuple[int, int, int]) -> np.nda
     tags = scratch("tags", total, tag_dtype).numpy()
     mask = (1 << slot_bits) - 1
     keys &= ~mask
+    slots = np.arange(mask + 1, dtype=keys.dtype)
     first_block, first_write = 0, 0
     for count, k, lo in zip(counts.tolist(), table_volume.tolist(), table_first.tolist(),
                             strict=True):
@@ -184,7 +185,7 @@ def _sources_numpy(params: ShuffleParams, shape: tuple[int, int, int]) -> np.nda
         row_tags = tags[first_write:end].reshape(count, k)
         np.add(first_dst[first_block:last_block, None], offsets[lo:lo + k],
                out=dst[first_write:end].reshape(count, k))  # destinations, raster order
-        row_keys |= np.arange(k, dtype=row_keys.dtype)
+        row_keys |= slots[:k]
         row_keys.sort(axis=1)  # in place; random order of the slots per row
         row_keys &= mask  # the slot each destination reads from
         # Flat and mode="wrap" (a no-op: slots are in range) skip the slow bounds checks.

@@ -86,27 +86,29 @@ def box_mask(params: PaintParams, shape: tuple[int, int, int],
 
 
 def _axis_bits(params: PaintParams, n: int, rows: torch.Tensor, shape: tuple[int, int, int],
-               device: torch.device, others: int) -> list[torch.Tensor]:
+               others: int) -> list[np.ndarray]:
     """Per axis, (n, length) integer bits of the active boxes that span each coordinate;
     params' samples sit at ``rows``, every bit of the other rows is ``others`` (0 or 1).
 
     A voxel is inside box b when bit b is set along all three axes, so the union of any
-    number of boxes costs two broadcast ANDs over the cube, not a pass per box.
+    number of boxes costs two broadcast ANDs over the cube, not a pass per box. These are
+    a few hundred numbers: NumPy on CPU builds them for every device, at a fraction of the
+    per-op overhead of torch.
     """
-    corners, sizes = params.corners.to(device), params.sizes.to(device)
+    corners, sizes = params.corners.cpu().numpy(), params.sizes.cpu().numpy()
     boxes = corners.shape[1]
-    dtype = next(t for t, bits in ((torch.uint8, 8), (torch.int16, 15), (torch.int32, 31),
-                                   (torch.int64, 63)) if boxes <= bits)
-    weight = (torch.ones(boxes, dtype=torch.int64, device=device) << torch.arange(
-        boxes, device=device)) * params.active.to(device)  # an inactive box sets no bit
+    dtype = next(t for t, bits in ((np.uint8, 8), (np.int16, 15), (np.int32, 31),
+                                   (np.int64, 63)) if boxes <= bits)
+    weight = (np.int64(1) << np.arange(boxes)) * params.active.cpu().numpy()  # inactive: 0
+    where = rows.cpu().numpy()
     bits = []
     for axis, length in enumerate(shape):  # per axis: (S, n) bits of the boxes spanning it
-        coord = torch.arange(length, device=device)
+        coord = np.arange(length)
         low = corners[..., axis, None]
         inside = (coord >= low) & (coord < low + sizes[..., axis, None])  # (S, H, n)
-        per_row = (inside * weight[..., None]).sum(dim=1).to(dtype)
-        bits.append(torch.full((n, length), -others, dtype=dtype, device=device).index_copy_(
-            0, rows.to(device), per_row))
+        axis_bits = np.full((n, length), ~dtype(0) if others else 0, dtype=dtype)
+        axis_bits[where] = (inside * weight[..., None]).sum(axis=1)
+        bits.append(axis_bits)
     return bits
 
 
@@ -114,7 +116,8 @@ def _box_bits(params: PaintParams, n: int, rows: torch.Tensor, shape: tuple[int,
               device: torch.device, *, others: int = 0) -> torch.Tensor:
     """(n, 1, X, Y, Z) integer, nonzero inside any active box of the sample (see
     ``_axis_bits`` for ``rows`` and ``others``)."""
-    bx, by, bz = _axis_bits(params, n, rows, shape, device, others)
+    bx, by, bz = (torch.from_numpy(b).to(device) for b in _axis_bits(params, n, rows, shape,
+                                                                     others))
     plane = bx[:, None, :, None, None] & by[:, None, None, :, None]
     return plane & bz[:, None, None, None, :]
 
@@ -130,17 +133,17 @@ def _painted(params: PaintParams, n: int, shape: tuple[int, int, int], device: t
     passes over every voxel.
     """
     # Outside the windows is painted, so other samples get all bits set: nothing to paint.
-    bx, by, bz = _axis_bits(params, n, params.samples, shape, device, int(keep_inside))
-    plane = bx[:, :, None] & by[:, None, :]  # (n, X, Y)
-    if device.type != "cpu" or bz.dtype != torch.uint8:
-        voxels = plane[:, None, :, :, None] & bz[:, None, None, None, :]
+    others = int(keep_inside)
+    if device.type != "cpu" or params.corners.shape[1] > 8:
+        voxels = _box_bits(params, n, params.samples, shape, device, others=others)
         return voxels == 0 if keep_inside else voxels != 0
-    patterns = torch.arange(256, dtype=torch.uint8)
-    inside = (patterns[None, :, None] & bz[:, None, :]) != 0  # (n, 256, Z)
-    table = ~inside if keep_inside else inside
-    row_pattern = plane.long() + (torch.arange(n) * 256)[:, None, None]
+    bx, by, bz = _axis_bits(params, n, params.samples, shape, others)
+    plane = bx[:, :, None] & by[:, None, :]  # (n, X, Y)
+    inside = (np.arange(256, dtype=np.uint8)[None, :, None] & bz[:, None, :]) != 0
+    table = ~inside if keep_inside else inside  # (n, 256, Z): painted z voxels per pattern
+    row_pattern = plane + (np.arange(n) * 256)[:, None, None]
     fill = scratch("fill", n * math.prod(shape), torch.bool)
-    np.take(table.numpy().reshape(-1, shape[2]), row_pattern.numpy().ravel(), axis=0,
+    np.take(table.reshape(-1, shape[2]), row_pattern.ravel(), axis=0,
             out=fill.numpy().reshape(-1, shape[2]))
     return fill.view(n, 1, *shape)
 
