@@ -23,6 +23,23 @@ def uniform(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=generator.device)
 
 
+def uniform_numpy(generator: torch.Generator, shape: tuple[int, ...],
+                  dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """The same draw as ``uniform`` (or a float64 one), as a NumPy array on CPU.
+
+    The parameters of a batch are a few hundred numbers: after the draw, NumPy does their
+    arithmetic at a fraction of torch's per-op overhead, and ``on_device`` puts the
+    results where the generator lives. The draws, and so the random streams, are torch's.
+    """
+    return torch.rand(shape, generator=generator, device=generator.device,
+                      dtype=dtype).cpu().numpy()
+
+
+def on_device(array: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+    """A NumPy parameter array as a tensor on the generator's device (free on CPU)."""
+    return torch.from_numpy(np.ascontiguousarray(array)).to(generator.device)
+
+
 def randint(generator: torch.Generator, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """Integers uniform in [low, high], bounds inclusive and broadcast elementwise.
 
@@ -34,6 +51,15 @@ def randint(generator: torch.Generator, low: torch.Tensor, high: torch.Tensor) -
                       dtype=torch.float64)
     value = low + (draw * (high - low + 1)).floor().long()
     return torch.minimum(value, high)
+
+
+def randint_numpy(generator: torch.Generator, low: np.ndarray | int,
+                  high: np.ndarray | int) -> np.ndarray:
+    """``randint`` with NumPy bounds and result: the same draw, the same integers."""
+    low, high = np.broadcast_arrays(np.asarray(low, dtype=np.int64),
+                                    np.asarray(high, dtype=np.int64))
+    draw = uniform_numpy(generator, low.shape, torch.float64)
+    return np.minimum(low + np.floor(draw * (high - low + 1)).astype(np.int64), high)
 
 
 # Words per NumPy draw when filling a buffer: 64 KiB temporaries come from the heap's free
@@ -72,17 +98,17 @@ def below(words: np.ndarray, span: np.ndarray, *, low_half: bool = False) -> np.
 
 
 def continuing(generator: torch.Generator, n: int, count: int, rate: float,
-               first: torch.Tensor | None) -> torch.Tensor:
+               first: np.ndarray | None) -> np.ndarray:
     """(n, count) bool: repetition k happens while every draw up to k was below ``rate``.
 
     This is the release's "repeat up to ``count`` times while rand < rate" loop, drawn for
     the whole batch at once. ``first`` forces (True) or suppresses (False) the first
     repetition per sample instead of drawing it; None draws it like the others.
     """
-    draws = uniform(generator, (n, count)) < rate
+    draws = uniform_numpy(generator, (n, count)) < np.float32(rate)
     if first is not None:
-        draws[:, 0] = first.to(draws.device)
-    return draws.long().cumprod(dim=1).bool()
+        draws[:, 0] = first
+    return np.logical_and.accumulate(draws, axis=1)
 
 
 def sub_seed(generator: torch.Generator) -> int:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from genesis.errors import ConfigError
-from genesis.transforms._random import uniform
+from genesis.transforms._random import on_device, uniform_numpy
 from genesis.transforms._shape import spatial_shape
 from genesis.transforms.flip import FlipParams, apply_flip, sample_flip
 from genesis.transforms.local_shuffle import (
@@ -97,19 +98,20 @@ class GenesisTransform:
         switching one off does not change the choices of the others.
         """
         s, on = self.settings, self.settings.enabled
-        u = uniform(generator, (n, 5))
-        painted = u[:, 3] < s.paint_rate
+        u = uniform_numpy(generator, (n, 5))  # compared in float32, as torch would
+        painted = u[:, 3] < np.float32(s.paint_rate)
         both = "inpainting" in on and "outpainting" in on
         share = s.inpaint_rate if both else float("inpainting" in on)
-        inpainted = painted & (u[:, 4] < share)
+        inpainted = painted & (u[:, 4] < np.float32(share))
         applied = {
-            "flip": u[:, 0] < s.flip_rate,
-            "local_shuffle": u[:, 1] < s.local_shuffle_rate,
-            "nonlinear": u[:, 2] < s.nonlinear_rate,
+            "flip": u[:, 0] < np.float32(s.flip_rate),
+            "local_shuffle": u[:, 1] < np.float32(s.local_shuffle_rate),
+            "nonlinear": u[:, 2] < np.float32(s.nonlinear_rate),
             "inpainting": inpainted,
             "outpainting": painted & ~inpainted,
         }
-        return {name: mask & (name in on) for name, mask in applied.items()}
+        return {name: on_device(mask & (name in on), generator)
+                for name, mask in applied.items()}
 
     def sample(self, shape: torch.Size | tuple[int, ...],
                generator: torch.Generator) -> GenesisParams:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from genesis.transforms._random import continuing, randint
+from genesis.transforms._random import continuing, on_device, randint_numpy
 from genesis.transforms._shape import as_bool_mask, numpy_ready, spatial_shape
 
 
@@ -35,12 +36,11 @@ def sample_flip(n: int, generator: torch.Generator, *, apply: torch.Tensor | Non
     uniform in {x, y, z}. With ``apply = rand < rate`` this is the release's "up to 3 times
     while rand < 0.4" loop.
     """
-    first = torch.ones(n, dtype=torch.bool) if apply is None else as_bool_mask(apply, n)
+    first = np.ones(n, dtype=bool) if apply is None else as_bool_mask(apply, n).cpu().numpy()
     happens = continuing(generator, n, max_flips, rate, first=first)  # (N, max_flips)
-    bounds = torch.zeros((n, max_flips), dtype=torch.long, device=generator.device)
-    axis = randint(generator, bounds, bounds + 2)  # (N, max_flips) in {0, 1, 2}
-    hits = (axis[..., None] == torch.arange(3, device=axis.device)) & happens[..., None]
-    return FlipParams(axes=hits.sum(dim=1) % 2 == 1)
+    axis = randint_numpy(generator, np.zeros((n, max_flips), dtype=np.int64), 2)  # {0, 1, 2}
+    hits = (axis[..., None] == np.arange(3)) & happens[..., None]
+    return FlipParams(axes=on_device(hits.sum(axis=1) % 2 == 1, generator))
 
 
 def apply_flip(cubes: torch.Tensor, params: FlipParams) -> torch.Tensor:

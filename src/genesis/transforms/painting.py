@@ -19,7 +19,8 @@ import torch
 
 from genesis.transforms._random import (
     continuing,
-    randint,
+    on_device,
+    randint_numpy,
     random_words,
     selected,
     sub_generator,
@@ -63,18 +64,15 @@ def sample_boxes(n: int, shape: tuple[int, int, int], generator: torch.Generator
     """
     low, high = sizes
     check_boxes_fit(shape, low, high, margin, transform)
-    device = generator.device
-    samples = selected(apply, n, device)
+    samples = selected(apply, n, generator.device)
     picked = samples.numel()
-    first = None if first_drawn else torch.ones(picked, dtype=torch.bool)
+    first = None if first_drawn else np.ones(picked, dtype=bool)
     active = continuing(generator, picked, count, continue_rate, first)  # (S, H)
     full = (picked, count, 3)
-    edge = randint(generator, torch.tensor(low, device=device).expand(full),
-                   torch.tensor(high, device=device).expand(full))
-    dims = torch.tensor(shape, device=device)
-    corners = randint(generator, torch.full(full, margin, device=device),
-                      dims - edge - margin)
-    return PaintParams(samples=samples, corners=corners, sizes=edge, active=active,
+    edge = randint_numpy(generator, np.broadcast_to(low, full), np.broadcast_to(high, full))
+    corners = randint_numpy(generator, margin, np.array(shape) - edge - margin)
+    return PaintParams(samples=samples, corners=on_device(corners, generator),
+                       sizes=on_device(edge, generator), active=on_device(active, generator),
                        seed=sub_seed(generator))
 
 
