@@ -175,6 +175,7 @@ def _sources_numpy(params: ShuffleParams, shape: tuple[int, int, int]) -> np.nda
     mask = (1 << slot_bits) - 1
     keys &= ~mask
     slots = np.arange(mask + 1, dtype=keys.dtype)
+    read = scratch("slots read", int(counts.max()) * (mask + 1), torch.int64).numpy()
     first_block, first_write = 0, 0
     for count, k, lo in zip(counts.tolist(), table_volume.tolist(), table_first.tolist(),
                             strict=True):
@@ -187,9 +188,10 @@ def _sources_numpy(params: ShuffleParams, shape: tuple[int, int, int]) -> np.nda
                out=dst[first_write:end].reshape(count, k))  # destinations, raster order
         row_keys |= slots[:k]
         row_keys.sort(axis=1)  # in place; random order of the slots per row
-        row_keys &= mask  # the slot each destination reads from
-        # Flat and mode="wrap" (a no-op: slots are in range) skip the slow bounds checks.
-        np.take(tag_offsets[lo:lo + k], row_keys.ravel(), out=row_tags.ravel(), mode="wrap")
+        # The slot each destination reads from, widened to take's index type in the same
+        # pass; flat and mode="wrap" (a no-op: slots are in range) skip bounds checks.
+        slot = np.bitwise_and(row_keys.ravel(), mask, out=read[:count * k])
+        np.take(tag_offsets[lo:lo + k], slot, out=row_tags.ravel(), mode="wrap")
         row_tags += first_tag[first_block:last_block, None]
         first_block, first_write = last_block, end
     latest = scratch("latest", rows * volume, tag_dtype).numpy()
