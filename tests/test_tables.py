@@ -140,6 +140,20 @@ def test_write_tables_states_the_record(tmp_path: Path) -> None:
     assert "No ablation variants ran" in (tmp_path / "out" / "ablation.md").read_text()
 
 
+def test_every_published_source_is_named_once(tmp_path: Path) -> None:
+    """All target tasks, so every published row is shown: one footnote per source."""
+    extra = [(task, "scratch", run, 0.5 + run / 100) for task in ("ncc", "bms")
+             for run in (1, 2)]
+    summary, provenance = write_inputs(tmp_path, summary_frame(extra))
+    tables.write_tables(summary, PUBLISHED, provenance, tmp_path / "out", None)
+    notes = [line for line in (tmp_path / "out" / "target_tasks.md").read_text().splitlines()
+             if line.startswith("- Published source:")]
+    sources = set(tables.load_published(PUBLISHED)["source"])
+    assert len(notes) == len(sources) == len(set(notes))
+    # The same citation twice, once with a suffix, would read as two sources.
+    assert not [(a, b) for a in sources for b in sources if a != b and b.startswith(a)]
+
+
 def test_seeds_of_an_embedded_resolved_config_are_recorded() -> None:
     record = {"config_hash": "abcd", "config": {"seed": 7, "tasks": {"seed": 100, "runs": 3},
                                                 "pretrain": {"variants": ["all"]}}}
