@@ -10,9 +10,11 @@ sizes, never over blocks or voxels. Every write is tagged (block, source voxel);
 scatter-max of the tags resolves overlaps (the latest block wins), and one gather writes the
 result.
 
-On CPU the small per-size passes run in NumPy, the block parameters and sort keys come from
-a sub-seeded NumPy SFC64 stream, and the write lists live in reused scratch buffers
-(``genesis.transforms._workspace``); on a GPU the same steps run as torch ops.
+On CPU (``_sources_numpy``) the block bookkeeping and the per-size passes run in NumPy, the
+block parameters and sort keys come from a sub-seeded NumPy SFC64 stream, the write lists
+live in reused scratch buffers (``genesis.transforms._workspace``), and each shuffled cube
+is gathered from itself into one scratch row; on an accelerator (``_sources_torch``) the
+same steps run as torch ops. Both give the same cubes for the same parameters.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 In-painting fills up to ``max_holes`` boxes with noise, so the model must infer a region
 from its surroundings; out-painting keeps only a few windows of the image inside a noise
-cube, so it must extrapolate the surroundings. Boxes become voxel masks by comparing
-coordinate ranges against each sample's boxes, never by looping over voxels.
+cube, so it must extrapolate the surroundings. Boxes become voxel masks through per-axis
+bit masks of the boxes that span each coordinate, never by looping over voxels; on CPU a
+table of the plane bit patterns turns them into the mask one z line at a time.
 
 Overlapping holes draw fresh noise in the release; here every painted voxel gets one noise
 value. Uniform noise over the union of holes has the same distribution either way.
