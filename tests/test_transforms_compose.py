@@ -146,3 +146,57 @@ def test_cuda_cubes_with_cpu_or_cuda_generator() -> None:
     assert torch.equal(gpu[1].cpu(), cpu[1])
     on_device = transform(x.cuda(), torch.Generator(device="cuda").manual_seed(15))
     assert on_device[0].is_cuda and on_device[0].shape == x.shape
+
+
+def test_in_place_steps_tell_autograd_they_wrote() -> None:
+    """The CPU steps write through NumPy views, which torch cannot see: they must bump the
+    tensor's version, so a graph that saved the cubes fails loudly instead of giving a
+    silently wrong gradient, as with any torch in-place op."""
+    from genesis.transforms import (
+        ShuffleParams,
+        apply_inpaint_,
+        apply_local_shuffle_,
+        apply_nonlinear_,
+        sample_inpaint,
+        sample_nonlinear,
+    )
+
+    x, generator = cubes(4, seed=16), torch.Generator().manual_seed(17)
+    steps = [
+        (apply_local_shuffle_, ShuffleParams(
+            samples=torch.arange(4), sizes=torch.tensor([2, 2, 1]).expand(4, 3, 3),
+            corners=torch.zeros((4, 3, 3), dtype=torch.long), seed=1)),
+        (apply_nonlinear_, sample_nonlinear(4, generator)),
+        (apply_inpaint_, sample_inpaint(4, SHAPE, generator)),
+    ]
+    for step, params in steps:
+        work = x.clone()
+        weight = torch.ones((), requires_grad=True)
+        saved = (weight * work).sum()  # keeps ``work`` for the backward pass
+        step(work, params)
+        assert not torch.equal(work, x), step.__name__
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            saved.backward()
+
+
+def test_repeated_samples_and_wrong_flip_shapes_are_refused() -> None:
+    from genesis.transforms import (
+        FlipParams,
+        NonlinearParams,
+        ShuffleParams,
+        apply_local_shuffle_,
+        apply_nonlinear_,
+    )
+
+    x = cubes(3, seed=19)
+    twice = ShuffleParams(samples=torch.tensor([1, 1]),
+                          sizes=torch.ones((2, 4, 3), dtype=torch.long),
+                          corners=torch.zeros((2, 4, 3), dtype=torch.long), seed=2)
+    with pytest.raises(ValueError, match="must be distinct"):
+        apply_local_shuffle_(x.clone(), twice)
+    with pytest.raises(ValueError, match="must be distinct"):
+        apply_nonlinear_(x.clone(), NonlinearParams(samples=torch.tensor([0, 0]),
+                                                    controls=torch.full((2, 2, 2), 0.5),
+                                                    invert=torch.zeros(2, dtype=torch.bool)))
+    with pytest.raises(ValueError, match=r"flip axes must have shape \(3, 3\)"):
+        apply_flip(x, FlipParams(axes=torch.zeros((2, 3), dtype=torch.bool)))

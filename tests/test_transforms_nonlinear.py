@@ -132,9 +132,36 @@ def test_torch_and_numpy_table_reads_agree() -> None:
     values[:, :2] = torch.tensor([0.0, 1.0])
     numpy_read = torch.empty_like(values)
     _read_numpy(values.numpy(), range(5), table, xs.numpy(), ys.numpy(), numpy_read.numpy())
-    torch_read = _read_torch(values.clone(), table).view(5, -1)
-    sure = torch_read <= 2.0  # the NumPy read has already searched the bent cells
-    assert torch.allclose(numpy_read[sure], torch_read[sure], atol=1e-6, rtol=0)
+    torch_read, bent = _read_torch(values.clone(), table)
+    sure = ~bent.view(5, -1)  # the NumPy read has already searched the bent cells
+    assert torch.allclose(numpy_read[sure], torch_read.view(5, -1)[sure], atol=1e-6, rtol=0)
+
+
+def test_accelerator_lookup_is_exact_for_any_input_type() -> None:
+    """The torch path of ``lookup`` (run on CPU here) gives np.interp through the curve for
+    float32, float16, bfloat16 and grad-tracking values, bent cells and values so close to a
+    cell edge that the bent cell's huge rise times their fraction stays below 1 included."""
+    from genesis.transforms.nonlinear import _lookup_torch
+
+    params = NonlinearParams(samples=torch.arange(2),
+                             controls=torch.tensor([[[1e-4, 0.9], [0.3, 0.95]],
+                                                    [[0.2, 0.1], [0.7, 0.8]]]),
+                             invert=torch.tensor([True, False]))
+    xs, ys = (a.numpy() for a in bezier_curves(params.controls, params.invert, 4096))
+    table = _Table.build(xs, ys)
+    assert table.bent_rows == [True, False]
+    values = torch.rand((2, 400), generator=torch.Generator().manual_seed(9))
+    values[:, :4] = torch.tensor([0.0, 1.0, 1e-34, 1 / CELLS / 3])  # tiny, in the bent cell
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        typed = values.to(dtype).detach().requires_grad_(dtype == torch.float32)
+        ours = _lookup_torch(typed.detach(), table, xs, ys).double().numpy()
+        exact = typed.detach().double().numpy()
+        for row in range(2):
+            expected = np.interp(exact[row], xs[row], ys[row])
+            assert np.abs(ours[row] - expected).max() < 1e-6, dtype
+        cpu = lookup(typed, xs, ys)  # the NumPy path, for the same inputs
+        assert torch.equal(cpu, lookup(typed.detach().float(), xs, ys))
+        assert np.abs(cpu.double().numpy() - ours).max() < 1e-6
 
 
 def test_in_place_cpu_map_equals_the_generic_path(monkeypatch) -> None:

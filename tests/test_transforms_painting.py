@@ -171,3 +171,14 @@ def test_cpu_pattern_table_paints_what_the_voxel_passes_paint() -> None:
         ours = _painted(params, n, shape, torch.device("cpu"), keep_inside)
         assert torch.equal(ours, expected)
         assert not ours[~apply].any() and ours[apply].any()
+
+
+def test_more_boxes_than_mask_bits_is_a_config_error() -> None:
+    """63 boxes fit the 64-bit masks and paint their union; 64 are refused by name."""
+    shape = (24, 20, 16)
+    params = sample_inpaint(2, shape, torch.Generator().manual_seed(22), max_holes=63,
+                            continue_rate=1.0)
+    assert params.active.all() and params.corners.shape == (2, 63, 3)
+    assert box_mask(params, shape, torch.device("cpu")).any()
+    with pytest.raises(ConfigError, match="inpainting: 64 boxes per sample; 1 to 63"):
+        sample_inpaint(2, shape, torch.Generator(), max_holes=64)

@@ -42,6 +42,8 @@ def test_from_mapping_round_trip() -> None:
     ("local_shuffle_blocks", 0, "transforms.local_shuffle_blocks must be an integer >= 1"),
     ("bezier_points", 1, "transforms.bezier_points must be an integer >= 2, got 1"),
     ("paint_margin", -1, "transforms.paint_margin must be an integer >= 0, got -1"),
+    ("inpaint_max_holes", 64, "transforms.inpaint_max_holes must be at most 63 (one bit per"),
+    ("outpaint_max_windows", 99, "transforms.outpaint_max_windows must be at most 63"),
     ("enabled", ("flip", "blur"), "unknown transform 'blur'; allowed: flip, local_shuffle"),
     ("enabled", ("flip", "flip"), "transforms.enabled lists a transform twice"),
     ("enabled", "flip", "transforms.enabled must be a list of names"),

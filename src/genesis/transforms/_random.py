@@ -83,7 +83,7 @@ def random_words(seed: int, count: int, out: np.ndarray | None = None) -> np.nda
     return out[:count]
 
 
-def below(words: np.ndarray, span: np.ndarray, *, low_half: bool = False) -> np.ndarray:
+def below_(words: np.ndarray, span: np.ndarray, *, low_half: bool = False) -> np.ndarray:
     """Integers uniform in [0, span) from uniform 32-bit words: (word * span) >> 32, whose
     bias for spans of at most a few hundred is below 1e-7, with no rejection loop.
 

@@ -7,6 +7,8 @@ import torch
 from genesis.errors import ConfigError
 
 AXES = ("x", "y", "z")
+#: Most painting boxes per sample: the box masks hold one bit per box in at most 64 bits.
+MAX_BOXES = 63
 
 
 def spatial_shape(cubes: torch.Tensor) -> tuple[int, int, int]:
@@ -43,9 +45,20 @@ def as_bool_mask(apply: torch.Tensor, n: int) -> torch.Tensor:
     return apply
 
 
+def distinct(samples: torch.Tensor) -> list[int]:
+    """The sample indices of a parameter set as a list; each may appear once. The in-place
+    CPU paths visit samples one by one and would transform a repeated one twice."""
+    indices = samples.tolist()
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"the samples of a transform's parameters must be distinct, got "
+                         f"{indices}")
+    return indices
+
+
 def numpy_ready(cubes: torch.Tensor) -> bool:
     """Whether the CPU fast paths may work on ``cubes`` through NumPy views: a floating
-    CPU tensor of a type NumPy has (not bfloat16), outside autograd."""
+    CPU tensor of a type NumPy has (not bfloat16) that does not require grad. Writes through
+    such views bypass torch, so the paths bump the tensor's autograd version afterwards."""
     return (cubes.device.type == "cpu" and not cubes.requires_grad
             and cubes.dtype in (torch.float16, torch.float32, torch.float64))
 

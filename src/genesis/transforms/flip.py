@@ -46,6 +46,9 @@ def sample_flip(n: int, generator: torch.Generator, *, apply: torch.Tensor | Non
 def apply_flip(cubes: torch.Tensor, params: FlipParams) -> torch.Tensor:
     """Mirror each (N, 1, X, Y, Z) sample along its axes; returns a new tensor."""
     spatial_shape(cubes)
+    if params.axes.shape != (cubes.shape[0], 3):
+        raise ValueError(f"flip axes must have shape ({cubes.shape[0]}, 3) for this batch, "
+                         f"got {tuple(params.axes.shape)}")
     axes = params.axes.to(cubes.device)
     if numpy_ready(cubes):  # one strided copy per sample: no temporaries
         out = torch.empty_like(cubes, memory_format=torch.contiguous_format)

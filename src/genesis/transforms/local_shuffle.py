@@ -27,14 +27,14 @@ import numpy as np
 import torch
 
 from genesis.transforms._random import (
-    below,
+    below_,
     randint,
     random_words,
     selected,
     sub_generator,
     sub_seed,
 )
-from genesis.transforms._shape import check_boxes_fit, numpy_ready, spatial_shape
+from genesis.transforms._shape import check_boxes_fit, distinct, numpy_ready, spatial_shape
 from genesis.transforms._workspace import scratch
 
 
@@ -76,10 +76,10 @@ def sample_local_shuffle(n: int, shape: tuple[int, int, int], generator: torch.G
         words = random_words(sub_seed(generator), math.prod(count)).reshape(3, -1)
         column = (3, 1)
         lowest = words >> np.uint64(32)  # the high halves place the blocks
-        edges = below(words, np.array(max_block(shape), dtype=np.uint64).reshape(column),
-                      low_half=True)
+        edges = below_(words, np.array(max_block(shape), dtype=np.uint64).reshape(column),
+                       low_half=True)
         edges += np.uint64(1)
-        lowest = below(lowest, np.array(shape, dtype=np.uint64).reshape(column) + 1 - edges)
+        lowest = below_(lowest, np.array(shape, dtype=np.uint64).reshape(column) + 1 - edges)
         sizes, corners = (torch.from_numpy(a.view(np.int64)).T.reshape(count)
                           for a in (edges, lowest))
     else:
@@ -110,10 +110,11 @@ def apply_local_shuffle_(cubes: torch.Tensor, params: ShuffleParams) -> torch.Te
         # A shuffled cube reads only from itself: gather row by row, then copy back.
         flat = cubes.view(cubes.shape[0], volume).numpy()
         row = scratch("shuffled", volume, cubes.dtype).numpy()
-        for sample, sources in zip(params.samples.tolist(), _sources_numpy(params, shape),
+        for sample, sources in zip(distinct(params.samples), _sources_numpy(params, shape),
                                    strict=True):
             np.take(flat[sample], sources, out=row, mode="wrap")  # wrap: no bounds checks
             flat[sample] = row
+        torch.autograd.graph.increment_version(cubes)  # a NumPy write is invisible to torch
         return cubes
     if cubes.device.type == "cpu":
         sources = torch.from_numpy(_sources_numpy(params, shape))
@@ -268,8 +269,9 @@ def _entry_keys(params: ShuffleParams, total: int, dtype: torch.dtype) -> torch.
 
     Drawn where the parameters live: with a CPU generator as raw words of a NumPy SFC64 stream
     seeded by ``params.seed`` (twice as fast as float draws), so CPU and CUDA cubes get the
-    same permutations; with a CUDA generator on the GPU. The low ``bits`` of a key are replaced
-    by the voxel's slot, so int32 keys keep 32 - bits random bits (25 for 64x64x32). Two equal
+    same permutations; with a CUDA generator on the GPU. The low ``slot_bits`` of a key are
+    replaced by the voxel's slot, so int32 keys keep 32 - slot_bits random bits (25 for
+    64x64x32). Two equal
     random parts keep their raster order: for a block of k voxels that happens with
     probability k(k-1)/2 / 2**25, 1.6e-5 for the mean block and 1.7e-4 for the largest (108
     voxels), a bias far below any effect on training. int64 keys (large blocks or batches)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from genesis.transforms._random import selected, uniform
-from genesis.transforms._shape import numpy_ready, spatial_shape, take
+from genesis.transforms._shape import distinct, numpy_ready, spatial_shape, take
 from genesis.transforms._workspace import scratch
 
 DEFAULT_POINTS = 4096
@@ -95,7 +95,7 @@ def _float64(array: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(array, dtype=np.float64)
 
 
-def lookup(values: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
+def lookup(values: torch.Tensor, xs: torch.Tensor | np.ndarray, ys: torch.Tensor | np.ndarray,
            out: torch.Tensor | None = None) -> torch.Tensor:
     """Piecewise-linear f(values) through the points (xs, ys) of each row, like ``np.interp``.
 
@@ -103,38 +103,50 @@ def lookup(values: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
     Each voxel reads f from a uniform table of ``CELLS`` cells per row: the values at the
     cell's two edges, interpolated linearly. That is exact wherever f is straight across a
     cell, and every other cell is checked: where the chord departs from f by more than
-    ``CHORD_TOLERANCE`` (steep, strongly bent parts of a curve), the few voxels inside it
-    fall back to an exact binary search. So the result equals ``np.interp`` through (xs, ys)
-    to within 1e-6 everywhere, 0 and 1 map exactly onto the end points, and the common case
-    is one read from a table small enough for the L2 cache. ``out`` (S * V,) float32 on CPU
-    receives the result instead of a new tensor.
+    ``CHORD_TOLERANCE`` (steep, strongly bent parts of a curve), the voxels inside it fall
+    back to an exact binary search. So the result equals ``np.interp`` through (xs, ys) to
+    within 1e-6 everywhere, 0 and 1 map exactly onto the end points, and the common case is
+    one read from a table small enough for the L2 cache. Returns float32 (S, V); ``out``
+    (S * V,) float32 on CPU receives the result instead of a new tensor.
     """
     rows, count = values.shape
+    values = values.detach()  # a map of the data, never part of a graph
     xs, ys = _float64(xs), _float64(ys)
     table = _Table.build(xs, ys)
-    if values.device.type == "cpu":
-        out = torch.empty(rows * count) if out is None else out
-        _read_numpy(values.float().contiguous().numpy(), range(rows), table, xs, ys,
-                    out.numpy().reshape(rows, count))
-        return out.view(rows, count)
-    out = _read_torch(values.float(), table)
-    if out.max() > 2.0:  # _UNSURE marks the voxels of cells the chord does not fit
-        unsure = (out > 2.0).nonzero().squeeze(1)
-        exact = _search(values.reshape(-1)[unsure].cpu().numpy(),
-                        (unsure // count).cpu().numpy(), xs, ys)
-        out[unsure] = torch.from_numpy(exact).to(out.device, torch.float32)
+    if values.device.type != "cpu":
+        return _lookup_torch(values, table, xs, ys)
+    out = torch.empty(rows * count) if out is None else out
+    _read_numpy(values.float().contiguous().numpy(), range(rows), table, xs, ys,
+                out.numpy().reshape(rows, count))
     return out.view(rows, count)
 
 
-def _read_torch(values: torch.Tensor, table: _Table) -> torch.Tensor:
-    """(S * V,) start + fraction * rise of each value's cell; _UNSURE cells give > 2."""
+def _lookup_torch(values: torch.Tensor, table: _Table, xs: np.ndarray,
+                  ys: np.ndarray) -> torch.Tensor:
+    """The accelerator path of ``lookup``, in torch ops on the values' device: the table
+    read, then the exact search for the voxels of bent cells."""
+    rows, count = values.shape
+    values = values.float()
+    out, bent = _read_torch(values, table)
+    if bent.any():
+        where = bent.nonzero().squeeze(1)
+        exact = _search(values.reshape(-1)[where].cpu().numpy(),
+                        (where // count).cpu().numpy(), xs, ys)
+        out[where] = torch.from_numpy(exact).to(out.device, torch.float32)
+    return out.view(rows, count)
+
+
+def _read_torch(values: torch.Tensor, table: _Table) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S * V,) start + fraction * rise of each value's cell, and (S * V,) bool: True in
+    the cells whose rise is _UNSURE, whose voxels need the exact search."""
     scaled = values.clamp(0.0, 1.0).mul_(CELLS)
     cell = scaled.long()
     within = scaled.sub_(cell)  # fraction of the cell, exact in float32
     cell += torch.arange(values.shape[0], device=cell.device)[:, None] * (CELLS + 1)
     cell = cell.view(-1)
     start, rise = table.start.to(values.device), table.rise.to(values.device)
-    return start.index_select(0, cell).addcmul_(within.view(-1), rise.index_select(0, cell))
+    rises = rise.index_select(0, cell)
+    return start.index_select(0, cell).addcmul_(within.view(-1), rises), rises > 2.0
 
 
 # Voxels per NumPy pass on CPU (about 30 bytes of scratch each): a whole 64x64x32 cube at
@@ -149,10 +161,9 @@ def _read_numpy(values: np.ndarray, rows: Sequence[int], table: _Table, xs: np.n
 
     values and out are float32 (N, V) and may be the same array (in place). The work runs
     row by row, in chunks of at most ``_CHUNK`` voxels; start and rise sit side by side in
-    one complex64 table, so a voxel
-    costs one gather (``take`` with int64 cells and mode "wrap": no index conversion, no
-    bounds checks). Voxels of bent cells come out > 2 and get the exact search, from the
-    original values kept aside before they are overwritten.
+    one complex64 table, so a voxel costs one gather (``take`` with int64 cells and mode
+    "wrap": no index conversion, no bounds checks). Voxels of cells with an _UNSURE rise get
+    the exact search, from the original values kept aside before they are overwritten.
     """
     width = CELLS + 1
     pairs, bent_rows = table.pairs, table.bent_rows
@@ -183,7 +194,7 @@ def _read_numpy(values: np.ndarray, rows: Sequence[int], table: _Table, xs: np.n
                 continue
             target = result[:n]
             np.add(got.real, fraction, out=target)
-            bent = np.flatnonzero(target > 2.0)  # _UNSURE marks the cells to search
+            bent = np.flatnonzero(got.imag > 2.0)  # _UNSURE rises mark the cells to search
             if bent.size:
                 pending.append((index, row, first + bent, source[bent].copy()))
             out[row, first:first + n] = target
@@ -199,15 +210,22 @@ def _read_numpy(values: np.ndarray, rows: Sequence[int], table: _Table, xs: np.n
 @dataclass(frozen=True)
 class _Table:
     """f at the CELLS + 1 edges of each row (start) and its rise across each cell (rise;
-    _UNSURE where the chord is off by more than CHORD_TOLERANCE, 0 after the last edge):
-    flat (S * (CELLS + 1),) float32 CPU tensors, and side by side as complex64 start +
-    i * rise (``pairs``, for one gather per voxel). ``bent_rows``: rows with an _UNSURE cell.
+    _UNSURE where the chord is off by more than CHORD_TOLERANCE, 0 after the last edge),
+    side by side as flat (S * (CELLS + 1),) complex64 start + i * rise (``pairs``: one
+    gather per voxel on CPU); ``start`` and ``rise`` are float32 tensor views of it.
+    ``bent_rows``: the rows with an _UNSURE cell.
     """
 
-    start: torch.Tensor
-    rise: torch.Tensor
     pairs: np.ndarray
     bent_rows: list[bool]
+
+    @property
+    def start(self) -> torch.Tensor:
+        return torch.view_as_real(torch.from_numpy(self.pairs))[:, 0]
+
+    @property
+    def rise(self) -> torch.Tensor:
+        return torch.view_as_real(torch.from_numpy(self.pairs))[:, 1]
 
     @classmethod
     def build(cls, xs: torch.Tensor | np.ndarray, ys: torch.Tensor | np.ndarray) -> _Table:
@@ -242,9 +260,7 @@ class _Table:
         pairs.imag[:, :-1] = rise
         pairs.imag[:, :-1][bent] = _UNSURE
         pairs.imag[:, -1] = 0.0  # edge 1: f(1) exactly
-        return cls(start=torch.from_numpy(pairs.real.ravel()),
-                   rise=torch.from_numpy(pairs.imag.ravel()), pairs=pairs.ravel(),
-                   bent_rows=bent.any(axis=1).tolist())
+        return cls(pairs=pairs.ravel(), bent_rows=bent.any(axis=1).tolist())
 
 
 def _slopes(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -286,7 +302,8 @@ def apply_nonlinear_(cubes: torch.Tensor, params: NonlinearParams, *,
                      params.invert.detach().cpu().numpy(), points)
     if numpy_ready(cubes) and cubes.dtype == torch.float32 and cubes.is_contiguous():
         flat = cubes.view(cubes.shape[0], -1).numpy()  # mapped row by row, in place
-        _read_numpy(flat, samples.tolist(), _Table.build(xs, ys), xs, ys, flat)
+        _read_numpy(flat, distinct(samples), _Table.build(xs, ys), xs, ys, flat)
+        torch.autograd.graph.increment_version(cubes)  # a NumPy write is invisible to torch
         return cubes
     values = take(cubes, samples).reshape(samples.numel(), -1)
     mapped = lookup(values, xs, ys).view(-1, *cubes.shape[1:]).to(cubes.dtype)

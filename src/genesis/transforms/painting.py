@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from genesis.errors import ConfigError
 from genesis.transforms._random import (
     continuing,
     on_device,
@@ -27,7 +28,7 @@ from genesis.transforms._random import (
     sub_generator,
     sub_seed,
 )
-from genesis.transforms._shape import check_boxes_fit, numpy_ready, spatial_shape
+from genesis.transforms._shape import MAX_BOXES, check_boxes_fit, numpy_ready, spatial_shape
 from genesis.transforms._workspace import scratch
 
 
@@ -65,6 +66,9 @@ def sample_boxes(n: int, shape: tuple[int, int, int], generator: torch.Generator
     """
     low, high = sizes
     check_boxes_fit(shape, low, high, margin, transform)
+    if not 1 <= count <= MAX_BOXES:
+        raise ConfigError(f"{transform}: {count} boxes per sample; 1 to {MAX_BOXES} are "
+                          "possible (one bit per box in a 64-bit mask)")
     samples = selected(apply, n, generator.device)
     picked = samples.numel()
     first = None if first_drawn else np.ones(picked, dtype=bool)
@@ -89,10 +93,11 @@ def _axis_bits(params: PaintParams, n: int, rows: torch.Tensor, shape: tuple[int
     """Per axis, (n, length) integer bits of the active boxes that span each coordinate;
     params' samples sit at ``rows``, every bit of the other rows is ``others`` (0 or 1).
 
-    A voxel is inside box b when bit b is set along all three axes, so the union of any
-    number of boxes costs two broadcast ANDs over the cube, not a pass per box. These are
-    a few hundred numbers: NumPy on CPU builds them for every device, at a fraction of the
-    per-op overhead of torch.
+    A voxel is inside box b when bit b is set along all three axes, so the union of up to
+    ``MAX_BOXES`` boxes costs two broadcast ANDs over the cube, not a pass per box. These
+    are a few hundred numbers: NumPy on CPU builds them for every device, at a fraction of
+    the per-op overhead of torch. The type is the narrowest that holds a bit per box:
+    uint8 up to 8 boxes.
     """
     corners, sizes = params.corners.cpu().numpy(), params.sizes.cpu().numpy()
     boxes = corners.shape[1]
@@ -101,12 +106,12 @@ def _axis_bits(params: PaintParams, n: int, rows: torch.Tensor, shape: tuple[int
     weight = (np.int64(1) << np.arange(boxes)) * params.active.cpu().numpy()  # inactive: 0
     where = rows.cpu().numpy()
     bits = []
-    for axis, length in enumerate(shape):  # per axis: (S, n) bits of the boxes spanning it
+    for axis, length in enumerate(shape):
         coord = np.arange(length)
         low = corners[..., axis, None]
-        inside = (coord >= low) & (coord < low + sizes[..., axis, None])  # (S, H, n)
+        inside = (coord >= low) & (coord < low + sizes[..., axis, None])  # (S, boxes, length)
         axis_bits = np.full((n, length), ~dtype(0) if others else 0, dtype=dtype)
-        axis_bits[where] = (inside * weight[..., None]).sum(axis=1)
+        axis_bits[where] = (inside * weight[..., None]).sum(axis=1)  # (S, length)
         bits.append(axis_bits)
     return bits
 
@@ -115,8 +120,12 @@ def _box_bits(params: PaintParams, n: int, rows: torch.Tensor, shape: tuple[int,
               device: torch.device, *, others: int = 0) -> torch.Tensor:
     """(n, 1, X, Y, Z) integer, nonzero inside any active box of the sample (see
     ``_axis_bits`` for ``rows`` and ``others``)."""
-    bx, by, bz = (torch.from_numpy(b).to(device) for b in _axis_bits(params, n, rows, shape,
-                                                                     others))
+    return _voxel_bits(_axis_bits(params, n, rows, shape, others), device)
+
+
+def _voxel_bits(bits: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """(n, 1, X, Y, Z) on ``device``: the AND of the three axes' bits at every voxel."""
+    bx, by, bz = (torch.from_numpy(b).to(device) for b in bits)
     plane = bx[:, None, :, None, None] & by[:, None, None, :, None]
     return plane & bz[:, None, None, None, :]
 
@@ -126,23 +135,23 @@ def _painted(params: PaintParams, n: int, shape: tuple[int, int, int], device: t
     """(n, 1, X, Y, Z) bool: the voxels to paint, inside the boxes of params' samples or,
     with ``keep_inside``, outside them (a scratch buffer on CPU, valid until the next call).
 
-    On CPU with at most 8 boxes, each (x, y) row of a sample has one of 256 plane bit
-    patterns, and the painted z voxels of a row follow from that pattern alone: a
-    per-sample (256, Z) table answers each row with one copy, 8x faster than the two
+    On CPU with uint8 bits (at most 8 boxes), each (x, y) line of a sample has one of 256
+    plane bit patterns, and the painted z voxels of a line follow from that pattern alone:
+    a per-sample (256, Z) table answers each line with one copy, 8x faster than the two
     passes over every voxel.
     """
     # Outside the windows is painted, so other samples get all bits set: nothing to paint.
-    others = int(keep_inside)
-    if device.type != "cpu" or params.corners.shape[1] > 8:
-        voxels = _box_bits(params, n, params.samples, shape, device, others=others)
+    bits = _axis_bits(params, n, params.samples, shape, others=int(keep_inside))
+    bx, by, bz = bits
+    if device.type != "cpu" or bz.dtype != np.uint8:
+        voxels = _voxel_bits(bits, device)
         return voxels == 0 if keep_inside else voxels != 0
-    bx, by, bz = _axis_bits(params, n, params.samples, shape, others)
     plane = bx[:, :, None] & by[:, None, :]  # (n, X, Y)
     inside = (np.arange(256, dtype=np.uint8)[None, :, None] & bz[:, None, :]) != 0
     table = ~inside if keep_inside else inside  # (n, 256, Z): painted z voxels per pattern
-    row_pattern = plane + (np.arange(n) * 256)[:, None, None]
+    line_pattern = plane + (np.arange(n) * 256)[:, None, None]
     fill = scratch("fill", n * math.prod(shape), torch.bool)
-    np.take(table.reshape(-1, shape[2]), row_pattern.ravel(), axis=0,
+    np.take(table.reshape(-1, shape[2]), line_pattern.ravel(), axis=0,
             out=fill.numpy().reshape(-1, shape[2]))
     return fill.view(n, 1, *shape)
 
@@ -203,6 +212,7 @@ def _paint_(cubes: torch.Tensor, params: PaintParams, keep_inside: bool) -> torc
     noise = _noise(params, painted, cubes.dtype, cubes.device)
     if numpy_ready(cubes) and cubes.is_contiguous():
         cubes.numpy()[fill.numpy()] = noise.numpy()  # NumPy's boolean assignment: 3x faster
+        torch.autograd.graph.increment_version(cubes)  # a NumPy write is invisible to torch
     else:
         cubes[fill] = noise
     return cubes

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from genesis.errors import ConfigError
+from genesis.transforms._shape import MAX_BOXES
 
 SECTION = "transforms"
 TRANSFORMS = ("flip", "local_shuffle", "nonlinear", "inpainting", "outpainting")
@@ -63,6 +64,10 @@ def validate(settings: TransformSettings) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ConfigError(
                 f"{SECTION}.{name} must be an integer >= {minimum}, got {value!r}")
+    for name in ("inpaint_max_holes", "outpaint_max_windows"):
+        if getattr(settings, name) > MAX_BOXES:
+            raise ConfigError(f"{SECTION}.{name} must be at most {MAX_BOXES} (one bit per box "
+                              f"in a 64-bit mask), got {getattr(settings, name)!r}")
     enabled = settings.enabled
     if isinstance(enabled, str) or not isinstance(enabled, tuple | list):
         raise ConfigError(f"{SECTION}.enabled must be a list of names from "
