@@ -65,7 +65,7 @@ MISSING: Any = object()
 
 
 def load_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text())
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 # --- the schema's sections ------------------------------------------------------------

@@ -92,7 +92,7 @@ def test_torchrun_command() -> None:
 
 
 def _losses(path: Path) -> np.ndarray:
-    with open(path, newline="") as handle:
+    with open(path, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
     return np.array([[float(r[k]) for k in ("train_loss", "val_loss", "identity_loss", "lr")]
                      for r in rows])

@@ -41,7 +41,7 @@ def unet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _read_curves(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
+    with path.open(encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 

@@ -43,7 +43,7 @@ def _run(shards: dict[str, Path], out: Path, **overrides: object) -> None:
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
+    with open(path, encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
 
 

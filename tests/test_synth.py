@@ -41,7 +41,7 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
+    with path.open(encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
 
 

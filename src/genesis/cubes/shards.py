@@ -90,7 +90,7 @@ def write_manifest(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def read_manifest(path: Path) -> list[dict[str, str]]:
-    with Path(path).open(newline="") as handle:
+    with Path(path).open(encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
 
 

@@ -124,7 +124,7 @@ def write_split_csv(
 def read_split_csv(path: Path, key: str, columns: Sequence[str]) -> dict[str, dict[str, str]]:
     """Read a pinned split: ``{key value: row}``, with columns, splits and keys checked."""
     try:
-        with path.open(newline="") as handle:
+        with path.open(encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle)
             header = reader.fieldnames or []
             rows = list(reader)

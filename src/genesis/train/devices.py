@@ -124,7 +124,7 @@ def _lock_file(folder: Path, index: int) -> Path:
 
 
 def _try_lock(folder: Path, index: int) -> IO[str] | None:
-    handle = open(_lock_file(folder, index), "a+")  # noqa: SIM115 - held past this function
+    handle = open(_lock_file(folder, index), "a+", encoding="utf-8")  # noqa: SIM115 - held past this function
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

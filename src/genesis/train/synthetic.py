@@ -47,7 +47,8 @@ def write_synthetic_shard(path: str | Path, n: int, shape: tuple[int, int, int],
                                                       derive_seed(seed, split, start))
         array.flush()
         del array
-    with atomic_path(path.with_suffix(".csv")) as tmp, open(tmp, "w", newline="") as handle:
+    with (atomic_path(path.with_suffix(".csv")) as tmp,
+          open(tmp, "w", encoding="utf-8", newline="") as handle):
         writer = csv.writer(handle)
         writer.writerow(MANIFEST_COLUMNS)
         for index in range(n):
