@@ -57,11 +57,16 @@ def test_schema_rejects_bad_values(key: str, value: object) -> None:
         validate(config, SCHEMA)
 
 
+def dry_run(overrides: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """``snakemake -n`` on the shipped config with ``overrides`` layered on top."""
+    return snakemake("-n", "--cores", "1", "--configfile",
+                     str(ROOT / "config" / "config.yaml"), str(overrides), cwd=cwd)
+
+
 def test_wrong_type_fails_before_any_job_with_the_key_named(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  width: wide\n")
-    result = snakemake("-n", "--cores", "1", "--configfile",
-                       str(ROOT / "config" / "config.yaml"), str(bad), cwd=tmp_path)
+    result = dry_run(bad, tmp_path)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "width" in output and "'wide' is not of type 'integer'" in output
@@ -71,8 +76,7 @@ def test_wrong_type_fails_before_any_job_with_the_key_named(tmp_path: Path) -> N
 def test_released_init_needs_weights(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("tasks:\n  inits: [scratch, released]\n")
-    result = snakemake("-n", "--cores", "1", "--configfile",
-                       str(ROOT / "config" / "config.yaml"), str(bad), cwd=tmp_path)
+    result = dry_run(bad, tmp_path)
     assert result.returncode != 0
     assert "tasks.released_weights is not set" in result.stdout + result.stderr
 
@@ -82,12 +86,10 @@ def test_own_scans_replace_luna16_for_pretraining(tmp_path: Path) -> None:
     scans.mkdir()
     own = tmp_path / "own.yaml"
     own.write_text(f"own_data:\n  train: {scans}\n  use_luna16: false\n")
-    refused = snakemake("-n", "--cores", "1", "--configfile",
-                        str(ROOT / "config" / "config.yaml"), str(own), cwd=tmp_path)
+    refused = dry_run(own, tmp_path)
     assert "own_data.val is required" in refused.stdout + refused.stderr
     own.write_text(f"own_data:\n  train: {scans}\n  val: {scans}\n  use_luna16: false\n")
-    result = snakemake("-n", "--cores", "1", "--configfile",
-                       str(ROOT / "config" / "config.yaml"), str(own), cwd=tmp_path)
+    result = dry_run(own, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert planned_jobs(result.stdout)["extract_own_cubes"] == 2
     assert "--train results/cubes/own_train.npy --val results/cubes/own_val.npy" in result.stdout

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -126,12 +127,26 @@ def apply_local_shuffle_(cubes: torch.Tensor, params: ShuffleParams) -> torch.Te
     return cubes.index_copy_(0, samples, shuffled.view(-1, 1, *shape))
 
 
-def _bits(shape: tuple[int, int, int], per_row: int) -> tuple[int, int, bool]:
-    """Bits of a slot within the largest block and of a voxel within the cube, and whether
-    the tags (block + 1) << voxel_bits | voxel fit int32."""
-    slot_bits = (math.prod(max_block(shape)) - 1).bit_length()
-    voxel_bits = (math.prod(shape) - 1).bit_length()
-    return slot_bits, voxel_bits, (per_row + 1) << voxel_bits < 2**31
+class _Layout(NamedTuple):
+    """The integer encoding of one batch's writes, shared by both implementations."""
+
+    volume: int  # voxels per cube
+    rows: int  # shuffled samples
+    per_row: int  # blocks per sample
+    slot_bits: int  # a voxel's slot within the largest block
+    voxel_bits: int  # a voxel within the cube
+    tag_dtype: torch.dtype  # (block + 1) << voxel_bits | voxel: int32 where it fits
+    key_dtype: torch.dtype  # sort keys: int32 while a slot needs at most 8 bits
+
+    @classmethod
+    def of(cls, params: ShuffleParams, shape: tuple[int, int, int]) -> _Layout:
+        rows, per_row = params.sizes.shape[:2]
+        slot_bits = (math.prod(max_block(shape)) - 1).bit_length()
+        voxel_bits = (math.prod(shape) - 1).bit_length()
+        narrow = (per_row + 1) << voxel_bits < 2**31
+        return cls(volume=math.prod(shape), rows=rows, per_row=per_row, slot_bits=slot_bits,
+                   voxel_bits=voxel_bits, tag_dtype=torch.int32 if narrow else torch.int64,
+                   key_dtype=torch.int32 if slot_bits <= 8 else torch.int64)
 
 
 def _sources_numpy(params: ShuffleParams, shape: tuple[int, int, int]) -> np.ndarray:
@@ -150,13 +165,11 @@ def _sources_numpy(params: ShuffleParams, shape: tuple[int, int, int]) -> np.nda
     loop runs over the (at most (n//10)^3) sizes; the per-size passes run in NumPy, whose
     overhead per call is a third of torch's, on reused scratch buffers.
     """
-    X, Y, Z = shape
-    volume = X * Y * Z
+    _, Y, Z = shape
     mx, my, mz = max_block(shape)
-    rows, per_row = params.sizes.shape[:2]
-    slot_bits, voxel_bits, narrow = _bits(shape, per_row)
-    tag_dtype = torch.int32 if narrow else torch.int64
-    tag_type = np.int32 if narrow else np.int64
+    volume, rows, per_row, slot_bits, voxel_bits, tag_dtype, key_dtype = _Layout.of(params,
+                                                                                   shape)
+    tag_type = torch.empty(0, dtype=tag_dtype).numpy().dtype
     sizes, corners = _axis_major(params.sizes), _axis_major(params.corners)  # (3, M)
     local = corners[0] * (Y * Z) + corners[1] * Z + corners[2]  # lowest corner in the cube
     code = ((sizes[0] - 1) * my + sizes[1] - 1) * mz + sizes[2] - 1
@@ -171,8 +184,7 @@ def _sources_numpy(params: ShuffleParams, shape: tuple[int, int, int]) -> np.nda
     tag_offsets = offsets.astype(tag_type)
     counts = np.bincount(code, minlength=mx * my * mz)
     total = int(counts @ table_volume)
-    keys = _entry_keys(params, total, torch.int32 if slot_bits <= 8 else torch.int64)
-    keys = keys.cpu().numpy()
+    keys = _entry_keys(params, total, key_dtype).cpu().numpy()
     dst = scratch("dst", total, torch.int64).numpy()
     tags = scratch("tags", total, tag_dtype).numpy()
     mask = (1 << slot_bits) - 1
@@ -221,12 +233,10 @@ def _identity(volume: int, dtype: type) -> np.ndarray:
 def _sources_torch(params: ShuffleParams, shape: tuple[int, int, int],
                    device: torch.device) -> torch.Tensor:
     """``_sources_numpy`` in torch ops, for accelerators: (S, X * Y * Z) int64."""
-    X, Y, Z = shape
-    volume = X * Y * Z
+    _, Y, Z = shape
     mx, my, mz = max_block(shape)
-    rows, per_row = params.sizes.shape[:2]
-    slot_bits, voxel_bits, narrow = _bits(shape, per_row)
-    tag_type = torch.int32 if narrow else torch.int64
+    volume, rows, per_row, slot_bits, voxel_bits, tag_type, key_dtype = _Layout.of(params,
+                                                                                  shape)
     offsets, table_first, table_volume = _offset_table(shape, device, torch.int64)
     tag_offsets = offsets.to(tag_type)
     sizes = params.sizes.to(device).flatten(0, 1)  # (M, 3), blocks in write order
@@ -239,8 +249,7 @@ def _sources_torch(params: ShuffleParams, shape: tuple[int, int, int],
     first_tag = (((by_size % per_row + 1) << voxel_bits) + start).to(tag_type)
     counts = torch.bincount(code, minlength=mx * my * mz)
     total = int((counts * table_volume).sum())
-    keys = _entry_keys(params, total, torch.int32 if slot_bits <= 8 else torch.int64)
-    keys = keys.to(device)
+    keys = _entry_keys(params, total, key_dtype).to(device)
     dst = torch.empty(total, dtype=torch.int64, device=device)
     tags = torch.empty(total, dtype=tag_type, device=device)
     mask = (1 << slot_bits) - 1
@@ -271,11 +280,11 @@ def _entry_keys(params: ShuffleParams, total: int, dtype: torch.dtype) -> torch.
     seeded by ``params.seed`` (twice as fast as float draws), so CPU and CUDA cubes get the
     same permutations; with a CUDA generator on the GPU. The low ``slot_bits`` of a key are
     replaced by the voxel's slot, so int32 keys keep 32 - slot_bits random bits (25 for
-    64x64x32). Two equal
-    random parts keep their raster order: for a block of k voxels that happens with
-    probability k(k-1)/2 / 2**25, 1.6e-5 for the mean block and 1.7e-4 for the largest (108
-    voxels), a bias far below any effect on training. int64 keys (large blocks or batches)
-    make it negligible. On CPU the keys are a scratch buffer, valid until the next call.
+    64x64x32). Two equal random parts keep their raster order: for a block of k voxels that
+    happens with probability k(k-1)/2 / 2**25, 1.6e-5 for the mean block and 1.7e-4 for the
+    largest (108 voxels), a bias far below any effect on training. int64 keys (large
+    blocks) make it negligible. On CPU the keys are a scratch buffer, valid until the next
+    call.
     """
     device = params.sizes.device
     if device.type == "cpu":

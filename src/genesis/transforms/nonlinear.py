@@ -55,14 +55,13 @@ def bezier_curves(controls: torch.Tensor, invert: torch.Tensor,
                   points: int = DEFAULT_POINTS) -> tuple[torch.Tensor, torch.Tensor]:
     """Sampled maps (xs, ys), each (S, points) float64 on the controls' device: xs increasing
     from 0 to 1, ys = f(xs); see ``_curves``."""
-    xs, ys = _curves(controls.detach().cpu().double().numpy(),
-                     invert.detach().cpu().numpy(), points)
+    xs, ys = _curves(controls, invert, points)
     return torch.from_numpy(xs).to(controls.device), torch.from_numpy(ys).to(controls.device)
 
 
-def _curves(controls: np.ndarray, invert: np.ndarray, points: int) -> tuple[np.ndarray,
-                                                                            np.ndarray]:
-    """NumPy (xs, ys) for (S, 2, 2) float64 controls and (S,) bool ``invert``.
+def _curves(controls: torch.Tensor, invert: torch.Tensor,
+            points: int) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy float64 (xs, ys) for (S, 2, 2) controls and (S,) bool ``invert`` on any device.
 
     With control points in the unit square, x(t) and y(t) are non-decreasing in t, so
     sorting the sampled values (as the release does) keeps t order up to rounding; reading
@@ -70,6 +69,8 @@ def _curves(controls: np.ndarray, invert: np.ndarray, points: int) -> tuple[np.n
     The curves and their table are a few thousand numbers per map: NumPy builds them with a
     fraction of torch's per-op overhead, on CPU for every device.
     """
+    controls = controls.detach().cpu().double().numpy()
+    invert = invert.detach().cpu().numpy()
     b1, b2, b3 = _bernstein(points)
     xs = controls[:, 0, 0, None] * b1 + controls[:, 1, 0, None] * b2 + b3
     ys = controls[:, 0, 1, None] * b1 + controls[:, 1, 1, None] * b2 + b3
@@ -95,8 +96,8 @@ def _float64(array: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(array, dtype=np.float64)
 
 
-def lookup(values: torch.Tensor, xs: torch.Tensor | np.ndarray, ys: torch.Tensor | np.ndarray,
-           out: torch.Tensor | None = None) -> torch.Tensor:
+def lookup(values: torch.Tensor, xs: torch.Tensor | np.ndarray,
+           ys: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Piecewise-linear f(values) through the points (xs, ys) of each row, like ``np.interp``.
 
     values (S, V) are clamped to [0, 1]; xs (S, K) is non-decreasing from 0 to 1 and ys = f(xs).
@@ -106,8 +107,7 @@ def lookup(values: torch.Tensor, xs: torch.Tensor | np.ndarray, ys: torch.Tensor
     ``CHORD_TOLERANCE`` (steep, strongly bent parts of a curve), the voxels inside it fall
     back to an exact binary search. So the result equals ``np.interp`` through (xs, ys) to
     within 1e-6 everywhere, 0 and 1 map exactly onto the end points, and the common case is
-    one read from a table small enough for the L2 cache. Returns float32 (S, V); ``out``
-    (S * V,) float32 on CPU receives the result instead of a new tensor.
+    one read from a table small enough for the L2 cache. Returns a new float32 (S, V).
     """
     rows, count = values.shape
     values = values.detach()  # a map of the data, never part of a graph
@@ -115,7 +115,7 @@ def lookup(values: torch.Tensor, xs: torch.Tensor | np.ndarray, ys: torch.Tensor
     table = _Table.build(xs, ys)
     if values.device.type != "cpu":
         return _lookup_torch(values, table, xs, ys)
-    out = torch.empty(rows * count) if out is None else out
+    out = torch.empty(rows * count)
     _read_numpy(values.float().contiguous().numpy(), range(rows), table, xs, ys,
                 out.numpy().reshape(rows, count))
     return out.view(rows, count)
@@ -298,8 +298,7 @@ def apply_nonlinear_(cubes: torch.Tensor, params: NonlinearParams, *,
     if params.samples.numel() == 0:
         return cubes
     samples = params.samples.to(cubes.device)
-    xs, ys = _curves(params.controls.detach().cpu().double().numpy(),
-                     params.invert.detach().cpu().numpy(), points)
+    xs, ys = _curves(params.controls, params.invert, points)
     if numpy_ready(cubes) and cubes.dtype == torch.float32 and cubes.is_contiguous():
         flat = cubes.view(cubes.shape[0], -1).numpy()  # mapped row by row, in place
         _read_numpy(flat, distinct(samples), _Table.build(xs, ys), xs, ys, flat)
