@@ -84,7 +84,7 @@ def test_bad_settings_name_the_key() -> None:
         resolve_settings("ncc", {"cube_size": [30, 32, 16]})
     with pytest.raises(ConfigError, match=r"tasks.lcs.finetune.lr_factor"):
         resolve_settings("lcs", {"lr_factor": 2.0})
-    with pytest.raises(ConfigError, match="task must be one of"):
+    with pytest.raises(ConfigError, match="not a built-in task: its kind must be one of"):
         resolve_settings("ncs", {})
 
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from genesis.atomic import atomic_path, write_json
 from genesis.errors import InputError, WeightsError
-from genesis.models.unet import ENCODER_LEVELS
+from genesis.models.unet import ENCODER_LEVELS, HEAD
 from genesis.provenance import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 RELEASE_PREFIX = "module."
 #: Keys of the encoder, the part shared by the U-Net and the classifier.
 ENCODER_PREFIXES: tuple[str, ...] = tuple(f"{name}." for name in ENCODER_LEVELS)
+#: Keys of the U-Net's output head, the one part a new task replaces.
+HEAD_PREFIX = f"{HEAD}."
 #: The files ``save_weights`` writes, by suffix.
 WEIGHT_SUFFIXES: tuple[str, ...] = (".pt", ".safetensors", ".json")
 #: What each written file holds, recorded in the JSON sidecar.
@@ -184,7 +186,8 @@ def _shape(tensor: Tensor) -> str:
 
 
 def _mismatch_message(path: Path, model: nn.Module, expected: Mapping[str, Tensor],
-                      found: Mapping[str, Tensor], encoder_only: bool) -> str | None:
+                      found: Mapping[str, Tensor], encoder_only: bool,
+                      mode: str = "all") -> str | None:
     """Every way ``found`` fails to fit ``expected``, in one line; None when it fits."""
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
@@ -205,22 +208,32 @@ def _mismatch_message(path: Path, model: nn.Module, expected: Mapping[str, Tenso
     if _FIRST_BLOCK in wrong:
         hints.append(f"the file's first block has {found[_FIRST_BLOCK].shape[0]} channels, "
                      f"the model's {expected[_FIRST_BLOCK].shape[0]}: set the width to match")
+    body_keys = [k for k in expected if not k.startswith(HEAD_PREFIX)]
+    head_only = all(k.startswith(HEAD_PREFIX) for k in [*missing, *unexpected, *wrong])
+    if not encoder_only and mode == "all" and body_keys and head_only:
+        hints.append(f"all but the head ({HEAD}) fits: pass except_head=True to transfer "
+                     "every other layer and start a new head (a task with other classes)")
     encoder_keys = [k for k in expected if k.startswith(ENCODER_PREFIXES)]
     if not encoder_only and encoder_keys and all(
             k in found and found[k].shape == expected[k].shape for k in encoder_keys):
         hints.append("the encoder fits: pass encoder_only=True to load only down_tr*")
-    part = " (encoder only)" if encoder_only else ""
+    part = {"encoder": " (encoder only)", "except_head": " (all but the head)"}.get(mode, "")
     return (f"{path}: weights do not fit {type(model).__name__}{part}; "
             + "; ".join(groups) + "".join(f"; hint: {h}" for h in hints))
 
 
 def load_weights(model: nn.Module, path: str | Path, *,
-                 encoder_only: bool = False) -> LoadReport:
+                 encoder_only: bool = False, except_head: bool = False) -> LoadReport:
     """Load a weights file into ``model`` strictly, in place, and report what was loaded.
 
     With ``encoder_only`` only the encoder (``down_tr*``) is loaded: all of its keys must be
     in the file with the right shapes; the file's decoder and head are skipped and the
     model's other parameters (a classifier's head, a U-Net's decoder) are kept.
+
+    With ``except_head`` every U-Net key but the output head (``out_tr.*``) is loaded,
+    strictly, and the model's head is kept: the paper's transfer for segmentation, where
+    encoder and decoder are pretrained and only the 1x1x1 output layer is new (a task
+    with three classes needs three output channels, the restoration head has one).
 
     Raises:
         InputError: the file is missing or unreadable.
@@ -230,16 +243,22 @@ def load_weights(model: nn.Module, path: str | Path, *,
     weights = read_weights(path)
     expected = target.state_dict()
     found = weights.state_dict
+    if encoder_only and except_head:
+        raise ValueError("encoder_only and except_head exclude each other")
+    mode = "encoder" if encoder_only else "except_head" if except_head else "all"
+    if except_head:
+        expected = {k: v for k, v in expected.items() if not k.startswith(HEAD_PREFIX)}
+        found = {k: v for k, v in found.items() if not k.startswith(HEAD_PREFIX)}
     if encoder_only:
         expected = {k: v for k, v in expected.items() if k.startswith(ENCODER_PREFIXES)}
         if not expected:
             raise WeightsError(f"{type(target).__name__} has no encoder (down_tr*) "
                                "parameters to load")
         found = {k: v for k, v in found.items() if k.startswith(ENCODER_PREFIXES)}
-    problem = _mismatch_message(weights.path, target, expected, found, encoder_only)
+    problem = _mismatch_message(weights.path, target, expected, found, encoder_only, mode)
     if problem:
         raise WeightsError(problem)
-    target.load_state_dict(found, strict=not encoder_only)
+    target.load_state_dict(found, strict=mode == "all")
     report = LoadReport(
         path=weights.path, format=weights.format,
         loaded=tuple(k for k in expected if k in found),

@@ -1,14 +1,18 @@
 """Evaluate a fine-tuned run on its task's test split.
 
-- NCC: ROC AUC (scikit-learn) over every test candidate; ``per_case.csv`` lists
-  ``candidate`` (row of ``candidates_V2.csv``), ``label`` and ``score``.
-- LCS/BMS: every test volume is segmented whole, by Gaussian-blended sliding windows of
-  the training cube size, and thresholded. IoU and Dice are computed per volume on the
-  prepared grid (the paper's resized volumes, e.g. 256x256xZ for LiTS); the reported
-  ``value`` is the mean IoU over test volumes, and ``iou_pooled`` (all volumes' voxels
-  together) is recorded as well. Each mask is mapped back onto its source scan
-  (``restore_to_source``) and saved as ``predictions/<case>.nii.gz`` with the source
-  geometry, so it overlays the original image in ITK-SNAP or 3D Slicer.
+- Classification (NCC, a user's cubes): ROC AUC (scikit-learn) over every test cube, the
+  macro mean over classes one-vs-rest for more than two; ``per_case.csv`` lists
+  ``candidate`` (row of the source CSV), ``label`` and ``score`` (one score column per
+  class for more than two).
+- Segmentation (LCS, BMS, a user's volumes): every test volume is segmented whole, by
+  Gaussian-blended sliding windows of the training cube size, and thresholded (binary)
+  or arg-maxed over the classes. IoU and Dice are computed per volume on the prepared
+  grid (the paper's resized volumes, e.g. 256x256xZ for LiTS), per foreground class and
+  as their mean; the reported ``value`` is the mean IoU over test volumes, and
+  ``iou_pooled`` (all volumes' voxels together) is recorded as well. Each label map is
+  mapped back onto its source scan (``restore_to_source``), carries the source label
+  values (those of ``dataset.json``), and is saved as ``predictions/<case>.nii.gz`` with
+  the source geometry, so it overlays the original image in ITK-SNAP or 3D Slicer.
 
 The model (class, width, batch norm mode) and the run's task, init, seed and cube size
 come from the ``weights.json`` sidecar that fine-tuning wrote, so evaluation cannot drift
@@ -32,7 +36,7 @@ from torch import nn
 from genesis.atomic import write_json, write_text
 from genesis.errors import ConfigError, InputError
 from genesis.tasks.finetune import WEIGHTS_STEM, memory_format, run_number
-from genesis.tasks.losses import is_segmentation
+from genesis.tasks.kinds import TaskInfo, task_info
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,8 @@ class RunRecord:
     cube_size: tuple[int, int, int]
     model_class: str
     model_config: dict[str, Any]
+    #: label_fraction, n_labelled, n_train_cases (absent before label sweeps: all cases)
+    labels: dict[str, Any]
 
 
 def read_run(run_dir: str | Path) -> RunRecord:
@@ -98,7 +104,9 @@ def read_run(run_dir: str | Path) -> RunRecord:
         return RunRecord(weights, finetune["task"], finetune["init"], int(finetune["seed"]),
                          finetune.get("run"), finetune["settings"],
                          tuple(int(n) for n in finetune["cube_size"]), model["model"],
-                         model["model_config"])
+                         model["model_config"],
+                         {key: finetune.get(key) for key in
+                          ("label_fraction", "n_labelled", "n_train_cases")})
     except FileNotFoundError:
         raise InputError(sidecar, "missing; run `genesis finetune` first") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
@@ -135,14 +143,19 @@ def evaluate(task: str, data_dir: str | Path, run_dir: str | Path,
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     run = read_run(run_dir)
     check_consistent(run, task, settings)
+    info = task_info(data_dir)
     model = build_run_model(run).to(
         device, memory_format=memory_format(bool(run.settings.get("channels_last", True))))
-    if is_segmentation(task):
-        results = _evaluate_segmentation(model, run, data_dir, run_dir, settings, device)
+    if info.kind == "segmentation":
+        results = _evaluate_segmentation(model, run, info, data_dir, run_dir, settings, device)
     else:
-        results = _evaluate_ncc(model, run, data_dir, run_dir, settings, device)
+        results = _evaluate_classification(model, run, info, data_dir, run_dir, settings,
+                                           device)
     number = run.run if run.run is not None else run_number(run_dir)
-    metrics = {"task": task, "init": run.init, "run": number, "seed": run.seed,
+    fraction = run.labels.get("label_fraction")
+    metrics = {"task": task, "kind": info.kind, "init": run.init, "run": number,
+               "seed": run.seed, "fraction": 1.0 if fraction is None else fraction,
+               "n_labelled": run.labels.get("n_labelled"),
                "weights": str(run.weights), "evaluation": _settings_record(settings),
                **results}
     write_json(run_dir / METRICS_JSON, metrics)
@@ -157,8 +170,9 @@ def _settings_record(settings: EvaluateSettings) -> dict[str, Any]:
     return to_mapping(settings)
 
 
-def _evaluate_ncc(model: nn.Module, run: RunRecord, data_dir: Path, run_dir: Path,
-                  settings: EvaluateSettings, device: torch.device | str) -> dict[str, Any]:
+def _evaluate_classification(model: nn.Module, run: RunRecord, info: TaskInfo,
+                             data_dir: Path, run_dir: Path, settings: EvaluateSettings,
+                             device: torch.device | str) -> dict[str, Any]:
     from genesis.tasks.inference import predict_scores
     from genesis.tasks.metrics import roc_auc
     from genesis.tasks.prepared import crop_center, load_ncc_candidates, load_ncc_split
@@ -166,50 +180,98 @@ def _evaluate_ncc(model: nn.Module, run: RunRecord, data_dir: Path, run_dir: Pat
     cubes, labels = load_ncc_split(data_dir, "test")
     candidates = load_ncc_candidates(data_dir, "test")
     cubes = crop_center(cubes[:, None], run.cube_size)[:, 0]  # stored test cubes: identity
-    scores = predict_scores(model, cubes, batch_size=settings.batch_size, device=device)
-    auc = roc_auc(labels, scores)
-    rows = [{"candidate": int(c), "label": int(y), "score": f"{s:.6g}"}
-            for c, y, s in zip(candidates, labels, scores, strict=True)]
-    _write_csv(run_dir / PER_CASE_CSV, ("candidate", "label", "score"), rows)
+    scores = predict_scores(model, cubes, batch_size=settings.batch_size, device=device,
+                            softmax=info.multiclass)
+    if info.multiclass:
+        from sklearn.metrics import roc_auc_score
+
+        present = np.unique(labels)
+        if present.size != info.n_classes:
+            raise InputError(data_dir, f"the test split holds classes {present.tolist()} of "
+                             f"{info.n_classes}; the macro AUC needs every class")
+        auc = float(roc_auc_score(labels, scores, multi_class="ovr", average="macro"))
+        score_columns = [f"score_{name}" for name in info.class_names]
+        rows = [{"candidate": int(c), "label": int(y),
+                 **{col: f"{v:.6g}" for col, v in zip(score_columns, s, strict=True)}}
+                for c, y, s in zip(candidates, labels, scores, strict=True)]
+        columns = ("candidate", "label", *score_columns)
+    else:
+        auc = roc_auc(labels, scores)
+        rows = [{"candidate": int(c), "label": int(y), "score": f"{s:.6g}"}
+                for c, y, s in zip(candidates, labels, scores, strict=True)]
+        columns = ("candidate", "label", "score")
+    _write_csv(run_dir / PER_CASE_CSV, columns, rows)
+    counts = {name: int(np.count_nonzero(labels == k))
+              for k, name in enumerate(info.class_names)}
     return {"metric": "auc", "value": auc, "n_cases": len(rows),
-            "n_positive": int(np.count_nonzero(labels))}
+            "n_positive": int(np.count_nonzero(labels)) if not info.multiclass else None,
+            "cases_per_class": counts}
 
 
-def _evaluate_segmentation(model: nn.Module, run: RunRecord, data_dir: Path, run_dir: Path,
-                           settings: EvaluateSettings, device: torch.device | str
-                           ) -> dict[str, Any]:
+def _evaluate_segmentation(model: nn.Module, run: RunRecord, info: TaskInfo, data_dir: Path,
+                           run_dir: Path, settings: EvaluateSettings,
+                           device: torch.device | str) -> dict[str, Any]:
     from genesis.tasks.inference import predict_volume
-    from genesis.tasks.metrics import dice, iou, overlap_counts, pooled_iou
+    from genesis.tasks.metrics import (
+        class_overlaps,
+        dice_from_counts,
+        iou_from_counts,
+        pooled_iou,
+    )
     from genesis.tasks.prepared import iter_cases
 
     roi = run.cube_size
+    names = info.class_names[1:]
     rows, counts = [], []
     for case in iter_cases(data_dir, "test"):
         probability = predict_volume(model, case.image, roi=roi, overlap=settings.overlap,
                                      mode=settings.mode, sw_batch_size=settings.sw_batch_size,
-                                     device=device)
-        mask = (probability >= settings.threshold).astype(np.uint8)
-        rows.append({"case": case.name, "iou": iou(mask, case.label),
-                     "dice": dice(mask, case.label)})
-        counts.append(overlap_counts(mask, case.label))
+                                     device=device, softmax=info.multiclass)
+        if info.multiclass:
+            labels = probability.argmax(axis=0).astype(np.uint8)
+        else:
+            labels = (probability >= settings.threshold).astype(np.uint8)
+        overlaps = class_overlaps(labels, case.label, info.n_classes)
+        ious = [iou_from_counts(c) for c in overlaps]
+        dices = [dice_from_counts(c) for c in overlaps]
+        row: dict[str, Any] = {"case": case.name, "iou": float(np.mean(ious)),
+                               "dice": float(np.mean(dices))}
+        if info.multiclass:
+            row.update({f"iou_{n}": v for n, v in zip(names, ious, strict=True)})
+            row.update({f"dice_{n}": v for n, v in zip(names, dices, strict=True)})
+        rows.append(row)
+        counts.append(overlaps)
         if settings.save_predictions:
-            save_prediction(run_dir / PREDICTIONS_DIR / f"{case.name}.nii.gz", mask, case)
-        log.info("%s: IoU %.4f, Dice %.4f", case.name, rows[-1]["iou"], rows[-1]["dice"])
+            save_prediction(run_dir / PREDICTIONS_DIR / f"{case.name}.nii.gz", labels, case,
+                            info.classes)
+        log.info("%s: IoU %.4f, Dice %.4f", case.name, row["iou"], row["dice"])
     if not rows:
         raise InputError(data_dir, "no prepared test case; run `genesis prepare` first")
-    _write_csv(run_dir / PER_CASE_CSV, ("case", "iou", "dice"),
-               [{**r, "iou": f"{r['iou']:.6g}", "dice": f"{r['dice']:.6g}"} for r in rows])
+    columns = [key for key in rows[0]]
+    _write_csv(run_dir / PER_CASE_CSV, tuple(columns),
+               [{k: (v if k == "case" else f"{v:.6g}") for k, v in r.items()} for r in rows])
+    per_class = {
+        name: {"iou": float(np.mean([iou_from_counts(c[k]) for c in counts])),
+               "dice": float(np.mean([dice_from_counts(c[k]) for c in counts])),
+               "iou_pooled": pooled_iou([c[k] for c in counts])}
+        for k, name in enumerate(names)}
     return {"metric": "iou", "value": float(np.mean([r["iou"] for r in rows])),
             "dice": float(np.mean([r["dice"] for r in rows])),
-            "iou_pooled": pooled_iou(counts), "n_cases": len(rows)}
+            "iou_pooled": float(np.mean([v["iou_pooled"] for v in per_class.values()])),
+            "per_class": per_class, "n_cases": len(rows)}
 
 
-def save_prediction(path: Path, mask: np.ndarray, case: Any) -> None:
-    """The mask on the source scan's grid and geometry, as uint8 NIfTI."""
+def save_prediction(path: Path, labels: np.ndarray, case: Any,
+                    values: tuple[str, ...] = ("0", "1")) -> None:
+    """The label map on the source scan's grid and geometry, as uint8 NIfTI, with the
+    source label values (class index k is written as ``values[k]``)."""
     from genesis.io import save_nifti
     from genesis.tasks.prepared import restore_to_source
 
-    restored, geometry = restore_to_source(mask.astype(np.uint8), case)
+    restored, geometry = restore_to_source(labels.astype(np.uint8), case)
+    lookup = np.asarray([int(float(v)) for v in values], dtype=np.int64)
+    if not np.array_equal(lookup, np.arange(len(lookup))):
+        restored = lookup[restored]
     save_nifti(path, restored.astype(np.uint8), like=geometry)
 
 

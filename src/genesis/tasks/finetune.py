@@ -1,8 +1,16 @@
-"""Fine-tune on a target task (NCC, LCS, BMS) from scratch or from pretrained weights.
+"""Fine-tune a target task (a classification or segmentation kind) from scratch or from
+pretrained weights.
 
-One plain training loop for all three tasks (facts §5): Adam, the paper's loss (Dice for
-segmentation, BCE for NCC), the learning rate halved when the validation loss stops
-improving, early stopping, and the weights of the best validation epoch kept.
+One plain training loop for every task (facts §5): Adam, the paper's loss (Dice for
+segmentation, BCE for classification; with more than two classes Dice + cross-entropy
+and cross-entropy), the learning rate halved when the validation loss stops improving,
+early stopping, and the weights of the best validation epoch kept. A non-finite loss
+ends the run with ``DivergedError`` and writes no weights.
+
+What the task is (kind, classes) is read from the prepared folder's ``prepare.json``
+(``genesis.tasks.kinds.task_info``); the task's name only picks the paper's defaults for
+NCC, LCS and BMS. ``label_fraction`` trains on a nested, seeded subset of the training
+cases (``genesis.tasks.label_subsets``), the same for every initialisation of one seed.
 
 Initialisations:
 
@@ -15,9 +23,11 @@ Initialisations:
   ``released`` and to false (standard batch norm) otherwise; the ``batch_stats`` setting
   overrides both.
 
-Segmentation fine-tunes the whole U-Net, loading every tensor strictly (the pretrained
-head is the same 1-channel sigmoid as the binary segmentation output). NCC loads only
-the encoder into ``GenesisClassifier``; its head starts random. A file that does not fit
+Binary segmentation fine-tunes the whole U-Net, loading every tensor strictly (the
+pretrained head is the same 1-channel sigmoid as the binary segmentation output); with
+more classes every layer but the 1x1x1 head is transferred (``except_head``) and the head
+gets one channel per class plus background. Classification loads only the encoder into
+``GenesisClassifier``; its head starts random. A file that does not fit
 raises ``WeightsError`` listing every missing, unexpected and mis-shaped key: never a
 silent random start.
 
@@ -46,11 +56,13 @@ import torch
 from torch import Tensor, nn
 
 from genesis.atomic import write_text
-from genesis.errors import ConfigError, InputError
+from genesis.errors import ConfigError, GenesisError, InputError
 from genesis.io.tables import FINETUNE_CURVE_COLUMNS
 from genesis.seeding import derive_seed, numpy_rng, set_determinism
 from genesis.settings import from_mapping, to_mapping
-from genesis.tasks.losses import TASKS, build_loss, is_segmentation
+from genesis.tasks.kinds import TaskInfo, check_name, preset_kind, task_info, two_stage_crop
+from genesis.tasks.label_subsets import check_fraction, labelled_subset
+from genesis.tasks.losses import build_loss
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +72,12 @@ CHECKPOINT = "checkpoint.pt"
 CURVES = "curves.csv"
 WEIGHTS_STEM = "weights"
 INIT_PATTERN = re.compile(r"^(scratch|released|genesis(-[a-z_]+)?)$")
+
+
+class DivergedError(GenesisError):
+    """The loss became NaN or infinite: the run stops and exports nothing."""
+
+
 #: Settings that may change between an interrupted run and its resume (budget, not model).
 RESUMABLE_CHANGES: frozenset[str] = frozenset({"max_epochs", "max_minutes"})
 #: Seed of the validation patches: the same for every run, so runs are compared on one set.
@@ -126,8 +144,8 @@ class FinetuneSettings:
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ConfigError(f"{section}.steps_per_epoch must be at least 1 or null, got "
                               f"{self.steps_per_epoch}")
-        if not self.lr > 0:
-            raise ConfigError(f"{section}.lr must be positive, got "
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"{section}.lr must be a finite positive number, got "
                               f"{self.lr}")
         if not 0 < self.lr_factor < 1:
             raise ConfigError(f"{section}.lr_factor must be in (0, 1), got {self.lr_factor}")
@@ -137,7 +155,8 @@ class FinetuneSettings:
         if self.positive_fraction is not None and not 0 <= self.positive_fraction <= 1:
             raise ConfigError(f"{section}.positive_fraction must be in [0, 1] or null, got "
                               f"{self.positive_fraction}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes)
+                                                  and self.max_minutes > 0):
             raise ConfigError(f"{section}.max_minutes must be positive or null, got "
                               f"{self.max_minutes}")
         if self.cube_size is not None:
@@ -149,6 +168,12 @@ TASK_DEFAULTS: dict[str, FinetuneSettings] = {
     "ncc": FinetuneSettings(lr=1e-3, batch_size=24, early_stop_patience=10, lr_patience=5),
     "lcs": FinetuneSettings(lr=1e-2, batch_size=16, early_stop_patience=20, lr_patience=10),
     "bms": FinetuneSettings(lr=1e-3, batch_size=16, early_stop_patience=30, lr_patience=15),
+}
+#: Defaults of a user's own task, by kind: the paper's NCC and BMS settings (Adam at
+#: 1e-3, which the paper uses for both kinds; LCS's 1e-2 is specific to its resized CT).
+KIND_DEFAULTS: dict[str, FinetuneSettings] = {
+    "classification": TASK_DEFAULTS["ncc"],
+    "segmentation": TASK_DEFAULTS["bms"],
 }
 
 
@@ -162,22 +187,28 @@ def check_cube_size(size: tuple[int, ...], key: str) -> None:
         raise ConfigError(f"{key}: {error.problem}") from None
 
 
-def resolve_settings(task: str, mapping: Mapping[str, Any] | None) -> FinetuneSettings:
-    """The task's paper defaults with the given keys (checked like any config) on top."""
-    check_task(task)
+def resolve_settings(task: str, mapping: Mapping[str, Any] | None,
+                     kind: str | None = None) -> FinetuneSettings:
+    """The task's defaults with the given keys (checked like any config) on top.
+
+    The paper's tasks start from their published settings (``TASK_DEFAULTS``), a user's
+    task from its kind's (``KIND_DEFAULTS``); ``kind`` is then required.
+    """
+    check_name(task)
     section = f"tasks.{task}.finetune"
+    if task in TASK_DEFAULTS:
+        defaults = TASK_DEFAULTS[task]
+    elif kind in KIND_DEFAULTS:
+        defaults = KIND_DEFAULTS[kind]
+    else:
+        raise ConfigError(f"task {task!r} is not a built-in task: its kind must be one of "
+                          f"{list(KIND_DEFAULTS)}, got {kind!r}")
     given = dict(mapping or {})
     try:
         parsed = from_mapping(FinetuneSettings, given, section)  # key and type errors
-        return dataclasses.replace(TASK_DEFAULTS[task],
-                                   **{key: getattr(parsed, key) for key in given})
+        return dataclasses.replace(defaults, **{key: getattr(parsed, key) for key in given})
     except ConfigError as error:  # __post_init__ does not know the task's section name
         raise ConfigError(str(error).replace("tasks.<task>.finetune", section)) from None
-
-
-def check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ConfigError(f"task must be one of {list(TASKS)}, got {task!r}")
 
 
 @dataclass(frozen=True)
@@ -211,26 +242,58 @@ class Init:
 # Data: batches of (input (B, 1, X, Y, Z), target) for each task
 
 
-class NccData:
-    """Candidate cubes and labels; training cubes carry the shift margin (prepared.py)."""
+@dataclass(frozen=True)
+class LabelledSubset:
+    """Which training cases a run learns from (``label_fraction`` of them, nested)."""
 
-    def __init__(self, task_dir: Path, settings: FinetuneSettings) -> None:
+    fraction: float
+    indices: np.ndarray  # into the training split, sorted
+    n_total: int
+
+    @property
+    def n_labelled(self) -> int:
+        return len(self.indices)
+
+    def record(self) -> dict[str, Any]:
+        return {"label_fraction": self.fraction, "n_labelled": self.n_labelled,
+                "n_train_cases": self.n_total}
+
+
+def choose_subset(classes_per_case: list[frozenset[int]], fraction: float, seed: int,
+                  task: str) -> LabelledSubset:
+    indices = labelled_subset(classes_per_case, fraction, seed, task)
+    return LabelledSubset(fraction, indices, len(classes_per_case))
+
+
+class ClassificationData:
+    """Labelled cubes (NCC's candidates or a user's); training cubes carry the shift margin
+    (prepared.py). Labels are class indices; binary tasks use 0/1."""
+
+    def __init__(self, task: str, task_dir: Path, settings: FinetuneSettings,
+                 label_fraction: float = 1.0, seed: int = 0) -> None:
         from genesis.tasks.prepared import load_ncc_split, prepared_cube_size
 
         prepared = prepared_cube_size(task_dir)
         if settings.cube_size is not None and tuple(settings.cube_size) != prepared:
-            raise ConfigError(f"tasks.ncc.finetune.cube_size {list(settings.cube_size)} differs "
-                              f"from the prepared cubes' {list(prepared)} in {task_dir}; "
-                              "prepare the task again with the same cube_size")
+            raise ConfigError(f"tasks.{task}.finetune.cube_size {list(settings.cube_size)} "
+                              f"differs from the prepared cubes' {list(prepared)} in "
+                              f"{task_dir}; prepare the task again with the same cube_size")
         self.cube_size = prepared
         self.augment = settings.augment
         self.positive_fraction = settings.positive_fraction
-        self.train_cubes, self.train_labels = load_ncc_split(task_dir, "train")
+        train_cubes, train_labels = load_ncc_split(task_dir, "train")
         val_cubes, self.val_labels = load_ncc_split(task_dir, "val")
-        self.val_cubes = _center(np.asarray(val_cubes), prepared)
-        for split, labels in (("train", self.train_labels), ("val", self.val_labels)):
+        for split, labels in (("train", train_labels), ("val", self.val_labels)):
             if len(labels) == 0:
-                raise InputError(task_dir, f"NCC {split} split holds no cubes")
+                raise InputError(task_dir, f"{task} {split} split holds no cubes")
+        self.subset = choose_subset([frozenset({int(y)}) for y in train_labels],
+                                    label_fraction, seed, task)
+        if self.subset.n_labelled == len(train_labels):
+            self.train_cubes, self.train_labels = train_cubes, train_labels
+        else:  # a view of the memory map would re-read scattered rows every epoch
+            self.train_cubes = np.asarray(train_cubes[self.subset.indices])
+            self.train_labels = train_labels[self.subset.indices]
+        self.val_cubes = _center(np.asarray(val_cubes), prepared)
 
     def epoch_size(self) -> int:
         return len(self.train_labels)
@@ -251,6 +314,9 @@ class NccData:
             labels = torch.from_numpy(self.train_labels[index].astype(np.float32))
             yield cubes.contiguous(), labels
 
+    def classes_seen(self) -> int:
+        return len(np.unique(self.train_labels))
+
     def _order(self, steps: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
         """Training indices, batch after batch: shuffled passes, or class-balanced ones."""
         labels = self.train_labels
@@ -268,16 +334,32 @@ class NccData:
         return self.val_cubes, self.val_labels.astype(np.float32)
 
 
-class SegmentationData:
-    """Whole prepared volumes; patches biased to the foreground (BMS: two-stage crop)."""
+class NccData(ClassificationData):
+    """NCC's cubes: ``ClassificationData`` under the task name ``ncc``."""
 
-    def __init__(self, task: str, task_dir: Path, settings: FinetuneSettings) -> None:
+    def __init__(self, task_dir: Path, settings: FinetuneSettings,
+                 label_fraction: float = 1.0, seed: int = 0) -> None:
+        super().__init__("ncc", task_dir, settings, label_fraction, seed)
+
+
+class SegmentationData:
+    """Whole prepared volumes; patches biased to the foreground (BMS: two-stage crop).
+
+    Labels are class indices (0 background); a binary task's are 0/1 masks.
+    """
+
+    def __init__(self, task: str, task_dir: Path, settings: FinetuneSettings,
+                 label_fraction: float = 1.0, seed: int = 0) -> None:
         from genesis.tasks.prepared import PatchSampler, outer_patch_size
 
         self.cube_size = segmentation_cube_size(task_dir, settings.cube_size)
         self.patches_per_case = settings.patches_per_case
-        outer = outer_patch_size(self.cube_size) if task == "bms" else None
-        train = _load_volumes(task_dir, "train")
+        outer = outer_patch_size(self.cube_size) if two_stage_crop(task) else None
+        images, labels = _load_volumes(task_dir, "train")
+        present = [frozenset(int(v) for v in np.unique(label) if v) for label in labels]
+        self.subset = choose_subset(present, label_fraction, seed, task)
+        train = ([images[i] for i in self.subset.indices],
+                 [labels[i] for i in self.subset.indices])
         val = _load_volumes(task_dir, "val")
         self.n_train = len(train[0])
         self.sampler = PatchSampler(*train, self.cube_size, settings.foreground_ratio, outer)
@@ -344,38 +426,46 @@ def _epoch_order(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([rng.permutation(n) for _ in range(passes)])[:count]
 
 
-def load_task_data(task: str, task_dir: Path, settings: FinetuneSettings
-                   ) -> NccData | SegmentationData:
-    if is_segmentation(task):
-        return SegmentationData(task, task_dir, settings)
-    return NccData(task_dir, settings)
+def load_task_data(task: str, info: TaskInfo, task_dir: Path, settings: FinetuneSettings,
+                   label_fraction: float = 1.0, seed: int = 0
+                   ) -> ClassificationData | SegmentationData:
+    if info.kind == "segmentation":
+        return SegmentationData(task, task_dir, settings, label_fraction, seed)
+    return ClassificationData(task, task_dir, settings, label_fraction, seed)
 
 
 # --------------------------------------------------------------------------------------
 # Model
 
 
-def build_model(task: str, settings: FinetuneSettings, batch_stats: bool) -> nn.Module:
-    """U-Net with the release's sigmoid head (segmentation) or the NCC classifier."""
+def build_model(info: TaskInfo, settings: FinetuneSettings, batch_stats: bool) -> nn.Module:
+    """The U-Net (segmentation) or the encoder classifier, with one output per class.
+
+    Binary tasks keep the release's heads: a 1-channel sigmoid U-Net and a 1-logit
+    classifier. More classes: raw logits over every class (softmax in loss and inference).
+    """
     from genesis.models import GenesisClassifier, UNet3D
 
-    if is_segmentation(task):
-        return UNet3D(in_channels=1, out_channels=1, width=settings.width,
-                      batch_stats=batch_stats, final_activation="sigmoid")
-    return GenesisClassifier(n_classes=1, width=settings.width, batch_stats=batch_stats,
-                             hidden=settings.hidden)
+    if info.kind == "segmentation":
+        activation = None if info.multiclass else "sigmoid"
+        return UNet3D(in_channels=1, out_channels=info.n_outputs, width=settings.width,
+                      batch_stats=batch_stats, final_activation=activation)
+    return GenesisClassifier(n_classes=info.n_outputs, width=settings.width,
+                             batch_stats=batch_stats, hidden=settings.hidden)
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last_3d if channels_last else torch.contiguous_format
 
 
-def initialise(model: nn.Module, task: str, init: Init,
+def initialise(model: nn.Module, info: TaskInfo, init: Init,
                reset_head: bool = False) -> dict[str, Any]:
-    """Load the init's weights (strict; encoder only for NCC) and describe what happened.
+    """Load the init's weights strictly and describe what happened.
 
-    ``reset_head`` re-draws the segmentation head after loading (from the seeded global
-    generator, so runs stay reproducible).
+    Classification loads the encoder; binary segmentation the whole U-Net; segmentation
+    with more classes every layer but the head (whose channels differ). ``reset_head``
+    re-draws the segmentation head after loading (from the seeded global generator, so
+    runs stay reproducible).
     """
     from genesis.models import load_weights
     from genesis.provenance import file_sha256
@@ -383,16 +473,20 @@ def initialise(model: nn.Module, task: str, init: Init,
     if init.weights is None:
         log.info("init scratch: random weights")
         return {"init": init.name, "weights": None}
-    encoder_only = not is_segmentation(task)
-    report = load_weights(model, init.weights, encoder_only=encoder_only)
+    segmentation = info.kind == "segmentation"
+    encoder_only = not segmentation
+    except_head = segmentation and info.multiclass
+    report = load_weights(model, init.weights, encoder_only=encoder_only,
+                          except_head=except_head)
     log.info("init %s: %s", init.name, report.summary())
-    head_reset = reset_head and is_segmentation(task)
+    head_reset = reset_head and segmentation and not except_head
     if head_reset:
         model.out_tr.final_conv.reset_parameters()
         log.info("init %s: segmentation head out_tr.final_conv re-initialised (reset_head)",
                  init.name)
     return {"init": init.name, "weights": str(init.weights), "head_reset": head_reset,
             "weights_sha256": file_sha256(init.weights), "encoder_only": encoder_only,
+            "except_head": except_head,
             "loaded": len(report.loaded), "kept_random": len(report.kept),
             "skipped": len(report.skipped), "source_epoch": report.epoch}
 
@@ -420,31 +514,46 @@ def finetune(
     settings: FinetuneSettings,
     *,
     run: int | None = None,
+    label_fraction: float = 1.0,
     device: torch.device | str = "cpu",
     on_epoch_end: Callable[[int], None] | None = None,
 ) -> FinetuneResult:
     """Train (or resume) one run; write checkpoint, curves and best weights to output_dir.
 
-    ``on_epoch_end(epoch)`` is called after each epoch's checkpoint (tests interrupt
-    training there).
+    ``label_fraction`` < 1 trains on that share of the training cases (nested subsets,
+    chosen from ``seed``: the same for every init). ``on_epoch_end(epoch)`` is called after
+    each epoch's checkpoint (tests interrupt training there).
+
+    Raises:
+        DivergedError: a training or validation loss was NaN or infinite; the
+            checkpoint of the last good epoch is kept and no weights are written.
     """
-    check_task(task)
+    check_name(task)
+    label_fraction = check_fraction(label_fraction, "--label-fraction")
     data_dir, output_dir = Path(data_dir), Path(output_dir)
+    info = task_info(data_dir)
+    expected_kind = preset_kind(task)
+    if expected_kind is not None and expected_kind != info.kind:
+        raise InputError(data_dir, f"holds a {info.kind} task, but {task} is {expected_kind}")
     device = torch.device(device)
     output_dir.mkdir(parents=True, exist_ok=True)
     settings_map = to_mapping(settings)
-    data = load_task_data(task, data_dir, settings)
+    data = load_task_data(task, info, data_dir, settings, label_fraction, seed)
+    subset = data.subset
+    if label_fraction < 1:
+        log.info("%s: labelled subset %g -> %d of %d training cases", task, label_fraction,
+                 subset.n_labelled, subset.n_total)
     batch_stats = init.batch_stats(settings)
     set_determinism(derive_seed(seed, "finetune", task, "init"))
-    model = build_model(task, settings, batch_stats)
-    init_record = initialise(model, task, init, settings.reset_head)
+    model = build_model(info, settings, batch_stats)
+    init_record = initialise(model, info, init, settings.reset_head)
     model.to(device, memory_format=memory_format(settings.channels_last))
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=settings.lr_factor, patience=settings.lr_patience)
-    loss_fn = build_loss(task)
+    loss_fn = build_loss(info.kind, info.n_classes)
     state = _resume_state(output_dir / CHECKPOINT, task, init, seed, settings_map,
-                          model, optimizer, scheduler)
+                          model, optimizer, scheduler, label_fraction)
     steps = settings.steps_per_epoch or max(1, math.ceil(data.epoch_size() / settings.batch_size))
     started = time.monotonic() - state["seconds"]
     _check_stop(state, settings)  # a resumed run may be done, or have a new budget
@@ -453,8 +562,14 @@ def finetune(
         epoch_seed = derive_seed(seed, "finetune", task, "epoch", epoch)
         train_loss = _train_epoch(model, optimizer, loss_fn,
                                   data.batches(epoch_seed, steps, settings.batch_size), device)
-        val_loss, val_metric = _validate(model, loss_fn, task, *data.validation(),
+        val_loss, val_metric = _validate(model, loss_fn, info, *data.validation(),
                                          settings.batch_size, device)
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise DivergedError(
+                f"{task}: diverged at epoch {epoch} (training loss {train_loss:.4g}, "
+                f"validation loss {val_loss:.4g}, learning rate "
+                f"{optimizer.param_groups[0]['lr']:.3g}); no weights written. Lower "
+                f"tasks.{task}.finetune.lr")
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step(val_loss)
         state["curves"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
@@ -464,7 +579,7 @@ def finetune(
         state["seconds"] = time.monotonic() - started
         _check_stop(state, settings)
         log.info("%s epoch %d: train %.4f, val %.4f, val %s %.4f, lr %.3g (%.1f s)%s", task,
-                 epoch, train_loss, val_loss, "iou" if is_segmentation(task) else "auc",
+                 epoch, train_loss, val_loss, "iou" if info.kind == "segmentation" else "auc",
                  val_metric, lr, state["seconds"],
                  f"; stopping: {state['stop_reason']}" if state["finished"] else "")
         _save_state(output_dir, state, model, optimizer, scheduler)
@@ -475,7 +590,9 @@ def finetune(
     write_curves(output_dir / CURVES, state["curves"])
     model.load_state_dict(state["best_state"])
     record = {
-        "stage": "finetune", "task": task, "init": init.name, "seed": seed, "run": run,
+        "stage": "finetune", "task": task, "kind": info.kind, "init": init.name, "seed": seed,
+        "run": run, **subset.record(), "classes": list(info.classes),
+        "class_names": list(info.class_names),
         "settings": settings_map, "cube_size": list(data.cube_size),
         "batch_stats": batch_stats, "init_weights": init_record,
         "best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"],
@@ -509,16 +626,18 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
     return total / count
 
 
-def _validate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], task: str,
+def _validate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], info: TaskInfo,
               inputs: np.ndarray, targets: np.ndarray, batch_size: int,
               device: torch.device) -> tuple[float, float]:
-    """Loss and metric on the whole validation set (NCC: AUC; segmentation: pooled IoU).
+    """Loss and metric on the whole validation set (classification: AUC, the mean over
+    classes one-vs-rest for more than two; segmentation: pooled IoU, the mean over the
+    foreground classes for more than one).
 
     Outputs are gathered first and the loss computed once, so the segmentation Dice is
     pooled over all validation patches, like the training loss over a batch.
     """
     from genesis.tasks.inference import autocast_for
-    from genesis.tasks.metrics import iou, rank_auc
+    from genesis.tasks.metrics import iou, mean_class_iou, rank_auc
 
     model.eval()
     outputs = []
@@ -531,9 +650,20 @@ def _validate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], tas
         output = torch.cat(outputs)
         target = torch.from_numpy(np.asarray(targets, dtype=np.float32))
         loss = float(loss_fn(output, target))
-    if is_segmentation(task):
+    if not math.isfinite(loss) or not torch.isfinite(output).all():
+        return math.inf, float("nan")
+    if info.kind == "segmentation":
+        if info.multiclass:
+            return loss, mean_class_iou(output.argmax(dim=1).numpy(),
+                                        target[:, 0].numpy().astype(np.int64),
+                                        info.n_classes)
         return loss, iou(output.numpy() >= 0.5, target.numpy())
     try:
+        if info.multiclass:
+            labels = np.asarray(targets).astype(np.int64)
+            scores = output.softmax(dim=1).numpy()
+            return loss, float(np.mean([rank_auc(labels == k, scores[:, k])
+                                        for k in range(info.n_classes)]))
         return loss, rank_auc(targets, output.reshape(-1).numpy())
     except InputError:  # one class in a tiny validation split: AUC undefined
         return loss, float("nan")
@@ -570,13 +700,14 @@ def _check_stop(state: dict[str, Any], settings: FinetuneSettings) -> None:
 
 def _resume_state(path: Path, task: str, init: Init, seed: int, settings: dict[str, Any],
                   model: nn.Module, optimizer: torch.optim.Optimizer,
-                  scheduler: Any) -> dict[str, Any]:
+                  scheduler: Any, label_fraction: float = 1.0) -> dict[str, Any]:
     """A fresh state, or the checkpoint's (checked to belong to the same run)."""
     from genesis.provenance import file_sha256
     from genesis.train.checkpoint import load_checkpoint, restore_rng_state
 
     # The weights' content, not just their path: re-pretrained weights make a new run.
     identity = {"task": task, "init": init.name, "seed": seed,
+                "label_fraction": label_fraction,
                 "init_weights": str(init.weights) if init.weights else None,
                 "init_weights_sha256": file_sha256(init.weights) if init.weights else None}
     checkpoint = load_checkpoint(path)
@@ -603,7 +734,8 @@ def _stale_reason(checkpoint: dict[str, Any], identity: dict[str, Any],
                   settings: dict[str, Any]) -> str | None:
     """Why a checkpoint cannot be resumed (another run, or changed settings), or None."""
     for key, value in identity.items():
-        if checkpoint.get(key) != value:
+        # Checkpoints from before label sweeps trained on every case.
+        if checkpoint.get(key, 1.0 if key == "label_fraction" else None) != value:
             return (f"checkpoint belongs to another run ({key} {checkpoint.get(key)!r}, "
                     f"now {value!r})")
     old = checkpoint.get("settings", {})

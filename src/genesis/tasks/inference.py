@@ -37,10 +37,13 @@ def predict_volume(
     mode: str = "gaussian",
     sw_batch_size: int = 4,
     device: torch.device | str = "cpu",
+    softmax: bool = False,
 ) -> np.ndarray:
     """Foreground probability (X, Y, Z) float32 of a whole (X, Y, Z) volume.
 
     ``model`` maps (N, 1, *roi) to probabilities (N, 1, *roi) (the U-Net's sigmoid head).
+    With ``softmax`` it maps to logits (N, K, *roi) over K classes, and the result is the
+    class probabilities (K, X, Y, Z): windows are blended as probabilities, not logits.
     """
     from monai.inferers import sliding_window_inference
 
@@ -52,7 +55,8 @@ def predict_volume(
 
     def predictor(window: Tensor) -> Tensor:
         with autocast_for(device):
-            return model(window).float()
+            output = model(window).float()
+        return output.softmax(dim=1) if softmax else output
 
     model.eval()
     with torch.inference_mode():
@@ -61,7 +65,7 @@ def predict_volume(
             predictor=predictor, overlap=overlap, mode=mode, padding_mode="constant",
             cval=0.0,
         )
-    return output[0, 0].float().cpu().numpy()
+    return (output[0] if softmax else output[0, 0]).float().cpu().numpy()
 
 
 def predict_scores(
@@ -70,8 +74,10 @@ def predict_scores(
     *,
     batch_size: int = 24,
     device: torch.device | str = "cpu",
+    softmax: bool = False,
 ) -> np.ndarray:
-    """Positive-class probability (n,) for cubes (n, X, Y, Z) through a logit classifier."""
+    """Positive-class probability (n,) for cubes (n, X, Y, Z) through a logit classifier;
+    with ``softmax``, the class probabilities (n, K) of a K-logit classifier."""
     device = torch.device(device)
     model.eval()
     scores: list[np.ndarray] = []
@@ -80,6 +86,7 @@ def predict_scores(
             chunk = np.asarray(cubes[start:start + batch_size], dtype=np.float32)
             batch = torch.from_numpy(chunk)[:, None].to(device)  # (B, 1, X, Y, Z)
             with autocast_for(device):
-                logits = model(batch).float().reshape(len(chunk), -1)[:, 0]
-            scores.append(torch.sigmoid(logits).cpu().numpy())
+                logits = model(batch).float().reshape(len(chunk), -1)
+            probabilities = logits.softmax(dim=1) if softmax else torch.sigmoid(logits[:, 0])
+            scores.append(probabilities.cpu().numpy())
     return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)

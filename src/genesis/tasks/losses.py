@@ -1,4 +1,5 @@
-"""Training losses of the target tasks (facts §5): soft Dice for segmentation, BCE for NCC.
+"""Training losses of the target tasks (facts §5): soft Dice for segmentation, BCE for NCC;
+Dice + cross-entropy and cross-entropy for tasks with more than two classes.
 
 Soft Dice is written here rather than taken from MONAI because importing MONAI costs
 2-4 s of CPU per process, paid by each of the demo's 18 short fine-tuning jobs; the test
@@ -14,19 +15,9 @@ autocast.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
-
-Task = Literal["ncc", "lcs", "bms"]
-SEGMENTATION_TASKS: tuple[str, ...] = ("lcs", "bms")
-TASKS: tuple[str, ...] = ("ncc", "lcs", "bms")
-
-
-def is_segmentation(task: str) -> bool:
-    """LCS and BMS segment volumes; NCC classifies candidate cubes."""
-    return task in SEGMENTATION_TASKS
 
 
 class SoftDiceLoss(nn.Module):
@@ -64,8 +55,41 @@ class LogitBCELoss(nn.Module):
         return self._bce(logits.float().reshape(-1), target.float().reshape(-1))
 
 
-def build_loss(task: str) -> Callable[[Tensor, Tensor], torch.Tensor]:
-    """The paper's loss for ``task``: Dice for LCS/BMS, BCE-with-logits for NCC."""
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
-    return SoftDiceLoss() if is_segmentation(task) else LogitBCELoss()
+class SoftmaxDiceCELoss(nn.Module):
+    """Multi-class segmentation: soft Dice over the foreground classes plus cross-entropy.
+
+    ``logits`` are (N, K, X, Y, Z) over background and K - 1 classes; ``target`` holds
+    class indices, (N, X, Y, Z) or (N, 1, X, Y, Z). Dice alone lets a rare class vanish
+    early (its gradient is tiny while it is absent), cross-entropy alone under-weights
+    small structures; their sum (nnU-Net's choice) trains both. Background is left out
+    of the Dice term, as its overlap is large and uninformative.
+    """
+
+    def __init__(self, smooth: float = 1e-5) -> None:
+        super().__init__()
+        self.dice = SoftDiceLoss(smooth)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        logits = logits.float()
+        index = target.reshape(logits.shape[0], *logits.shape[2:]).long()
+        probabilities = logits.softmax(dim=1)
+        one_hot = nn.functional.one_hot(index, logits.shape[1]).movedim(-1, 1)
+        dice = self.dice(probabilities[:, 1:], one_hot[:, 1:])
+        return dice + nn.functional.cross_entropy(logits, index)
+
+
+class CrossEntropyLoss(nn.Module):
+    """Multi-class classification: cross-entropy on logits (N, K) against indices (N,)."""
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return nn.functional.cross_entropy(logits.float(), target.reshape(-1).long())
+
+
+def build_loss(kind: str, n_classes: int = 2) -> Callable[[Tensor, Tensor], torch.Tensor]:
+    """The loss of a task kind: the paper's Dice (segmentation) or BCE (classification)
+    for two classes; Dice + cross-entropy or cross-entropy for more."""
+    if kind == "segmentation":
+        return SoftDiceLoss() if n_classes <= 2 else SoftmaxDiceCELoss()
+    if kind == "classification":
+        return LogitBCELoss() if n_classes <= 2 else CrossEntropyLoss()
+    raise ValueError(f"kind must be classification or segmentation, got {kind!r}")

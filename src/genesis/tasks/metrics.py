@@ -58,6 +58,53 @@ def pooled_iou(counts: Sequence[tuple[int, int, int]]) -> float:
     return 1.0 if union == 0 else inter / union
 
 
+def class_overlaps(pred: np.ndarray, target: np.ndarray, n_classes: int
+                   ) -> list[tuple[int, int, int]]:
+    """(intersection, |pred|, |target|) of each foreground class 1..n_classes-1.
+
+    ``pred`` and ``target`` are label maps of class indices of one shape. One pass of
+    ``np.bincount`` over the pair codes instead of a mask per class.
+    """
+    p = np.asarray(pred).astype(np.int64, copy=False).reshape(-1)
+    t = np.asarray(target).astype(np.int64, copy=False).reshape(-1)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction shape {np.shape(pred)} differs from target shape "
+                         f"{np.shape(target)}")
+    joint = np.bincount(p * n_classes + t, minlength=n_classes * n_classes)
+    joint = joint.reshape(n_classes, n_classes)  # [predicted, true]
+    return [(int(joint[k, k]), int(joint[k].sum()), int(joint[:, k].sum()))
+            for k in range(1, n_classes)]
+
+
+def iou_from_counts(counts: tuple[int, int, int]) -> float:
+    """IoU of one (intersection, |pred|, |target|); 1.0 when both are empty."""
+    inter, n_pred, n_target = counts
+    union = n_pred + n_target - inter
+    return 1.0 if union == 0 else inter / union
+
+
+def dice_from_counts(counts: tuple[int, int, int]) -> float:
+    """Dice of one (intersection, |pred|, |target|); 1.0 when both are empty."""
+    inter, n_pred, n_target = counts
+    total = n_pred + n_target
+    return 1.0 if total == 0 else 2.0 * inter / total
+
+
+def class_ious(pred: np.ndarray, target: np.ndarray, n_classes: int) -> list[float]:
+    """IoU of each foreground class (1.0 where a class is absent from both)."""
+    return [iou_from_counts(c) for c in class_overlaps(pred, target, n_classes)]
+
+
+def class_dices(pred: np.ndarray, target: np.ndarray, n_classes: int) -> list[float]:
+    """Dice of each foreground class (1.0 where a class is absent from both)."""
+    return [dice_from_counts(c) for c in class_overlaps(pred, target, n_classes)]
+
+
+def mean_class_iou(pred: np.ndarray, target: np.ndarray, n_classes: int) -> float:
+    """Mean IoU over the foreground classes: the metric of a multi-class segmentation."""
+    return float(np.mean(class_ious(pred, target, n_classes)))
+
+
 def roc_auc(labels: Any, scores: Any) -> float:
     """Area under the ROC curve (scikit-learn), with a clear error for one-class labels.
 

@@ -109,6 +109,37 @@ def fold_splits(
             for name in names}
 
 
+def proportion_splits(
+    names: Sequence[str], proportions: Sequence[float], rng: np.random.Generator, section: str
+) -> dict[str, str]:
+    """A seeded train/val/test assignment of ``names`` in the given proportions.
+
+    For a user's own task without a ``split`` column or split file. The names are shuffled
+    with ``rng`` and cut into consecutive runs of ``round(p * n)`` cases; with three or
+    more names, validation and test get at least one case each where their proportion is
+    positive, and train keeps the rest (at least one). Names are the unit of the split:
+    pass patient or scan identifiers so that no scan lands in two splits.
+    """
+    values = [float(p) for p in proportions]
+    if len(values) != 3 or any(not 0.0 <= p <= 1.0 for p in values) or not values[0] > 0:
+        raise ConfigError(f"{section} must be three proportions in [0, 1] (train > 0), got "
+                          f"{list(proportions)}")
+    if not abs(sum(values) - 1.0) < 1e-6:
+        raise ConfigError(f"{section} must sum to 1, got {list(proportions)} "
+                          f"(sum {sum(values):g})")
+    order = [names[i] for i in rng.permutation(len(names))]
+    n = len(order)
+    n_val, n_test = round(n * values[1]), round(n * values[2])
+    if n >= 3:
+        n_val = max(n_val, 1) if values[1] > 0 else 0
+        n_test = max(n_test, 1) if values[2] > 0 else 0
+    n_val = min(n_val, max(n - 1, 0))
+    n_test = min(n_test, max(n - 1 - n_val, 0))
+    n_train = n - n_val - n_test
+    labels = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
+    return dict(zip(order, labels, strict=True))
+
+
 def write_split_csv(
     path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, object]]
 ) -> None:
