@@ -108,6 +108,86 @@ def pretrain_shards(role):
 
 # --- target tasks ----------------------------------------------------------------------
 
+#: The paper's tasks and their kinds; every other name in tasks.names is a user task
+#: whose section gives its kind and data (genesis.tasks.kinds holds the same presets).
+PRESET_KINDS = {"ncc": "classification", "lcs": "segmentation", "bms": "segmentation"}
+
+
+def task_section(task):
+    return config["tasks"].get(task) or {}
+
+
+def task_kind(task):
+    return PRESET_KINDS.get(task) or task_section(task).get("kind")
+
+
+def check_tasks():
+    """Every listed task is a preset or has a section with its kind and data."""
+    for task in config["tasks"]["names"]:
+        if task in PRESET_KINDS:
+            if task_section(task).get("kind") not in (None, PRESET_KINDS[task]):
+                raise ValueError(
+                    f"tasks.{task}.kind: {task} is a built-in "
+                    f"{PRESET_KINDS[task]} task"
+                )
+            continue
+        section = config["tasks"].get(task)
+        if section is None:
+            raise ValueError(
+                f"tasks.names lists {task!r}, but there is no tasks.{task} section: give "
+                "its kind (classification or segmentation) and data (a folder or CSV)"
+            )
+        for key in ("kind", "data"):
+            if not section.get(key):
+                raise ValueError(f"tasks.{task}.{key} is required for a user task")
+        if not Path(section["data"]).exists():
+            raise ValueError(
+                f"tasks.{task}.data: {section['data']} does not exist "
+                "(an MSD-layout folder or a CSV)"
+            )
+
+
+check_tasks()
+
+
+def tasks_of_kind(kind):
+    return [t for t in config["tasks"]["names"] if task_kind(t) == kind]
+
+
+def wildcard_choice(names):
+    """A wildcard regex matching exactly these names (never matching when empty)."""
+    return "|".join(names) if names else "(?!x)x"
+
+
+def label_fractions(task):
+    """Fractions of the training cases each init learns from; 1.0 is always run."""
+    fractions = {float(f) for f in task_section(task).get("label_fractions") or []}
+    return sorted(fractions | {1.0})
+
+
+def fraction_label(fraction):
+    """0.25 -> '25': the percentage in a sweep run's folder name (labels25)."""
+    return f"{fraction * 100:g}"
+
+
+def fraction_of(wildcards):
+    """The label fraction of a run from its path: labels<pct>/ in a sweep, else 1."""
+    pct = wildcards.get("pct")
+    return 1.0 if pct is None else float(pct) / 100
+
+
+def run_dir(task, init, run, fraction=1.0):
+    """The one spelling of a fine-tuning run's folder.
+
+    All labels: finetune/<task>/<init>/run<k>; a label sweep's fraction f < 1:
+    finetune/<task>/<init>/labels<100 f>/run<k>.
+    """
+    if fraction == 1.0:
+        return results_path("finetune", task, init, f"run{run}")
+    return results_path(
+        "finetune", task, init, f"labels{fraction_label(fraction)}", f"run{run}"
+    )
+
 
 def variant_of(init):
     """`genesis` -> `all`; `genesis-nonlinear` -> `nonlinear`."""
@@ -142,8 +222,18 @@ def init_weights(wildcards):
     return [results_path("pretrain", variant_of(init), "weights.pt")]
 
 
+def task_data(wildcards):
+    """The --data of a task's preparation: the dataset folder, or a user task's path."""
+    builtin = {"ncc": LUNA16, "lcs": LIVER, "bms": BRAIN}
+    if wildcards.task in builtin:
+        return str(builtin[wildcards.task])
+    return task_section(wildcards.task)["data"]
+
+
 def task_data_inputs(wildcards):
     """Raw data each task's preparation reads."""
+    if wildcards.task not in PRESET_KINDS:
+        return {"dataset": task_section(wildcards.task)["data"]}
     if wildcards.task == "ncc":
         subsets = luna16_subsets("train", "val", "test")
         return {
@@ -162,32 +252,55 @@ def prepare_settings(wildcards):
         extra.update(
             {f"{role}_subsets": subsets[role] for role in ("train", "val", "test")}
         )
-    return settings(config["tasks"][wildcards.task]["prepare"], **extra)
+    section = task_section(wildcards.task)
+    if wildcards.task not in PRESET_KINDS and section.get("modality"):
+        extra["modality"] = section["modality"]
+    return settings(section.get("prepare") or {}, **extra)
 
 
 def task_split_file(wildcards):
     """A versioned split in config/splits/ pins the cases; none means derive and write one."""
-    split = config["tasks"][wildcards.task]["split_file"]
+    split = task_section(wildcards.task).get("split_file")
     return [repo_path(split)] if split else []
+
+
+def task_kind_option(wildcards):
+    """--kind for a user task (the presets know theirs)."""
+    if wildcards.task in PRESET_KINDS:
+        return ""
+    return f"--kind {task_kind(wildcards.task)}"
+
+
+def stage_settings(wildcards, stage):
+    """A task's finetune/evaluate section plus the shared model keys, as JSON."""
+    section = task_section(wildcards.task).get(stage) or {}
+    return settings(section, **shared_model_settings())
 
 
 def run_seed(run):
     return config["tasks"]["seed"] + int(run)
 
 
-def run_dirs(task=None, init=None):
+def run_dirs(task=None, init=None, sweeps=False):
+    """Run folders at all labels; with ``sweeps``, every label fraction's as well."""
     tasks = [task] if task else config["tasks"]["names"]
     inits = [init] if init else task_inits()
     return [
-        results_path("finetune", t, i, f"run{k}")
+        run_dir(t, i, k, f)
         for t in tasks
+        for f in (label_fractions(t) if sweeps else [1.0])
         for i in inits
         for k in range(config["tasks"]["runs"])
     ]
 
 
 def all_metrics():
-    return [str(Path(run, "metrics.json")) for run in run_dirs()]
+    return [str(Path(run, "metrics.json")) for run in run_dirs(sweeps=True)]
+
+
+def sweep_tasks():
+    """Tasks with a label-efficiency sweep (label_fractions below 1)."""
+    return [t for t in config["tasks"]["names"] if len(label_fractions(t)) > 1]
 
 
 # --- final targets ---------------------------------------------------------------------
@@ -205,9 +318,13 @@ def final_targets():
     ]
     targets += [
         results_path("figures", f"segmentation_{t}.png")
-        for t in config["tasks"]["names"]
-        if t != "ncc"
+        for t in tasks_of_kind("segmentation")
     ]
+    if sweep_tasks():
+        targets += [results_path("tables", "label_efficiency.md")]
+        targets += [
+            results_path("figures", f"label_efficiency_{t}.png") for t in sweep_tasks()
+        ]
     if ablation_ran():
         targets += [
             results_path("tables", "ablation.md"),
@@ -256,7 +373,7 @@ def notebook_inputs(wildcards):
     if wildcards.name.startswith("target_task_"):
         task = wildcards.name.removeprefix("target_task_")
         inputs += [results_path("figures", f"curves_{task}.png")]
-        if task != "ncc":
+        if task_kind(task) == "segmentation":
             inputs += [results_path("figures", f"segmentation_{task}.png")]
         return [
             *inputs,
@@ -279,3 +396,15 @@ def notebook_parameters(wildcards):
     if wildcards.name.startswith("target_task_"):
         return f"-p task {wildcards.name.removeprefix('target_task_')}"
     return ""
+
+
+# --- wildcards -------------------------------------------------------------------------
+
+
+# One global set of constraints: a task is a configured task name, an init one of the
+# initialisations, a run and a sweep's percentage are numbers.
+wildcard_constraints:
+    task=wildcard_choice(config["tasks"]["names"]),
+    init=r"scratch|released|genesis(-[a-z_]+)?",
+    run=r"\d+",
+    pct=r"\d+(\.\d+)?",

@@ -120,3 +120,28 @@ else:
         shell:
             "genesis fetch {params.dataset} --output {params.root}"
             " --settings {params.settings:q} > {log} 2>&1"
+
+
+# The authors' released models (Hugging Face), in both modes: `released` fine-tuning
+# starts from Genesis_Chest_CT.pt. Settings: `data.released` (base_url, checksums,
+# local_path, hub_api, ...). genesis_nnunet_luna16_006.model is an nnU-Net v1 model file
+# that this workflow cannot load; it is fetched only when a rule asks for it.
+
+
+rule fetch_released:
+    output:
+        data_path("released", "{name}"),
+    log:
+        log_path("data", "fetch_released_{name}.log"),
+    wildcard_constraints:
+        name=r"Genesis_Chest_CT\.pt|Genesis_Chest_CT\.h5|genesis_nnunet_luna16_006\.model",
+    retries: 2
+    conda:
+        "../envs/engine.yaml"
+    threads: 1
+    params:
+        settings=settings(config["data"].get("released", {})),
+        root=lambda wc, output: Path(output[0]).parent.parent,
+    shell:
+        "genesis fetch released --output {params.root:q} --files {wildcards.name:q}"
+        " --settings {params.settings:q} > {log:q} 2>&1"

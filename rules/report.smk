@@ -169,7 +169,7 @@ rule figure_segmentations:
     log:
         log_path("report", "figure_segmentations_{task}.log"),
     wildcard_constraints:
-        task="lcs|bms",
+        task=wildcard_choice(tasks_of_kind("segmentation")),
     conda:
         "../envs/engine.yaml"
     threads: 1

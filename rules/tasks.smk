@@ -1,5 +1,6 @@
-# Stage 4, target tasks: prepare NCC/LCS/BMS, fine-tune from each initialisation and
-# several seeds, evaluate on whole test volumes, and gather every run in one CSV.
+# Stage 4, target tasks: prepare each task in tasks.names (the paper's NCC/LCS/BMS or a
+# user's own), fine-tune from each initialisation, several seeds and (label sweeps) every
+# label fraction, evaluate on whole test volumes, and gather every run in one CSV.
 
 
 rule prepare_task:
@@ -10,21 +11,21 @@ rule prepare_task:
         directory(results_path("tasks", "{task}")),
     log:
         log_path("tasks", "prepare_{task}.log"),
-    wildcard_constraints:
-        task="ncc|lcs|bms",
     conda:
         "../envs/engine.yaml"
     threads: 1
     params:
         settings=prepare_settings,
         seed=config["seed"],
-        data=lambda wc: {"ncc": LUNA16, "lcs": LIVER, "bms": BRAIN}[wc.task],
+        data=task_data,
+        kind=task_kind_option,
         split_file=lambda wc, input: (
-            f"--split-file {input.split_file}" if input.split_file else ""
+            f"--split-file '{input.split_file}'" if input.split_file else ""
         ),
     shell:
-        "genesis prepare {wildcards.task} --data {params.data} --output-dir {output}"
-        " --seed {params.seed} {params.split_file} --settings {params.settings:q} > {log} 2>&1"
+        "genesis prepare {wildcards.task} {params.kind} --data {params.data:q}"
+        " --output-dir {output:q} --seed {params.seed} {params.split_file}"
+        " --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule finetune:
@@ -36,26 +37,37 @@ rule finetune:
         curves=results_path("finetune", "{task}", "{init}", "run{run}", "curves.csv"),
     log:
         log_path("finetune", "{task}_{init}_run{run}.log"),
-    wildcard_constraints:
-        task="ncc|lcs|bms",
-        init="scratch|released|genesis(-[a-z_]+)?",
-        run=r"\d+",
     conda:
         "../envs/engine.yaml"
     threads: config["tasks"]["threads"]
     resources:
         gpu=1,
     params:
-        settings=lambda wc: settings(
-            config["tasks"][wc.task]["finetune"], **shared_model_settings()
-        ),
+        settings=lambda wc: stage_settings(wc, "finetune"),
         seed=lambda wc: run_seed(wc.run),
-        weights=lambda wc, input: f"--weights {input.weights}" if input.weights else "",
-        output_dir=lambda wc: results_path("finetune", wc.task, wc.init, f"run{wc.run}"),
+        fraction=fraction_of,
+        weights=lambda wc, input: (
+            f"--weights '{input.weights}'" if input.weights else ""
+        ),
+        output_dir=lambda wc, output: str(Path(output.weights).parent),
     shell:
-        "genesis finetune --task {wildcards.task} --data {input.data} --init {wildcards.init}"
-        " {params.weights} --output-dir {params.output_dir} --seed {params.seed}"
-        " --threads {threads} --settings {params.settings:q} > {log} 2>&1"
+        "genesis finetune --task {wildcards.task} --data {input.data:q}"
+        " --init {wildcards.init} {params.weights} --output-dir {params.output_dir:q}"
+        " --seed {params.seed} --label-fraction {params.fraction}"
+        " --threads {threads} --settings {params.settings:q} > {log:q} 2>&1"
+
+
+# A label sweep's run: the same job on a nested subset of the training cases.
+use rule finetune as finetune_labels with:
+    output:
+        weights=results_path(
+            "finetune", "{task}", "{init}", "labels{pct}", "run{run}", "weights.pt"
+        ),
+        curves=results_path(
+            "finetune", "{task}", "{init}", "labels{pct}", "run{run}", "curves.csv"
+        ),
+    log:
+        log_path("finetune", "{task}_{init}_labels{pct}_run{run}.log"),
 
 
 rule evaluate:
@@ -69,24 +81,33 @@ rule evaluate:
         ),
     log:
         log_path("evaluate", "{task}_{init}_run{run}.log"),
-    wildcard_constraints:
-        task="ncc|lcs|bms",
-        init="scratch|released|genesis(-[a-z_]+)?",
-        run=r"\d+",
     conda:
         "../envs/engine.yaml"
     threads: config["tasks"]["threads"]
     resources:
         gpu=1,
     params:
-        settings=lambda wc: settings(
-            config["tasks"][wc.task]["evaluate"], **shared_model_settings()
-        ),
-        run_dir=lambda wc: results_path("finetune", wc.task, wc.init, f"run{wc.run}"),
+        settings=lambda wc: stage_settings(wc, "evaluate"),
+        run_dir=lambda wc, output: str(Path(output.metrics).parent),
     shell:
-        "genesis evaluate --task {wildcards.task} --data {input.data}"
-        " --run-dir {params.run_dir} --threads {threads}"
-        " --settings {params.settings:q} > {log} 2>&1"
+        "genesis evaluate --task {wildcards.task} --data {input.data:q}"
+        " --run-dir {params.run_dir:q} --threads {threads}"
+        " --settings {params.settings:q} > {log:q} 2>&1"
+
+
+use rule evaluate as evaluate_labels with:
+    input:
+        data=results_path("tasks", "{task}"),
+        weights=rules.finetune_labels.output.weights,
+    output:
+        metrics=results_path(
+            "finetune", "{task}", "{init}", "labels{pct}", "run{run}", "metrics.json"
+        ),
+        per_case=results_path(
+            "finetune", "{task}", "{init}", "labels{pct}", "run{run}", "per_case.csv"
+        ),
+    log:
+        log_path("evaluate", "{task}_{init}_labels{pct}_run{run}.log"),
 
 
 rule aggregate:
@@ -100,4 +121,4 @@ rule aggregate:
         "../envs/engine.yaml"
     threads: 1
     shell:
-        "genesis aggregate --metrics {input} --output {output} > {log} 2>&1"
+        "genesis aggregate --metrics {input:q} --output {output:q} > {log:q} 2>&1"

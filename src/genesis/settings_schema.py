@@ -32,6 +32,14 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "prepare_lcs": ("genesis.tasks.prepare_lcs:LcsSettings", ("cube_size",)),
     "prepare_bms": ("genesis.tasks.prepare_bms:BmsSettings", ("cube_size",)),
+    "prepare_segmentation": (
+        "genesis.tasks.prepare_segmentation:SegmentationSettings",
+        ("cube_size",),
+    ),
+    "prepare_classification": (
+        "genesis.tasks.prepare_classification:ClassificationSettings",
+        ("cube_size",),
+    ),
     "finetune": ("genesis.tasks.finetune:FinetuneSettings", ("width", "cube_size")),
     "evaluate": ("genesis.tasks.evaluate:EvaluateSettings", ("width", "cube_size")),
 }

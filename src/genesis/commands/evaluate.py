@@ -1,10 +1,13 @@
 """Evaluate a fine-tuned run on its task's test split.
 
-ncc: ROC AUC over the test candidates. lcs/bms: IoU and Dice of whole test volumes,
-segmented by Gaussian-blended sliding windows; the predicted masks are also written as
-RUN_DIR/predictions/<case>.nii.gz on the source scan's grid and geometry. Writes
-RUN_DIR/metrics.json (task, init, run, seed, metric, value, dice, n_cases, weights) and
-RUN_DIR/per_case.csv (ncc: candidate,label,score; lcs/bms: case,iou,dice).
+Classification (ncc, your own): ROC AUC over the test cubes (macro one-vs-rest for more
+than two classes). Segmentation (lcs, bms, your own): IoU and Dice of whole test volumes,
+per class and their mean, segmented by Gaussian-blended sliding windows; the predicted
+label maps are also written as RUN_DIR/predictions/<case>.nii.gz on the source scan's
+grid and geometry, with the source label values. Writes RUN_DIR/metrics.json (task, kind,
+init, run, seed, fraction, n_labelled, metric, value, dice, per_class, n_cases, weights)
+and RUN_DIR/per_case.csv (classification: candidate,label,score[_<class>...];
+segmentation: case,iou,dice[,iou_<class>,dice_<class>...]).
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ HELP = "score a fine-tuned run on the test split (AUC, or IoU/Dice with NIfTI ma
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=("ncc", "lcs", "bms"), required=True,
-                        help="target task")
+    parser.add_argument("--task", required=True,
+                        help="task name: ncc, lcs, bms or your own")
     parser.add_argument("--data", type=Path, required=True,
                         help="prepared task folder, e.g. results/tasks/lcs")
     parser.add_argument("--run-dir", type=Path, required=True,

@@ -1,12 +1,16 @@
-"""Fine-tune on a target task (ncc, lcs, bms) from scratch, from this workflow's
-pretraining (genesis, genesis-<variant>) or from released weights, or resume doing so.
+"""Fine-tune a target task (the paper's ncc, lcs, bms, or your own, prepared by
+`genesis prepare`) from scratch, from this workflow's pretraining (genesis,
+genesis-<variant>) or from released weights, or resume doing so.
 
 Writes OUTPUT_DIR/weights.{pt,safetensors,json} (best validation epoch; the JSON records
 task, init, seed, settings and provenance), OUTPUT_DIR/curves.csv (epoch, train_loss,
 val_loss, val_metric, lr) and OUTPUT_DIR/checkpoint.pt after every epoch, from which a
-rerun resumes. Pretrained weights must fit the model exactly (segmentation: the whole
-U-Net; ncc: the encoder); otherwise every mismatched key is listed. Released weights run
-with the release's batch-statistics batch norm unless the settings say batch_stats.
+rerun resumes. Pretrained weights must fit the model exactly (binary segmentation: the
+whole U-Net; more classes: all but the output head; classification: the encoder);
+otherwise every mismatched key is listed. Released weights run with the release's
+batch-statistics batch norm unless the settings say batch_stats. --label-fraction trains
+on a nested, seeded subset of the training cases, the same for every --init of one --seed.
+A loss that turns NaN or infinite ends the run with exit 2 and writes no weights.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ HELP = "fine-tune a target task from scratch or pretrained weights (resumable)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=("ncc", "lcs", "bms"), required=True,
-                        help="target task")
+    parser.add_argument("--task", required=True,
+                        help="task name: ncc, lcs, bms or your own (its kind and classes "
+                        "come from --data's prepare.json)")
     parser.add_argument("--data", type=Path, required=True,
                         help="prepared task folder, e.g. results/tasks/lcs")
     parser.add_argument("--init", default="scratch",
@@ -36,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=int, default=None,
                         help="run number recorded in the results (default: k of a "
                         "run<k> output folder)")
+    parser.add_argument("--label-fraction", type=float, default=1.0,
+                        help="share of the training cases to learn from, in (0, 1]")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     parser.add_argument("--gpu-slots", type=int, default=None,
                         help="number of GPU lock slots (default: $GENESIS_GPU_SLOTS or all "
@@ -49,15 +56,16 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from genesis.tasks.finetune import Init, finetune, resolve_settings, run_number
+    from genesis.tasks.kinds import task_info
     from genesis.train.devices import lease_device
 
     torch.set_num_threads(max(1, args.threads))
-    settings = resolve_settings(args.task, args.settings)
+    settings = resolve_settings(args.task, args.settings, task_info(args.data).kind)
     init = Init(args.init, args.weights)
     number = args.run if args.run is not None else run_number(args.output_dir)
     with lease_device(args.gpu_slots) as device:
         result = finetune(args.task, args.data, args.output_dir, init, args.seed, settings,
-                          run=number, device=device)
+                          run=number, label_fraction=args.label_fraction, device=device)
     print(json.dumps({"task": args.task, "init": args.init, "run": number,
                       "best_epoch": result.best_epoch, "epochs": len(result.curves),
                       "stop_reason": result.stop_reason}, sort_keys=True))

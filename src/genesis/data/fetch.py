@@ -14,7 +14,9 @@ Pooch's hash check still runs on the assembled file, so a bad resume can never p
 Checksums: MSD md5 sums are pinned in ``genesis.data.sources``; for LUNA16 the settings
 key ``checksums`` pins them (file name -> ``"md5:..."``). A LUNA16 file without a pin is
 checked against the md5 that Zenodo's record API lists, and the value is logged so it can
-be pinned.
+be pinned. The authors' released models (``released``, see ``genesis.data.released``) work
+the same way with sha256 sums: a pin from ``checksums``, or else the LFS sha256 that the
+Hugging Face hub's tree API (``hub_api``) lists for the file, logged.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from typing import Any
 
 from genesis.atomic import atomic_path
 from genesis.data.archive import install_archive, is_complete, remove_target, write_marker
-from genesis.data.sources import RemoteFile, Source, get_source
+from genesis.data.sources import RELEASED_REVISION, RemoteFile, Source, get_source
 from genesis.errors import ConfigError, GenesisError, InputError
 
 log = logging.getLogger(__name__)
 
 _CHECKSUM = re.compile(r"^(md5|sha1|sha256):[0-9a-fA-F]+$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _MISMATCH = re.compile(r"expected (\S+) but got (\S+?)\.?(?:\s|$)")
 DOWNLOADS = ".downloads"
 
@@ -49,11 +52,14 @@ class FetchSettings:
             fetched from ``base_url/<file name>``.
         checksums: pinned checksums, file name -> ``"md5:<hex>"`` (or sha1/sha256).
             They override the registry; a LUNA16 file without one is checked against
-            the md5 Zenodo's record API lists (logged).
+            the md5 Zenodo's record API lists, a released model against the LFS sha256
+            the Hugging Face hub's API lists (both logged).
         local_path: an already-downloaded copy: an archive, a folder of archives, or the
             extracted folder. Used instead of downloading. Required for LiTS/BraTS 2018.
         files: which files of the dataset to fetch (default: all), e.g. ``["subset3.zip"]``.
         zenodo_api: base URL of Zenodo's record API, for unpinned LUNA16 checksums.
+        hub_api: base URL of the Hugging Face hub's model API, for unpinned checksums of
+            the released models (``<hub_api>/<owner>/<repo>/tree/<revision>``).
         retries: extra download attempts after a failed transfer or hash mismatch.
         timeout_s: seconds to wait for the server before a try counts as failed.
         keep_archives: keep downloaded archives after extraction (doubles the disk use).
@@ -66,6 +72,7 @@ class FetchSettings:
     local_path: str | None = None
     files: tuple[str, ...] | None = None
     zenodo_api: str = "https://zenodo.org/api/records"
+    hub_api: str = "https://huggingface.co/api/models"
     retries: int = 3
     timeout_s: float = 60.0
     keep_archives: bool = False
@@ -75,8 +82,9 @@ class FetchSettings:
     def __post_init__(self) -> None:
         for name, value in self.checksums.items():
             if not isinstance(value, str) or not _CHECKSUM.match(value):
-                raise ConfigError(f"fetch.checksums.{name} must look like 'md5:<hex>', "
-                                  f"got {value!r}")
+                raise ConfigError(
+                    f"fetch.checksums.{name} must look like 'md5:<hex>', got {value!r}"
+                )
         if self.retries < 0:
             raise ConfigError(f"fetch.retries must be >= 0, got {self.retries}")
         if self.timeout_s <= 0:
@@ -96,8 +104,9 @@ class ResumingDownloader:
         self.timeout_s = timeout_s
         self.progressbar = progressbar
 
-    def __call__(self, url: str, output_file: str, pooch: Any, check_only: bool = False
-                 ) -> bool | None:
+    def __call__(
+        self, url: str, output_file: str, pooch: Any, check_only: bool = False
+    ) -> bool | None:
         import requests
 
         if check_only:
@@ -124,7 +133,8 @@ class ResumingDownloader:
         size = self.part.stat().st_size
         if expected is not None and size != expected:
             raise requests.exceptions.ConnectionError(
-                f"{url}: transfer stopped at byte {size} of {expected}")
+                f"{url}: transfer stopped at byte {size} of {expected}"
+            )
         os.replace(self.part, output_file)
         return None
 
@@ -133,10 +143,18 @@ class ResumingDownloader:
 
         self.part.parent.mkdir(parents=True, exist_ok=True)
         mode = "ab" if offset else "wb"
-        with self.part.open(mode) as sink, tqdm(
-            total=expected, initial=offset, unit="B", unit_scale=True, desc=self.part.name[1:-5],
-            disable=not self.progressbar, leave=False,
-        ) as progress:
+        with (
+            self.part.open(mode) as sink,
+            tqdm(
+                total=expected,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                desc=self.part.name[1:-5],
+                disable=not self.progressbar,
+                leave=False,
+            ) as progress,
+        ):
             # A chunk cut short by a dropped connection is lost (requests raises before
             # yielding it), so chunks are kept small: a resume repeats at most 256 KiB.
             for chunk in response.iter_content(chunk_size=1 << 18):
@@ -155,7 +173,7 @@ def fetch_dataset(
     source = get_source(name)
     if source.registration:
         return [_use_registered_copy(source, output, settings)]
-    chosen = files or settings.files or tuple(f.name for f in source.files)
+    chosen = files or settings.files or source.default_files or tuple(f.name for f in source.files)
     remotes = [source.file(n) for n in chosen]
     unknown = sorted(set(settings.checksums) - {f.name for f in source.files})
     if unknown:
@@ -169,10 +187,11 @@ class _Fetcher:
         self.output = output
         self.settings = settings
         self._zenodo_cache: dict[str, dict[str, str]] = {}
+        self._hub_cache: dict[str, dict[str, str | None]] = {}
 
     def get(self, remote: RemoteFile) -> Path:
         target = self.output / remote.target
-        if (is_complete(target) if remote.is_dir else target.is_file()):
+        if is_complete(target) if remote.is_dir else target.is_file():
             log.info("%s is complete; skipping", target)
             return target
         local = self._local_copy(remote)
@@ -193,8 +212,13 @@ class _Fetcher:
                     shutil.copyfile(archive, tmp)
             return target
         log.info("extracting %s into %s", archive.name, target)
-        install_archive(archive, target, remote.member, remote.is_dir,
-                        {"archive": remote.name, "checksum": checksum, "source": origin})
+        install_archive(
+            archive,
+            target,
+            remote.member,
+            remote.is_dir,
+            {"archive": remote.name, "checksum": checksum, "source": origin},
+        )
         if local is None and not self.settings.keep_archives:
             archive.unlink()
         return target
@@ -215,14 +239,29 @@ class _Fetcher:
         pinned = self._pinned(remote)
         if pinned:
             return pinned
-        if remote.record is None:
+        if remote.record is not None:
+            where = f"Zenodo record {remote.record}"
+            listed = self._zenodo_checksums(remote.record).get(remote.name)
+        elif remote.hub is not None:
+            where = f"Hugging Face repo {remote.hub}"
+            hub = self._hub_checksums(remote.hub)
+            if remote.name in hub and hub[remote.name] is None:
+                raise ConfigError(
+                    f"fetch.checksums: {where} stores {remote.name} outside "
+                    "LFS, so its API lists no sha256; pin its checksum"
+                )
+            listed = hub.get(remote.name)
+        else:
             raise ConfigError(f"fetch.checksums: no checksum pinned for {remote.name}")
-        listed = self._zenodo_checksums(remote.record).get(remote.name)
         if listed is None:
-            raise ConfigError(f"fetch.checksums: Zenodo record {remote.record} lists no "
-                              f"{remote.name}; pin its checksum")
-        log.info("no pinned checksum for %s: using Zenodo's %s (pin it in "
-                 "fetch.checksums to skip this lookup)", remote.name, listed)
+            raise ConfigError(f"fetch.checksums: {where} lists no {remote.name}; pin its checksum")
+        log.info(
+            "no pinned checksum for %s: using the %s listed by %s (pin it in "
+            "fetch.checksums to skip this lookup)",
+            remote.name,
+            listed,
+            where,
+        )
         return listed
 
     def _zenodo_checksums(self, record: str) -> dict[str, str]:
@@ -234,13 +273,58 @@ class _Fetcher:
                 response = requests.get(url, timeout=self.settings.timeout_s)
                 response.raise_for_status()
                 listed = {f["key"]: f["checksum"] for f in response.json()["files"]}
-            except (requests.exceptions.RequestException, ValueError, KeyError, TypeError
-                    ) as error:
-                raise ConfigError(f"fetch.checksums: no checksum pinned and Zenodo's API "
-                                  f"{url} did not answer ({error}); pin the checksums "
-                                  "or set fetch.local_path") from None
+            except (requests.exceptions.RequestException, ValueError, KeyError, TypeError) as error:
+                raise ConfigError(
+                    f"fetch.checksums: no checksum pinned and Zenodo's API "
+                    f"{url} did not answer ({error}); pin the checksums "
+                    "or set fetch.local_path"
+                ) from None
             self._zenodo_cache[record] = listed
         return self._zenodo_cache[record]
+
+    def _hub_checksums(self, repo: str) -> dict[str, str | None]:
+        """File path -> ``"sha256:<hex>"`` (its LFS oid), or None for a file outside LFS.
+
+        The hub's tree API answers a JSON list of entries ``{"type", "path", "size",
+        "oid", "lfs": {"oid", "size", "pointerSize"}}``; ``lfs.oid`` is the sha256 of the
+        file's content (``oid`` is git's blob id, not a plain file hash). Long listings
+        are paged with a ``Link: <...>; rel="next"`` header.
+        """
+        import requests
+
+        if repo not in self._hub_cache:
+            url = f"{self.settings.hub_api.rstrip('/')}/{repo}/tree/{RELEASED_REVISION}"
+            listed: dict[str, str | None] = {}
+            page: str | None = url
+            try:
+                while page:
+                    response = requests.get(page, timeout=self.settings.timeout_s)
+                    response.raise_for_status()
+                    for entry in response.json():
+                        if entry.get("type", "file") != "file":
+                            continue
+                        oid = (entry.get("lfs") or {}).get("oid")
+                        if oid is None:
+                            listed[entry["path"]] = None
+                        elif _SHA256.match(str(oid)):
+                            listed[entry["path"]] = f"sha256:{str(oid).lower()}"
+                        else:
+                            raise ValueError(f"{entry['path']}: lfs.oid {oid!r} is no sha256")
+                    page = response.links.get("next", {}).get("url")
+            except (
+                requests.exceptions.RequestException,
+                ValueError,
+                KeyError,
+                TypeError,
+                AttributeError,
+            ) as error:
+                raise ConfigError(
+                    f"fetch.checksums: no checksum pinned and the Hugging Face "
+                    f"API {url} gave no usable answer ({error}); pin the "
+                    "checksums or set fetch.local_path"
+                ) from None
+            self._hub_cache[repo] = listed
+        return self._hub_cache[repo]
 
     def _local_copy(self, remote: RemoteFile) -> Path | None:
         """The user's copy of ``remote``: the archive itself or its extracted content."""
@@ -259,8 +343,11 @@ class _Fetcher:
             if candidate.is_file() and candidate.name == remote.name:
                 log.info("using the local archive %s", candidate)
                 return candidate
-            if candidate.name == target_name and candidate.exists() \
-                    and candidate.is_dir() == remote.is_dir:
+            if (
+                candidate.name == target_name
+                and candidate.exists()
+                and candidate.is_dir() == remote.is_dir
+            ):
                 log.info("using the local copy %s", candidate)
                 return candidate
         log.info("no local copy of %s under %s; downloading", remote.name, root)
@@ -276,26 +363,42 @@ class _Fetcher:
         else:
             folder, name = self.output / DOWNLOADS, remote.name
         url = self.url(remote)
-        store = pooch.create(path=folder, base_url="", registry={name: checksum},
-                             urls={name: url}, retry_if_failed=settings.retries)
-        downloader = ResumingDownloader(folder / f".{name}.part", settings.timeout_s,
-                                        settings.progressbar)
+        store = pooch.create(
+            path=folder,
+            base_url="",
+            registry={name: checksum},
+            urls={name: url},
+            retry_if_failed=settings.retries,
+        )
+        downloader = ResumingDownloader(
+            folder / f".{name}.part", settings.timeout_s, settings.progressbar
+        )
         try:
             return Path(store.fetch(name, downloader=downloader))
         except ValueError as error:
             raise _mismatch_error(name, url, checksum, error) from None
         except requests.exceptions.RequestException as error:
-            raise InputError(url, f"download failed after {1 + settings.retries} tries "
-                             f"({error}); rerun to resume") from None
+            raise _url_error(
+                url,
+                f"download failed after {1 + settings.retries} tries ({error}); rerun to resume",
+            ) from None
 
 
 def _mismatch_error(name: str, url: str, expected: str, error: ValueError) -> GenesisError:
     match = _MISMATCH.search(str(error))
     got = match.group(2) if match else "?"
     algorithm = expected.split(":")[0]
-    return InputError(url, f"checksum mismatch for {name}: expected {expected}, got "
-                      f"{algorithm}:{got}; the download was deleted (stale pin or corrupt "
-                      "transfer)")
+    return _url_error(
+        url,
+        f"checksum mismatch for {name}: expected {expected}, got "
+        f"{algorithm}:{got}; the download was deleted (stale pin or corrupt "
+        "transfer)",
+    )
+
+
+def _url_error(url: str, problem: str) -> InputError:
+    """An ``InputError`` that names a URL as it is (a ``Path`` would fold its ``//``)."""
+    return InputError(None, f"{url}: {problem}")
 
 
 def _verify(path: Path, checksum: str) -> None:
@@ -304,8 +407,9 @@ def _verify(path: Path, checksum: str) -> None:
     algorithm, expected = checksum.split(":")
     got = pooch.file_hash(str(path), alg=algorithm)
     if got.lower() != expected.lower():
-        raise InputError(path, f"checksum mismatch for local copy: expected {checksum}, "
-                         f"got {algorithm}:{got}")
+        raise InputError(
+            path, f"checksum mismatch for local copy: expected {checksum}, got {algorithm}:{got}"
+        )
 
 
 def _is_archive_of(path: Path, remote: RemoteFile) -> bool:
@@ -324,16 +428,19 @@ def _link_local(local: Path, target: Path, is_dir: bool) -> None:
 def _use_registered_copy(source: Source, output: Path, settings: FetchSettings) -> Path:
     """LiTS / BraTS 2018 need registration: link the user's copy, check its layout."""
     if not settings.local_path:
-        raise ConfigError(f"{source.name}: {source.description} needs registration and "
-                          "cannot be downloaded; download it yourself and set "
-                          "fetch.local_path to its folder")
+        raise ConfigError(
+            f"{source.name}: {source.description} needs registration and "
+            "cannot be downloaded; download it yourself and set "
+            "fetch.local_path to its folder"
+        )
     local = Path(settings.local_path).expanduser()
     if not local.is_dir():
         raise ConfigError(f"fetch.local_path {local} is not a folder")
     patterns = {"lits": ["volume-*.nii*"], "brats2018": ["HGG/*", "LGG/*"]}[source.name]
     if not any(next(local.glob(p), None) for p in patterns):
-        raise InputError(local, f"does not look like {source.description}: no "
-                         f"{' or '.join(patterns)}")
+        raise InputError(
+            local, f"does not look like {source.description}: no {' or '.join(patterns)}"
+        )
     target = output / source.target
     if is_complete(target):
         return target

@@ -9,9 +9,13 @@ layout matches what the phantoms (``genesis synth``) produce::
     DIR/Task03_Liver/{dataset.json, imagesTr, labelsTr, imagesTs}
     DIR/Task01_BrainTumour/{...}
     DIR/LiTS, DIR/BraTS2018                 (registration required: local copies only)
+    DIR/released/Genesis_Chest_CT.{pt,h5}   (the authors' weights, Hugging Face)
+    DIR/released/genesis_nnunet_luna16_006.model   (only on request; needs nnU-Net v1)
 
 Zenodo's LUNA16 md5 sums are not known offline, so their registry entry is ``None``:
 the fetcher then uses a checksum pinned in the settings, or asks Zenodo's record API.
+Likewise the released models' sha256 sums are not pinned here: the fetcher uses a pin
+from the settings, or the LFS sha256 the Hugging Face hub's API lists for the file.
 """
 
 from __future__ import annotations
@@ -23,6 +27,14 @@ from genesis.errors import ConfigError
 
 ZENODO_FILE_URL = "https://zenodo.org/records/{record}/files/{name}?download=1"
 MSD_BASE_URL = "https://msd-for-monai.s3-us-west-2.amazonaws.com/"
+HF_FILE_URL = "https://huggingface.co/{repo}/resolve/{revision}/{name}"
+
+#: The authors' Hugging Face repository and the revision its files are taken from.
+RELEASED_REPO = "MrGiovanni/ModelsGenesis"
+RELEASED_REVISION = "main"
+#: Released files fetched when none are named (the nnU-Net model only on request).
+RELEASED_DEFAULT = ("Genesis_Chest_CT.pt", "Genesis_Chest_CT.h5")
+RELEASED_NNUNET = "genesis_nnunet_luna16_006.model"
 
 #: LUNA16 subsets per Zenodo record: part 1 holds subsets 0-6, part 2 subsets 7-9.
 LUNA16_RECORDS = {"3723295": range(0, 7), "4121926": range(7, 10)}
@@ -35,8 +47,10 @@ class RemoteFile:
     """One downloadable file and where its content goes under the data folder.
 
     ``member`` is the path inside the archive that becomes ``target`` (``None``: the whole
-    archive); ``record`` is the Zenodo record whose API lists the file's md5; ``is_dir``
-    says whether ``target`` is a folder (then it gets a completion marker).
+    archive); ``record`` is the Zenodo record whose API lists the file's md5; ``hub`` is
+    the Hugging Face repository (``owner/name``) whose API lists the file's LFS sha256 at
+    ``RELEASED_REVISION``; ``is_dir`` says whether ``target`` is a folder (then it gets a
+    completion marker).
     """
 
     name: str
@@ -47,6 +61,7 @@ class RemoteFile:
     member: str | None = None
     record: str | None = None
     is_dir: bool = False
+    hub: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +69,8 @@ class Source:
     """A dataset the ``genesis fetch`` command knows.
 
     ``target`` is its folder under the data folder; ``registration`` marks data that must
-    come from a local copy because its licence forbids redistribution.
+    come from a local copy because its licence forbids redistribution; ``default_files``
+    are the files fetched when none are named (``None``: all of them).
     """
 
     name: str
@@ -62,6 +78,7 @@ class Source:
     files: tuple[RemoteFile, ...] = ()
     registration: bool = False
     description: str = ""
+    default_files: tuple[str, ...] | None = None
 
     def file(self, name: str) -> RemoteFile:
         for remote in self.files:
@@ -73,8 +90,9 @@ class Source:
         )
 
 
-def _zenodo(record: str, name: str, kind: Kind, target: str,
-            member: str | None = None, is_dir: bool = False) -> RemoteFile:
+def _zenodo(
+    record: str, name: str, kind: Kind, target: str, member: str | None = None, is_dir: bool = False
+) -> RemoteFile:
     url = ZENODO_FILE_URL.format(record=record, name=name)
     return RemoteFile(name, url, None, kind, target, member, record, is_dir)
 
@@ -82,34 +100,78 @@ def _zenodo(record: str, name: str, kind: Kind, target: str,
 def _luna16_files() -> tuple[RemoteFile, ...]:
     files = [
         _zenodo("3723295", "annotations.csv", "file", "luna16/annotations.csv"),
-        _zenodo("3723295", "candidates_V2.zip", "zip", "luna16/candidates_V2.csv",
-                member="candidates_V2/candidates_V2.csv"),
+        _zenodo(
+            "3723295",
+            "candidates_V2.zip",
+            "zip",
+            "luna16/candidates_V2.csv",
+            member="candidates_V2/candidates_V2.csv",
+        ),
     ]
     for record, subsets in LUNA16_RECORDS.items():
-        files += [_zenodo(record, f"subset{k}.zip", "zip", f"luna16/subset{k}",
-                          member=f"subset{k}", is_dir=True) for k in subsets]
+        files += [
+            _zenodo(
+                record,
+                f"subset{k}.zip",
+                "zip",
+                f"luna16/subset{k}",
+                member=f"subset{k}",
+                is_dir=True,
+            )
+            for k in subsets
+        ]
     return tuple(files)
 
 
 def _msd(task: str, md5: str) -> RemoteFile:
-    return RemoteFile(f"{task}.tar", f"{MSD_BASE_URL}{task}.tar", md5, "tar", task,
-                      member=task, is_dir=True)
+    return RemoteFile(
+        f"{task}.tar", f"{MSD_BASE_URL}{task}.tar", md5, "tar", task, member=task, is_dir=True
+    )
+
+
+def _released(name: str) -> RemoteFile:
+    url = HF_FILE_URL.format(repo=RELEASED_REPO, revision=RELEASED_REVISION, name=name)
+    return RemoteFile(name, url, None, "file", f"released/{name}", hub=RELEASED_REPO)
 
 
 SOURCES: dict[str, Source] = {
-    "luna16": Source("luna16", "luna16", _luna16_files(),
-                     description="LUNA16 chest CT (Zenodo 3723295 + 4121926)"),
-    "liver": Source("liver", "Task03_Liver",
-                    (_msd("Task03_Liver", "a90ec6c4aa7f6a3d087205e23d4e6397"),),
-                    description="Medical Segmentation Decathlon Task03_Liver (LiTS-derived)"),
-    "brain": Source("brain", "Task01_BrainTumour",
-                    (_msd("Task01_BrainTumour", "240a19d752f0d9e9101544901065d872"),),
-                    description="Medical Segmentation Decathlon Task01_BrainTumour "
-                    "(BraTS-derived)"),
-    "lits": Source("lits", "LiTS", registration=True,
-                   description="LiTS 2017 original (volume-N.nii, segmentation-N.nii)"),
-    "brats2018": Source("brats2018", "BraTS2018", registration=True,
-                        description="BraTS 2018 ({HGG,LGG}/Brats18_*/...)"),
+    "luna16": Source(
+        "luna16",
+        "luna16",
+        _luna16_files(),
+        description="LUNA16 chest CT (Zenodo 3723295 + 4121926)",
+    ),
+    "liver": Source(
+        "liver",
+        "Task03_Liver",
+        (_msd("Task03_Liver", "a90ec6c4aa7f6a3d087205e23d4e6397"),),
+        description="Medical Segmentation Decathlon Task03_Liver (LiTS-derived)",
+    ),
+    "brain": Source(
+        "brain",
+        "Task01_BrainTumour",
+        (_msd("Task01_BrainTumour", "240a19d752f0d9e9101544901065d872"),),
+        description="Medical Segmentation Decathlon Task01_BrainTumour (BraTS-derived)",
+    ),
+    "lits": Source(
+        "lits",
+        "LiTS",
+        registration=True,
+        description="LiTS 2017 original (volume-N.nii, segmentation-N.nii)",
+    ),
+    "brats2018": Source(
+        "brats2018",
+        "BraTS2018",
+        registration=True,
+        description="BraTS 2018 ({HGG,LGG}/Brats18_*/...)",
+    ),
+    "released": Source(
+        "released",
+        "released",
+        tuple(_released(n) for n in (*RELEASED_DEFAULT, RELEASED_NNUNET)),
+        description=f"the authors' released models ({RELEASED_REPO} on Hugging Face)",
+        default_files=RELEASED_DEFAULT,
+    ),
 }
 
 

@@ -1,7 +1,9 @@
 """Collect every run's ``metrics.json`` into one CSV, one row per run.
 
-Rows are sorted by (task, init, run, seed) so the summary does not depend on the order
-in which the shell or Snakemake lists the files.
+Rows are sorted by (task, init, fraction, run, seed) so the summary does not depend on
+the order in which the shell or Snakemake lists the files. ``fraction`` is the share of
+the training cases a run learnt from (1.0 without a label sweep, and for metrics files
+written before sweeps existed) and ``n_labelled`` their number.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from genesis.atomic import write_text
 from genesis.errors import InputError
 
 #: Columns of ``finetune/summary.csv`` (docs/architecture.md).
-SUMMARY_COLUMNS: tuple[str, ...] = ("task", "init", "run", "seed", "metric", "value", "dice")
+SUMMARY_COLUMNS: tuple[str, ...] = ("task", "init", "fraction", "n_labelled", "run", "seed",
+                                    "metric", "value", "dice")
 _REQUIRED: tuple[str, ...] = ("task", "init", "run", "seed", "metric", "value")
 
 
@@ -45,16 +48,19 @@ def summary_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     for path in paths:
         record = read_metrics(path)
         row = {key: record.get(key) for key in SUMMARY_COLUMNS}
-        if row["dice"] is None or (isinstance(row["dice"], float) and math.isnan(row["dice"])):
-            row["dice"] = ""
+        if row["fraction"] is None:
+            row["fraction"] = 1.0
+        for key in ("dice", "n_labelled"):
+            if row[key] is None or (isinstance(row[key], float) and math.isnan(row[key])):
+                row[key] = ""
         rows.append(row)
-    rows.sort(key=lambda r: (str(r["task"]), str(r["init"]), _run_key(r["run"]),
-                             str(r["seed"])))
-    keys = [(r["task"], r["init"], r["run"]) for r in rows]
+    rows.sort(key=lambda r: (str(r["task"]), str(r["init"]), float(r["fraction"]),
+                             _run_key(r["run"]), str(r["seed"])))
+    keys = [(r["task"], r["init"], r["fraction"], r["run"]) for r in rows]
     duplicates = sorted({k for k in keys if keys.count(k) > 1}, key=str)
     if duplicates:
-        raise InputError(None, f"several metrics files for the same (task, init, run): "
-                         f"{duplicates}")
+        raise InputError(None, f"several metrics files for the same (task, init, fraction, "
+                         f"run): {duplicates}")
     return rows
 
 

@@ -115,10 +115,17 @@ def read_run(run_dir: str | Path) -> RunRecord:
 
 def build_run_model(run: RunRecord) -> nn.Module:
     """The run's model, rebuilt from its recorded class and arguments, weights loaded."""
-    from genesis.models import GenesisClassifier, UNet3D, load_weights
+    from genesis.models import (
+        GenesisClassifier,
+        KerasClassifier,
+        KerasUNet3D,
+        UNet3D,
+        load_weights,
+    )
 
-    classes: dict[str, type[nn.Module]] = {"UNet3D": UNet3D,
-                                           "GenesisClassifier": GenesisClassifier}
+    classes: dict[str, type[nn.Module]] = {
+        "UNet3D": UNet3D, "GenesisClassifier": GenesisClassifier,
+        "KerasUNet3D": KerasUNet3D, "KerasClassifier": KerasClassifier}
     if run.model_class not in classes:
         raise InputError(run.weights, f"unknown model class {run.model_class!r}")
     model = classes[run.model_class](**run.model_config)

@@ -22,6 +22,10 @@ Initialisations:
   running statistics were never used, so ``batch_stats`` defaults to true for
   ``released`` and to false (standard batch norm) otherwise; the ``batch_stats`` setting
   overrides both.
+- ``released_keras``: the Keras release ``Genesis_Chest_CT.h5`` (``--weights``), a
+  different network (up-sampling decoder, ``genesis.models.keras_unet``) loaded with
+  h5py; its moving statistics are Keras's usual ones, so standard batch norm is the
+  default. Scratch runs keep the PyTorch release's architecture, as in the paper.
 
 Binary segmentation fine-tunes the whole U-Net, loading every tensor strictly (the
 pretrained head is the same 1-channel sigmoid as the binary segmentation output); with
@@ -71,7 +75,7 @@ Batch = tuple[Tensor, Tensor]
 CHECKPOINT = "checkpoint.pt"
 CURVES = "curves.csv"
 WEIGHTS_STEM = "weights"
-INIT_PATTERN = re.compile(r"^(scratch|released|genesis(-[a-z_]+)?)$")
+INIT_PATTERN = re.compile(r"^(scratch|released|released_keras|genesis(-[a-z_]+)?)$")
 
 
 class DivergedError(GenesisError):
@@ -220,16 +224,25 @@ class Init:
 
     def __post_init__(self) -> None:
         if not INIT_PATTERN.match(self.name):
-            raise ConfigError(f"init must be scratch, genesis, genesis-<variant> or released, "
-                              f"got {self.name!r}")
+            raise ConfigError(f"init must be scratch, genesis, genesis-<variant>, released or "
+                              f"released_keras, got {self.name!r}")
         if self.name == "scratch" and self.weights is not None:
             raise ConfigError("--weights is for the genesis and released inits; scratch "
                               "starts from random weights")
         if self.name != "scratch" and self.weights is None:
             raise ConfigError(f"init {self.name!r} needs --weights (a weights.pt, "
-                              ".safetensors or Genesis_Chest_CT.pt)")
+                              ".safetensors, Genesis_Chest_CT.pt, or Genesis_Chest_CT.h5 "
+                              "for released_keras)")
+        if self.weights is not None and self.keras != (Path(self.weights).suffix == ".h5"):
+            raise ConfigError(f"--weights {self.weights}: released_keras takes the Keras "
+                              ".h5 file, the other inits a .pt or .safetensors file")
         if self.weights is not None and not Path(self.weights).is_file():
             raise InputError(self.weights, "weights file not found")
+
+    @property
+    def keras(self) -> bool:
+        """The Keras release's architecture (``genesis.models.keras_unet``)."""
+        return self.name == "released_keras"
 
     def batch_stats(self, settings: FinetuneSettings) -> bool:
         """The release's always-batch-statistics norm for released weights, unless set."""
@@ -438,20 +451,43 @@ def load_task_data(task: str, info: TaskInfo, task_dir: Path, settings: Finetune
 # Model
 
 
-def build_model(info: TaskInfo, settings: FinetuneSettings, batch_stats: bool) -> nn.Module:
+def build_model(info: TaskInfo, settings: FinetuneSettings, batch_stats: bool,
+                keras: bool = False) -> nn.Module:
     """The U-Net (segmentation) or the encoder classifier, with one output per class.
 
     Binary tasks keep the release's heads: a 1-channel sigmoid U-Net and a 1-logit
     classifier. More classes: raw logits over every class (softmax in loss and inference).
+    ``keras`` builds the Keras release's architecture instead.
     """
-    from genesis.models import GenesisClassifier, UNet3D
+    from genesis.models import GenesisClassifier, KerasClassifier, KerasUNet3D, UNet3D
 
     if info.kind == "segmentation":
         activation = None if info.multiclass else "sigmoid"
-        return UNet3D(in_channels=1, out_channels=info.n_outputs, width=settings.width,
-                      batch_stats=batch_stats, final_activation=activation)
-    return GenesisClassifier(n_classes=info.n_outputs, width=settings.width,
-                             batch_stats=batch_stats, hidden=settings.hidden)
+        unet = KerasUNet3D if keras else UNet3D
+        return unet(in_channels=1, out_channels=info.n_outputs, width=settings.width,
+                    batch_stats=batch_stats, final_activation=activation)
+    classifier = KerasClassifier if keras else GenesisClassifier
+    return classifier(n_classes=info.n_outputs, width=settings.width, batch_stats=batch_stats,
+                      hidden=settings.hidden)
+
+
+def _load_keras(model: nn.Module, path: Path, encoder_only: bool, except_head: bool) -> Any:
+    """The Keras release into ``model``; for a new head, through a 1-channel twin first
+    (the file's head has one channel) and then every tensor but the head."""
+    from genesis.models import KerasUNet3D, load_keras_weights
+    from genesis.models.keras_unet import HEAD
+
+    if not except_head:
+        return load_keras_weights(model, path, encoder_only=encoder_only)
+    twin = KerasUNet3D(in_channels=model.in_channels, out_channels=1, width=model.width)
+    report = load_keras_weights(twin, path)
+    body = {k: v for k, v in twin.state_dict().items() if not k.startswith(f"{HEAD}.")}
+    missing, unexpected = model.load_state_dict(body, strict=False)
+    if unexpected or any(not k.startswith(f"{HEAD}.") for k in missing):
+        raise ConfigError(f"{path}: Keras weights do not fit the model ({missing}, "
+                          f"{unexpected})")
+    return dataclasses.replace(report, loaded=tuple(body),
+                               kept=tuple(k for k in model.state_dict() if k not in body))
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:
@@ -476,8 +512,11 @@ def initialise(model: nn.Module, info: TaskInfo, init: Init,
     segmentation = info.kind == "segmentation"
     encoder_only = not segmentation
     except_head = segmentation and info.multiclass
-    report = load_weights(model, init.weights, encoder_only=encoder_only,
-                          except_head=except_head)
+    if init.keras:
+        report = _load_keras(model, init.weights, encoder_only, except_head)
+    else:
+        report = load_weights(model, init.weights, encoder_only=encoder_only,
+                              except_head=except_head)
     log.info("init %s: %s", init.name, report.summary())
     head_reset = reset_head and segmentation and not except_head
     if head_reset:
@@ -545,7 +584,7 @@ def finetune(
                  subset.n_labelled, subset.n_total)
     batch_stats = init.batch_stats(settings)
     set_determinism(derive_seed(seed, "finetune", task, "init"))
-    model = build_model(info, settings, batch_stats)
+    model = build_model(info, settings, batch_stats, keras=init.keras)
     init_record = initialise(model, info, init, settings.reset_head)
     model.to(device, memory_format=memory_format(settings.channels_last))
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)

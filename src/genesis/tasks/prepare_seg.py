@@ -1,9 +1,10 @@
-"""Shared preparation of the segmentation tasks (LCS, BMS): one case at a time.
+"""Shared preparation of the segmentation tasks (LCS, BMS, a user's own): one case at a time.
 
 For every case: read image and label, check that they belong together (shape, geometry,
-label values), binarise the label, normalise the image to [0, 1], optionally crop to the
-foreground and resize, and write ``volumes/<case>.npz`` plus a ``cases.csv`` row that
-records the source grid so ``genesis.tasks.prepared.restore_to_source`` can undo it.
+label values), binarise the label (LCS, BMS) or map its values to class indices 0..K-1
+(a multi-class task), normalise the image to [0, 1], optionally crop to the foreground
+and resize, and write ``volumes/<case>.npz`` plus a ``cases.csv`` row that records the
+source grid so ``genesis.tasks.prepared.restore_to_source`` can undo it.
 A case that fails a check is an error, or with ``skip_bad`` a logged skip recorded in
 ``prepare.json``; one bad volume among a hundred should not stop the run.
 """
@@ -61,6 +62,10 @@ class Preprocessing:
     crop_to_foreground: bool = False
     crop_margin: int = 0
     geometry_tolerance_mm: float = 0.01
+    #: Source label values of the classes, background (0) first; the label map is stored
+    #: as their indices. None: binary, every non-zero allowed value is foreground.
+    class_values: tuple[int, ...] | None = None
+    class_names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -145,8 +150,19 @@ def prepare_cases(
     if empty:
         raise InputError(output_dir, f"{task}: no usable case in split(s) {', '.join(empty)} "
                          f"({len(skipped)} skipped; see the log); cannot train or evaluate")
+    values = prep.class_values or (0, 1)
+    names = prep.class_names or ("background", "foreground")
+    train_voxels = [sum(r["class_voxels"][k] for r in rows if r["split"] == "train")
+                    for k in range(len(values))]
+    absent = [f"{names[k]} ({values[k]})" for k in range(1, len(values)) if not train_voxels[k]]
+    if absent:
+        raise InputError(output_dir, f"{task}: class(es) {', '.join(absent)} have no voxel in "
+                         "any training case (an empty class cannot be learnt); drop them "
+                         "from the classes or add cases")
     _write_cases_csv(output_dir / CASES_CSV, rows)
-    summary = {**summary, "counts": counts, "skipped": skipped, "n_skipped": len(skipped)}
+    summary = {**summary, "kind": "segmentation", "classes": [str(v) for v in values],
+               "class_names": list(names), "class_voxels_train": train_voxels,
+               "counts": counts, "skipped": skipped, "n_skipped": len(skipped)}
     write_json(output_dir / PREPARE_JSON, summary)
     return summary
 
@@ -154,7 +170,10 @@ def prepare_cases(
 def prepare_case(case: SourceCase, split: str, prep: Preprocessing) -> PreparedCase:
     """Read, check, binarise, normalise, crop and resize one case."""
     image, label = _read_pair(case, prep.geometry_tolerance_mm)
-    binary = binarise(label.data, prep.allowed_labels, case.label)
+    if prep.class_values is None:
+        binary = binarise(label.data, prep.allowed_labels, case.label)
+    else:
+        binary = encode_classes(label.data, prep.class_values, case.label)
     foreground = int(np.count_nonzero(binary))
     if foreground == 0:
         if split != "test":
@@ -217,6 +236,22 @@ def binarise(label: np.ndarray, allowed: Sequence[int], path: Path) -> np.ndarra
     return (label != 0).astype(np.uint8)
 
 
+def encode_classes(label: np.ndarray, values: Sequence[int], path: Path) -> np.ndarray:
+    """Class indices (uint8): ``values[k]`` -> k; a value not in ``values`` is an error."""
+    lookup = np.asarray(values, dtype=np.float64)
+    data = np.asarray(label)
+    index = np.searchsorted(np.sort(lookup), data)
+    order = np.argsort(lookup)
+    index = np.clip(index, 0, len(lookup) - 1)
+    known = np.sort(lookup)[index] == data
+    if not known.all():
+        unknown = np.unique(data[~known])
+        shown = ", ".join(f"{v:g}" for v in unknown[:5]) + (" ..." if unknown.size > 5 else "")
+        raise InputError(path, f"label volume holds value(s) {shown} that are not among the "
+                         f"task's classes {list(values)} (unknown class value)")
+    return order[index].astype(np.uint8)
+
+
 def full_box(shape: Sequence[int]) -> list[tuple[int, int]]:
     return [(0, int(n)) for n in shape]
 
@@ -261,13 +296,15 @@ def _case_row(case: SourceCase, split: str, file: str, prepared: PreparedCase) -
         "orig_shape": "x".join(map(str, geometry["source_shape"])),
         "prepared_shape": "x".join(map(str, geometry["prepared_shape"])),
         "foreground_voxels": int(np.count_nonzero(prepared.label)),
+        "class_voxels": np.bincount(prepared.label.reshape(-1), minlength=256).tolist(),
         "geometry": json.dumps(geometry, separators=(",", ":")),
     }
 
 
 def _write_cases_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(CASES_COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(CASES_COLUMNS), lineterminator="\n",
+                            extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buffer.getvalue())
