@@ -6,11 +6,26 @@ from snakemake.utils import validate
 
 validate(config, schema="../config/schema.yaml")
 
-if "released" in config["tasks"]["inits"] and not config["tasks"]["released_weights"]:
-    raise ValueError(
-        "tasks.inits lists 'released' but tasks.released_weights is not set: give the path "
-        "to Genesis_Chest_CT.pt (or any weights in that layout)"
-    )
+#: The released initialisations: config key, released file (fetched for `auto`), suffix.
+RELEASED = {
+    "released": ("released_weights", "Genesis_Chest_CT.pt", (".pt", ".safetensors")),
+    "released_keras": ("released_keras_weights", "Genesis_Chest_CT.h5", (".h5",)),
+}
+
+for _init, (_key, _file, _suffixes) in RELEASED.items():
+    _value = config["tasks"].get(_key)
+    if _init in config["tasks"]["inits"] and not _value:
+        raise ValueError(
+            f"tasks.inits lists '{_init}' but tasks.{_key} is not set: give 'auto' "
+            f"(download {_file}) or the path to your copy"
+        )
+    if _value and _value != "auto":
+        if not _value.endswith(_suffixes):
+            raise ValueError(
+                f"tasks.{_key}: {_value} must be a {' or '.join(_suffixes)} file"
+            )
+        if not Path(_value).is_file():
+            raise ValueError(f"tasks.{_key}: {_value} does not exist")
 
 REPO = Path(workflow.basedir)
 DATA = Path(config["data"]["root"])
@@ -199,8 +214,9 @@ def task_inits():
     inits = list(config["tasks"]["inits"])
     if "genesis" in inits:
         inits += [f"genesis-{v}" for v in config["pretrain"]["variants"] if v != "all"]
-    if config["tasks"]["released_weights"] and "released" not in inits:
-        inits.append("released")
+    for init, (key, _, _) in RELEASED.items():
+        if config["tasks"].get(key) and init not in inits:
+            inits.append(init)
     return inits
 
 
@@ -217,8 +233,10 @@ def init_weights(wildcards):
     init = wildcards.init
     if init == "scratch":
         return []
-    if init == "released":
-        return [config["tasks"]["released_weights"]]
+    if init in RELEASED:
+        key, released_file, _ = RELEASED[init]
+        value = config["tasks"][key]
+        return [data_path("released", released_file) if value == "auto" else value]
     return [results_path("pretrain", variant_of(init), "weights.pt")]
 
 
@@ -350,6 +368,20 @@ def report_notebooks():
 # --- report helpers --------------------------------------------------------------------
 
 
+def data_label():
+    """What the tables and figures were computed on, said in their titles."""
+    if SYNTHETIC:
+        label = "synthetic phantoms"
+    else:
+        label = "LUNA16 and MSD data"
+    own = [t for t in config["tasks"]["names"] if t not in PRESET_KINDS]
+    if own:
+        label += "; own tasks: " + ", ".join(
+            f"{t} ({task_section(t)['data']})" for t in own
+        )
+    return label
+
+
 def output_stem(wildcards, output):
     """Figures are written as STEM.png and STEM.pdf; the engine takes the stem."""
     return str(Path(output.png).with_suffix(""))
@@ -405,6 +437,6 @@ def notebook_parameters(wildcards):
 # initialisations, a run and a sweep's percentage are numbers.
 wildcard_constraints:
     task=wildcard_choice(config["tasks"]["names"]),
-    init=r"scratch|released|genesis(-[a-z_]+)?",
+    init=r"scratch|released|released_keras|genesis(-[a-z_]+)?",
     run=r"\d+",
     pct=r"\d+(\.\d+)?",

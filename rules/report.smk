@@ -39,6 +39,15 @@ rule tables:
         ),
         ablation_tex=results_path("tables", "ablation.tex"),
         ablation_record=results_path("tables", "ablation.provenance.json"),
+        # Every fraction of every task (fraction 1.0 only without a label sweep).
+        label_csv=results_path("tables", "label_efficiency.csv"),
+        label_md=report(
+            results_path("tables", "label_efficiency.md"),
+            caption="../report/label_efficiency_table.rst",
+            category="5. Target tasks",
+            subcategory="Label efficiency",
+        ),
+        label_tex=results_path("tables", "label_efficiency.tex"),
     log:
         log_path("report", "tables.log"),
     conda:
@@ -46,6 +55,8 @@ rule tables:
     threads: 1
     params:
         output_dir=lambda wc, output: Path(output.csv).parent,
+        label_stem=lambda wc, output: str(Path(output.label_csv).with_suffix("")),
+        data_label=data_label(),
         seeds=json.dumps(
             {
                 "data": config["seed"],
@@ -53,9 +64,34 @@ rule tables:
             }
         ),
     shell:
-        "genesis tables --summary {input.summary} --published {input.published}"
-        " --provenance {input.provenance} --seeds {params.seeds:q}"
-        " --output-dir {params.output_dir} > {log} 2>&1"
+        "genesis tables --summary {input.summary:q} --published {input.published:q}"
+        " --provenance {input.provenance:q} --seeds {params.seeds:q}"
+        " --data-label {params.data_label:q} --label-efficiency {params.label_stem:q}"
+        " --output-dir {params.output_dir:q} > {log:q} 2>&1"
+
+
+rule figure_label_efficiency:
+    input:
+        summary=rules.aggregate.output[0],
+    output:
+        png=report(
+            results_path("figures", "label_efficiency_{task}.png"),
+            caption="../report/label_efficiency.rst",
+            category="5. Target tasks",
+            subcategory="Label efficiency",
+        ),
+        pdf=results_path("figures", "label_efficiency_{task}.pdf"),
+    log:
+        log_path("report", "figure_label_efficiency_{task}.log"),
+    conda:
+        "../envs/engine.yaml"
+    threads: 1
+    params:
+        stem=output_stem,
+        data_label=data_label(),
+    shell:
+        "genesis figures label-efficiency --summary {input.summary:q} --task {wildcards.task}"
+        " --data-label {params.data_label:q} --output {params.stem:q} > {log:q} 2>&1"
 
 
 rule figure_gallery:

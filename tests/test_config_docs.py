@@ -46,6 +46,7 @@ HEADINGS: dict[str, str] = {
     "data.synthetic.liver": "data.synthetic.liver",
     "data.synthetic.brain": "data.synthetic.brain",
     **{f"data.real.{name}": "data.real.<dataset>" for name in ("luna16", "liver", "brain")},
+    "data.released": "data.released",
     "luna16": "luna16",
     "luna16.subsets": "luna16",
     "cubes": "cubes",
@@ -58,6 +59,12 @@ HEADINGS: dict[str, str] = {
     **{f"tasks.{task}.prepare": f"tasks.{task}.prepare" for task in TASKS},
     **{f"tasks.{task}.finetune": "tasks.<task>.finetune" for task in TASKS},
     **{f"tasks.{task}.evaluate": "tasks.<task>.evaluate" for task in TASKS},
+    # A user task (tasks.<name>, schema patternProperties); its prepare section by kind.
+    "tasks.<name>": "tasks.<name>",
+    "tasks.<name>.finetune": "tasks.<task>.finetune",
+    "tasks.<name>.evaluate": "tasks.<task>.evaluate",
+    "tasks.<name>.prepare[segmentation]": "tasks.<name>.prepare, segmentation",
+    "tasks.<name>.prepare[classification]": "tasks.<name>.prepare, classification",
     "reports": "reports",
 }
 
@@ -109,6 +116,12 @@ def schema_sections() -> dict[str, Section]:
             properties[key] = resolve(sub, doc, docs)[0]
             walk(sub, doc, f"{path}.{key}" if path else key)
         found[path] = Section(path, properties, stage)
+        for sub in node.get("patternProperties", {}).values():  # user tasks: tasks.<name>
+            walk(sub, doc, f"{path}.<name>")
+        for case in node.get("allOf", []):  # kind-dependent sections: prepare[<kind>]
+            kind = case["if"]["properties"]["kind"]["const"]
+            for key, sub in case["then"]["properties"].items():
+                walk(sub, doc, f"{path}.{key}[{kind}]")
 
     walk(docs[SCHEMA.name], SCHEMA.name, "")
     return found
@@ -391,7 +404,10 @@ def test_schema_defaults_do_not_change_engine_settings(name: str, path: str) -> 
         if stage == "finetune":
             from genesis.tasks.finetune import resolve_settings
 
-            return resolve_settings(path.split(".")[1], mapping)
+            task = path.split(".")[1]
+            if task == "<name>":  # a user task: its kind's defaults
+                return resolve_settings("user_task", mapping, "segmentation")
+            return resolve_settings(task, mapping)
         return from_mapping(load_class(STAGES[stage][0]), mapping, path)
 
     before, after = engine(config_value(raw, path)), engine(config_value(filled, path))

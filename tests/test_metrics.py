@@ -105,12 +105,12 @@ def test_summary_is_sorted_and_complete(tmp_path) -> None:
     out = tmp_path / "summary.csv"
     write_summary(paths, out)
     lines = out.read_text().splitlines()
-    assert lines[0] == "task,init,run,seed,metric,value,dice"
-    assert lines[1:] == [
-        "bms,genesis,1,101,iou,0.3,0.4",
-        "lcs,scratch,2,102,iou,0.4,0.5",
-        "lcs,scratch,10,110,iou,0.5,0.6",
-        "ncc,genesis,1,101,iou,0.9,",
+    assert lines[0] == "task,init,fraction,n_labelled,run,seed,metric,value,dice"
+    assert lines[1:] == [  # metrics without a fraction (before label sweeps): all labels
+        "bms,genesis,1.0,,1,101,iou,0.3,0.4",
+        "lcs,scratch,1.0,,2,102,iou,0.4,0.5",
+        "lcs,scratch,1.0,,10,110,iou,0.5,0.6",
+        "ncc,genesis,1.0,,1,101,iou,0.9,",
     ]
     write_summary(list(reversed(paths)), tmp_path / "again.csv")
     assert (tmp_path / "again.csv").read_text() == out.read_text()

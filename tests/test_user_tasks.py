@@ -8,6 +8,7 @@ predictions on the source grid, label fractions, and the one-line errors for bad
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from user_task_data import CLASS_NAMES, mni_classification, mni_segmentation
 
 from genesis.cli import main
 from genesis.errors import ConfigError, InputError
@@ -23,7 +25,6 @@ from genesis.tasks.evaluate import EvaluateSettings, evaluate
 from genesis.tasks.finetune import DivergedError, Init, finetune, resolve_settings
 from genesis.tasks.kinds import task_info
 from genesis.tasks.label_subsets import labelled_order, labelled_subset
-from user_task_data import CLASS_NAMES, mni_classification, mni_segmentation
 
 CUBE = [16, 16, 8]
 TINY = {"max_epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "width": 2,
@@ -122,7 +123,7 @@ def test_label_fraction_trains_on_a_nested_subset(prepared: dict[str, Path],
 def test_divergence_is_an_error_and_writes_no_weights(prepared: dict[str, Path],
                                                       tmp_path: Path) -> None:
     settings = resolve_settings("tissue", {**TINY, "lr": 1e30}, "classification")
-    with pytest.raises(DivergedError, match="diverged at epoch 1"):
+    with pytest.raises(DivergedError, match=r"diverged at epoch 1"):
         finetune("tissue", prepared["tissue"], tmp_path, Init("scratch"), seed=1,
                  settings=settings)
     assert not (tmp_path / "weights.pt").exists()
@@ -130,7 +131,7 @@ def test_divergence_is_an_error_and_writes_no_weights(prepared: dict[str, Path],
 
 @pytest.mark.parametrize("lr", [float("inf"), float("nan"), -1.0, 0.0])
 def test_non_finite_or_negative_lr_is_refused(lr: float) -> None:
-    with pytest.raises(ConfigError, match="tasks.tissue.finetune.lr"):
+    with pytest.raises(ConfigError, match=r"tasks\.tissue\.finetune\.lr"):
         resolve_settings("tissue", {"lr": lr}, "classification")
 
 
@@ -242,10 +243,10 @@ def test_subsets_are_nested_paired_and_cover_every_class(trial: int) -> None:
     rng = np.random.default_rng(trial)
     cases = _random_cases(rng, int(rng.integers(1, 40)), int(rng.integers(1, 4)))
     seed = int(rng.integers(0, 1000))
-    fractions = sorted(rng.uniform(0.01, 1.0, size=4).tolist()) + [1.0]
+    fractions = [*sorted(rng.uniform(0.01, 1.0, size=4).tolist()), 1.0]
     subsets = [set(labelled_subset(cases, f, seed, "task").tolist()) for f in fractions]
     classes = set().union(*cases)
-    for smaller, larger in zip(subsets, subsets[1:], strict=False):
+    for smaller, larger in itertools.pairwise(subsets):
         assert smaller <= larger  # nested
     for fraction, subset in zip(fractions, subsets, strict=True):
         assert len(subset) >= min(len(cases), int(np.ceil(fraction * len(cases))))
@@ -294,5 +295,5 @@ def test_released_keras_init_fine_tunes_and_evaluates(prepared: dict[str, Path],
 def test_released_keras_takes_the_h5_file(tmp_path: Path) -> None:
     pt = tmp_path / "weights.pt"
     pt.write_bytes(b"")
-    with pytest.raises(ConfigError, match="released_keras takes the Keras .h5 file"):
+    with pytest.raises(ConfigError, match=r"released_keras takes the Keras \.h5 file"):
         Init("released_keras", pt)

@@ -1,8 +1,10 @@
 """Draw the paper's figures as PNG and PDF: ``--output STEM`` writes STEM.png and STEM.pdf.
 
 One KIND per figure: the transformation gallery, pretraining loss, per-task bars,
-fine-tuning curves, segmentation overlays and the ablation bars. All kinds except
-``gallery`` (which runs the transformations themselves) read only files under results/.
+fine-tuning curves, segmentation overlays, the ablation bars and label efficiency (the
+metric against the share of labelled training cases). All kinds except ``gallery`` (which
+runs the transformations themselves) read only files under results/. The bars use the runs
+on all training cases (fraction 1.0) of a label sweep.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from genesis.commands._settings import settings_argument
+from genesis.errors import InputError
 
-HELP = "figures: transformation gallery, losses, task bars, curves, overlays, ablation"
+HELP = (
+    "figures: transformation gallery, losses, task bars, curves, overlays, ablation, "
+    "label efficiency"
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,35 +29,76 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
 
     def kind(name: str, help_text: str) -> argparse.ArgumentParser:
-        child = kinds.add_parser(name, help=help_text, description=help_text,
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        child.add_argument("--output", type=Path, required=True,
-                           help="output stem: writes STEM.png and STEM.pdf")
+        child = kinds.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        child.add_argument(
+            "--output", type=Path, required=True, help="output stem: writes STEM.png and STEM.pdf"
+        )
         return child
 
-    gallery = kind("gallery", "an original cube and each transformation alone and combined, "
-                   "in axial, coronal and sagittal mid-slices")
-    gallery.add_argument("--cubes", type=Path, required=True,
-                         help="cube shard results/cubes/<name>.npy, float16 (n, X, Y, Z)")
-    gallery.add_argument("--seed", type=int, default=0,
-                         help="picks the cube and draws every transformation")
-    gallery.add_argument("--index", type=int, default=None,
-                         help="cube to show; drawn from --seed when omitted")
-    gallery.add_argument("--settings", type=settings_argument, default={},
-                         help="transformation settings (the pretrain.transforms config "
-                         "section) as a JSON object")
+    gallery = kind(
+        "gallery",
+        "an original cube and each transformation alone and combined, "
+        "in axial, coronal and sagittal mid-slices",
+    )
+    gallery.add_argument(
+        "--cubes",
+        type=Path,
+        required=True,
+        help="cube shard results/cubes/<name>.npy, float16 (n, X, Y, Z)",
+    )
+    gallery.add_argument(
+        "--seed", type=int, default=0, help="picks the cube and draws every transformation"
+    )
+    gallery.add_argument(
+        "--index", type=int, default=None, help="cube to show; drawn from --seed when omitted"
+    )
+    gallery.add_argument(
+        "--settings",
+        type=settings_argument,
+        default={},
+        help="transformation settings (the pretrain.transforms config section) as a JSON object",
+    )
 
     pretraining = kind("pretraining", "pretraining loss per epoch and variant")
-    pretraining.add_argument("--metrics", type=Path, nargs="+", required=True,
-                             help="results/pretrain/<variant>/metrics.csv files")
+    pretraining.add_argument(
+        "--metrics",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="results/pretrain/<variant>/metrics.csv files",
+    )
 
-    for name, help_text in (("tasks", "per-task bars of scratch, genesis and released"),
-                            ("ablation", "per-task bars of the ablation variants")):
+    for name, help_text in (
+        ("tasks", "per-task bars of scratch, genesis and released"),
+        ("ablation", "per-task bars of the ablation variants"),
+    ):
         bars = kind(name, help_text)
-        bars.add_argument("--summary", type=Path, required=True,
-                          help="results/finetune/summary.csv")
-        bars.add_argument("--published", type=Path,
-                          help="config/published.csv, drawn as diamonds beside the bars")
+        bars.add_argument(
+            "--summary", type=Path, required=True, help="results/finetune/summary.csv"
+        )
+        bars.add_argument(
+            "--published", type=Path, help="config/published.csv, drawn as diamonds beside the bars"
+        )
+
+    efficiency = kind(
+        "label-efficiency",
+        "the metric against the share of labelled training cases, one line per init with a "
+        "±std band; stars mark paired t-test p < 0.05 against scratch",
+    )
+    efficiency.add_argument(
+        "--summary", type=Path, required=True, help="results/finetune/summary.csv"
+    )
+    efficiency.add_argument("--task", required=True, help="task name, e.g. lcs or spleen")
+    efficiency.add_argument(
+        "--data-label",
+        metavar="TEXT",
+        help='what the data are, shown in the title, e.g. "synthetic phantoms"',
+    )
 
     curves = kind("curves", "fine-tuning curves of one task")
     curves.add_argument("--task", required=True, help="task name, e.g. ncc, lcs, bms")
@@ -60,10 +107,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     overlays = kind("segmentations", "test slices with ground truth and prediction contours")
     overlays.add_argument("--task", required=True, help="segmentation task, e.g. lcs or bms")
     overlays.add_argument("--runs-root", type=Path, required=True, help="results/finetune")
-    overlays.add_argument("--tasks-root", type=Path, required=True,
-                          help="results/tasks (prepared test volumes)")
-    overlays.add_argument("--inits", nargs="+", default=["scratch", "genesis"],
-                          help="initialisations to compare, one column each")
+    overlays.add_argument(
+        "--tasks-root", type=Path, required=True, help="results/tasks (prepared test volumes)"
+    )
+    overlays.add_argument(
+        "--inits",
+        nargs="+",
+        default=["scratch", "genesis"],
+        help="initialisations to compare, one column each",
+    )
     overlays.add_argument("--cases", type=int, default=3, help="test cases shown, one per row")
 
 
@@ -90,13 +142,29 @@ def _draw(args: argparse.Namespace) -> Any:
     if args.kind == "pretraining":
         return figures.pretraining_figure(figures.read_pretrain_metrics(args.metrics))
     if args.kind in ("tasks", "ablation"):
-        summary = tables.load_summary(args.summary)
+        summary = tables.full_fraction(tables.load_summary(args.summary))
+        if summary.empty:
+            raise InputError(args.summary, "has no runs on all training cases (fraction 1.0)")
         published = tables.load_published(args.published) if args.published else None
         draw = figures.tasks_figure if args.kind == "tasks" else figures.ablation_figure
         return draw(summary, published)
+    if args.kind == "label-efficiency":
+        from genesis.report.label_efficiency import label_efficiency_figure
+
+        summary = tables.load_summary(args.summary)
+        if args.task not in set(summary["task"]):
+            raise InputError(
+                args.summary,
+                f"has no runs of task '{args.task}'; tasks: {tables.task_order(summary['task'])}",
+            )
+        return label_efficiency_figure(summary, args.task, args.data_label)
     if args.kind == "curves":
-        return figures.curves_figure(figures.read_curves(args.runs_root, args.task), args.task,
-                                     tables.TASK_METRICS.get(args.task))
-    rows = figures.segmentation_overlays(args.task, args.runs_root, args.tasks_root,
-                                         args.inits, args.cases)
+        return figures.curves_figure(
+            figures.read_curves(args.runs_root, args.task),
+            args.task,
+            tables.TASK_METRICS.get(args.task),
+        )
+    rows = figures.segmentation_overlays(
+        args.task, args.runs_root, args.tasks_root, args.inits, args.cases
+    )
     return figures.segmentation_figure(rows, args.task)

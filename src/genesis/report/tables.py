@@ -1,5 +1,10 @@
-"""Target-task and ablation tables: mean ± std over runs, Welch's p against scratch, and the
-published numbers beside them.
+"""Target-task and ablation tables: mean ± std over runs, Welch's and the paired t-test's p
+against scratch, and the published numbers beside them.
+
+``summary.csv`` may hold a label sweep (``fraction`` < 1: fine-tuning on a share of the
+training cases); these tables use only the runs on all training cases (fraction 1.0), and
+``genesis.report.label_efficiency`` reports the sweep. Runs with the same (task, fraction,
+run) index share the labelled subset and the seed across initialisations, so they pair.
 
 Our metrics are fractions in [0, 1]; the papers report percentages, so every number in the
 tables is a percentage (columns end in ``_pct``). The CSV holds the numbers (NaN where a
@@ -24,6 +29,9 @@ from genesis.io.tables import read_csv
 from genesis.report import records
 
 SUMMARY_COLUMNS = ("task", "init", "run", "seed", "metric", "value", "dice")
+#: Columns of the label-sweep summary; a summary without them is all fraction 1.0.
+DESIGN_COLUMNS = ("fraction", "n_labelled")
+FULL_FRACTION = 1.0
 PUBLISHED_COLUMNS = ("task", "init", "metric", "mean", "std", "source")
 METRICS = ("auc", "iou")
 
@@ -43,29 +51,56 @@ METRIC_LABELS = {"auc": "AUC", "iou": "IoU"}
 TASK_METRICS = {"ncc": "auc", "ncs": "iou", "ecc": "auc", "lcs": "iou", "bms": "iou"}
 
 TABLE_COLUMNS = (
-    "task", "metric", "init", "n", "mean_pct", "std_pct", "dice_mean_pct", "dice_std_pct",
-    "p_value", "published_init", "published_mean_pct", "published_std_pct", "published_source",
+    "task",
+    "metric",
+    "init",
+    "n",
+    "mean_pct",
+    "std_pct",
+    "dice_mean_pct",
+    "dice_std_pct",
+    "p_value",
+    "p_paired",
+    "published_init",
+    "published_mean_pct",
+    "published_std_pct",
+    "published_source",
 )
 
 
 # --- reading -------------------------------------------------------------------------------
 
+
 def load_summary(path: str | Path) -> pd.DataFrame:
-    """Read ``finetune/summary.csv`` and check what the tables rely on."""
+    """Read ``finetune/summary.csv`` and check what the tables rely on.
+
+    A summary without the ``fraction`` and ``n_labelled`` columns (written before label
+    sweeps existed) loads as fraction 1.0 with unknown (NaN) ``n_labelled``.
+    """
     path = Path(path)
     frame = read_csv(path, SUMMARY_COLUMNS)
     if frame.empty:
         raise InputError(path, "has no runs")
+    frame = with_design_columns(frame)
     frame["task"] = frame["task"].astype(str)
     frame["init"] = frame["init"].astype(str)
     frame["metric"] = frame["metric"].astype(str)
-    for column in ("seed", "value", "dice"):
+    for column in ("seed", "value", "dice", "fraction", "n_labelled"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    for column in ("seed", "value"):
+    for column in ("seed", "value", "fraction"):
         if frame[column].isna().any():
             rows = list(frame.index[frame[column].isna()][:5] + 2)
-            raise InputError(path, f"column '{column}' is empty or not a number on line(s) "
-                             f"{rows}")
+            raise InputError(path, f"column '{column}' is empty or not a number on line(s) {rows}")
+    fraction = frame["fraction"]
+    if not np.isfinite(fraction).all() or ((fraction <= 0) | (fraction > 1)).any():
+        raise InputError(path, "column 'fraction' must hold shares of the training cases in (0, 1]")
+    # Written as decimals ("0.1"): rounding keeps 0.1 and 0.1000000001 one group.
+    frame["fraction"] = fraction.round(9)
+    labelled = frame["n_labelled"].dropna()
+    if not np.isfinite(labelled).all() or (labelled < 0).any() or (labelled % 1 != 0).any():
+        raise InputError(
+            path, "column 'n_labelled' must hold whole numbers of cases (>= 0) or be empty"
+        )
     _check_fraction(path, frame, "value")
     _check_fraction(path, frame, "dice")
     unknown = sorted(set(frame["metric"]) - set(METRICS))
@@ -74,12 +109,35 @@ def load_summary(path: str | Path) -> pd.DataFrame:
     mixed = frame.groupby("task")["metric"].nunique()
     if (mixed > 1).any():
         raise InputError(path, f"task(s) {sorted(mixed.index[mixed > 1])} mix several metrics")
-    duplicated = frame.duplicated(["task", "init", "run"], keep=False)
+    duplicated = frame.duplicated(["task", "init", "fraction", "run"], keep=False)
     if duplicated.any():
         first = frame[duplicated].iloc[0]
-        raise InputError(path, f"run {first['run']} of {first['task']}/{first['init']} "
-                         "appears more than once")
+        raise InputError(
+            path,
+            f"run {first['run']} of {first['task']}/{first['init']} at "
+            f"fraction {first['fraction']:g} appears more than once",
+        )
     return frame
+
+
+def with_design_columns(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with ``fraction`` (1.0) and ``n_labelled`` (NaN) added where missing."""
+    missing = [column for column in DESIGN_COLUMNS if column not in summary.columns]
+    if not missing:
+        return summary
+    summary = summary.copy()
+    if "fraction" in missing:
+        summary["fraction"] = FULL_FRACTION
+    if "n_labelled" in missing:
+        summary["n_labelled"] = math.nan
+    return summary
+
+
+def full_fraction(summary: pd.DataFrame) -> pd.DataFrame:
+    """The runs fine-tuned on all training cases (fraction 1.0): the target-task runs."""
+    summary = with_design_columns(summary)
+    keep = np.isclose(summary["fraction"].to_numpy(float), FULL_FRACTION)
+    return summary[keep].reset_index(drop=True)
 
 
 def load_published(path: str | Path) -> pd.DataFrame:
@@ -103,6 +161,7 @@ def _check_fraction(path: Path, frame: pd.DataFrame, column: str) -> None:
 
 # --- statistics ----------------------------------------------------------------------------
 
+
 def welch_p_value(values: Sequence[float], reference: Sequence[float]) -> float:
     """Two-sided Welch's t-test p-value; NaN when either group has fewer than two runs.
 
@@ -122,6 +181,42 @@ def welch_p_value(values: Sequence[float], reference: Sequence[float]) -> float:
     return p_value if math.isfinite(p_value) else math.nan
 
 
+def paired_p_value(values: Mapping[Any, float], reference: Mapping[Any, float]) -> float:
+    """Two-sided paired t-test p-value (``scipy.stats.ttest_rel``) of runs matched by run index.
+
+    ``values`` and ``reference`` map run index -> metric. Runs with the same index share the
+    labelled subset and the seed, so their difference removes that shared variation. NaN
+    unless both sides hold the same runs (each run has its partner) and at least two, or
+    when the differences have no spread (the t statistic is then undefined).
+    """
+    from scipy import stats
+
+    if set(values) != set(reference) or len(values) < 2:
+        return math.nan
+    runs = sorted(values, key=run_sort_key)
+    a = np.array([values[run] for run in runs], float)
+    b = np.array([reference[run] for run in runs], float)
+    if np.ptp(a - b) <= 1e-12:
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p_value = float(stats.ttest_rel(a, b).pvalue)
+    return p_value if math.isfinite(p_value) else math.nan
+
+
+def run_sort_key(run: Any) -> tuple[int, float, str]:
+    """Numeric run indices in numeric order (2 before 10), anything else after them."""
+    try:
+        return 0, float(run), ""
+    except (TypeError, ValueError):
+        return 1, 0.0, str(run)
+
+
+def by_run(group: pd.DataFrame, column: str = "value") -> dict[Any, float]:
+    """Run index -> ``column`` of one (task, init, fraction) group of runs."""
+    return {run: float(value) for run, value in zip(group["run"], group[column], strict=True)}
+
+
 def init_order(inits: Iterable[str]) -> list[str]:
     """scratch, genesis, released, other inits, then the ablation variants by name."""
     fixed = ["scratch", "genesis", "released"]
@@ -137,28 +232,40 @@ def task_order(tasks: Iterable[str]) -> list[str]:
 
 
 def summarise(summary: pd.DataFrame, inits: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per (task, init): n, mean and std (ddof=1) in %, p-value against scratch."""
+    """One row per (task, init): n, mean and std (ddof=1) in %, p-values against scratch.
+
+    ``summary`` holds one fraction (run indices unique per task and init); ``p_value`` is
+    Welch's t-test and ``p_paired`` the paired t-test over the same run indices.
+    """
     rows = []
     for task in task_order(summary["task"]):
         runs = summary[summary["task"] == task]
-        scratch = runs.loc[runs["init"] == "scratch", "value"].to_numpy(float)
+        scratch_runs = runs[runs["init"] == "scratch"]
+        scratch = scratch_runs["value"].to_numpy(float)
         present = init_order(runs["init"])
         for init in present if inits is None else [i for i in inits if i in present]:
             group = runs[runs["init"] == init]
             values = group["value"].to_numpy(float)
             dice = group["dice"].dropna().to_numpy(float)
-            rows.append({
-                "task": task,
-                "metric": str(group["metric"].iloc[0]),
-                "init": init,
-                "n": int(values.size),
-                "mean_pct": 100 * values.mean(),
-                "std_pct": 100 * _std(values),
-                "dice_mean_pct": 100 * dice.mean() if dice.size else math.nan,
-                "dice_std_pct": 100 * _std(dice),
-                "p_value": math.nan if init == "scratch" else welch_p_value(values, scratch),
-            })
-    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS[:9]))
+            rows.append(
+                {
+                    "task": task,
+                    "metric": str(group["metric"].iloc[0]),
+                    "init": init,
+                    "n": int(values.size),
+                    "mean_pct": 100 * values.mean(),
+                    "std_pct": 100 * _std(values),
+                    "dice_mean_pct": 100 * dice.mean() if dice.size else math.nan,
+                    "dice_std_pct": 100 * _std(dice),
+                    "p_value": math.nan if init == "scratch" else welch_p_value(values, scratch),
+                    "p_paired": (
+                        math.nan
+                        if init == "scratch" or scratch_runs.empty
+                        else paired_p_value(by_run(group), by_run(scratch_runs))
+                    ),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS[:10]))
 
 
 def _std(values: np.ndarray) -> float:
@@ -182,7 +289,8 @@ def attach_published(table: pd.DataFrame, published: pd.DataFrame) -> pd.DataFra
 
 
 def target_table(summary: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
-    """The main table: every initialisation except the ablation variants."""
+    """The main table: every initialisation except the ablation variants, fraction 1.0."""
+    summary = full_fraction(summary)
     inits = [init for init in init_order(summary["init"]) if not init.startswith("genesis-")]
     return attach_published(summarise(summary, inits), published)
 
@@ -190,13 +298,16 @@ def target_table(summary: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame
 def ablation_table(summary: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
     """scratch, genesis (all transformations) and each single-transformation variant.
 
-    Empty (header only) when no ``genesis-<variant>`` runs exist.
+    Runs on all training cases (fraction 1.0) only; empty (header only) when no
+    ``genesis-<variant>`` runs exist.
     """
+    summary = full_fraction(summary)
     inits = init_order(summary["init"])
     if not any(init.startswith("genesis-") for init in inits):
         return pd.DataFrame(columns=list(TABLE_COLUMNS))
-    chosen = [init for init in inits if init in ("scratch", "genesis") or
-              init.startswith("genesis-")]
+    chosen = [
+        init for init in inits if init in ("scratch", "genesis") or init.startswith("genesis-")
+    ]
     return attach_published(summarise(summary, chosen), published)
 
 
@@ -205,13 +316,28 @@ def other_published(published: pd.DataFrame, table: pd.DataFrame) -> pd.DataFram
     shown = {(row.task, row.published_init) for row in table.itertuples() if row.published_init}
     tasks = set(table["task"])
     keep = [
-        row.task in tasks and (row.task, row.init) not in shown
-        for row in published.itertuples()
+        row.task in tasks and (row.task, row.init) not in shown for row in published.itertuples()
     ]
     return published[keep].reset_index(drop=True)
 
 
 # --- formatting ----------------------------------------------------------------------------
+
+
+def task_label(task: str) -> str:
+    """Short display name: the paper's acronym (NCC, LCS, ...) or a user task's own name."""
+    return task.upper() if task in TASK_NAMES else task
+
+
+def titled(head: str, data_label: str | None, rest: str = "") -> str:
+    """``head (data label): rest``, so that every title says what the data are."""
+    title = f"{head} ({data_label})" if data_label else head
+    return f"{title}: {rest}" if rest else title
+
+
+def data_note(data_label: str | None) -> list[str]:
+    return [f"Data: {data_label}."] if data_label else []
+
 
 def format_mean_std(mean: float, std: float, plus_minus: str = " ± ") -> str:
     if not math.isfinite(mean):
@@ -230,18 +356,31 @@ def format_p(p_value: float) -> str:
 def _display_rows(table: pd.DataFrame, plus_minus: str) -> list[list[str]]:
     return [
         [
-            row.task.upper(), METRIC_LABELS.get(row.metric, row.metric), row.init, str(row.n),
+            task_label(row.task),
+            METRIC_LABELS.get(row.metric, row.metric),
+            row.init,
+            str(row.n),
             format_mean_std(row.mean_pct, row.std_pct, plus_minus),
             format_mean_std(row.dice_mean_pct, row.dice_std_pct, plus_minus),
             format_p(row.p_value),
+            format_p(row.p_paired),
             format_mean_std(row.published_mean_pct, row.published_std_pct, plus_minus),
         ]
         for row in table.itertuples()
     ]
 
 
-HEADERS = ["Task", "Metric", "Initialisation", "n", "Ours (%)", "Dice (%)", "p vs scratch",
-           "Published (%)"]
+HEADERS = [
+    "Task",
+    "Metric",
+    "Initialisation",
+    "n",
+    "Ours (%)",
+    "Dice (%)",
+    "p Welch",
+    "p paired",
+    "Published (%)",
+]
 
 
 def to_markdown(
@@ -250,42 +389,66 @@ def to_markdown(
     record: Mapping[str, Any],
     others: pd.DataFrame | None = None,
     empty_note: str = "No runs.",
+    data_label: str | None = None,
 ) -> str:
     """A GitHub-flavoured Markdown table with notes and the reproducibility record."""
     parts = [f"# {title}\n"]
     if table.empty:
-        parts.append(f"{empty_note}\n")
+        parts.append(" ".join([empty_note, *data_note(data_label)]) + "\n")
     else:
-        parts.append(_markdown_grid(HEADERS, _display_rows(table, " ± ")))
-        parts.append(_notes(table, others))
+        parts.append(markdown_grid(HEADERS, _display_rows(table, " ± ")))
+        parts.append(_notes(table, others, data_label))
         if others is not None and not others.empty:
             parts.append("## Published baselines not re-run here\n")
-            parts.append(_markdown_grid(
-                ["Task", "Metric", "Initialisation", "Published (%)"],
-                [[r.task.upper(), METRIC_LABELS.get(r.metric, r.metric), r.init,
-                  format_mean_std(r.mean, r.std)] for r in others.itertuples()],
-            ))
+            parts.append(
+                markdown_grid(
+                    ["Task", "Metric", "Initialisation", "Published (%)"],
+                    [
+                        [
+                            task_label(r.task),
+                            METRIC_LABELS.get(r.metric, r.metric),
+                            r.init,
+                            format_mean_std(r.mean, r.std),
+                        ]
+                        for r in others.itertuples()
+                    ],
+                )
+            )
     parts.append(records.markdown_footer(record))
     return "\n".join(parts)
 
 
-def _markdown_grid(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def markdown_grid(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def _notes(table: pd.DataFrame, others: pd.DataFrame | None) -> str:
-    sources = sorted({s for s in table["published_source"] if s} |
-                     (set(others["source"]) if others is not None else set()))
+def _notes(table: pd.DataFrame, others: pd.DataFrame | None, data_label: str | None) -> str:
+    sources = sorted(
+        {s for s in table["published_source"] if s}
+        | (set(others["source"]) if others is not None else set())
+    )
     notes = [
-        "Mean ± sample standard deviation (ddof=1) over n independent fine-tuning runs, in %. "
-        "AUC: ROC area under the curve; IoU and Dice: overlap of the binary masks.",
-        "p vs scratch: two-sided Welch's t-test of the runs against the scratch runs of the "
-        "same task (– for scratch itself or when either side has fewer than two runs).",
-        "Published: the same initialisation as reported by the authors' group; `released` is "
-        "compared with the published Models Genesis row. BMS is BraTS 2018.",
+        *data_note(data_label),
+        "Mean ± sample standard deviation (ddof=1) over n independent fine-tuning runs on all "
+        "training cases, in %. AUC: ROC area under the curve; IoU and Dice: overlap of the "
+        "binary masks (mean over the foreground classes).",
+        "p Welch: two-sided Welch's t-test of the runs against the scratch runs of the same "
+        "task (– for scratch itself or when either side has fewer than two runs).",
+        "p paired: two-sided paired t-test (scipy.stats.ttest_rel) against scratch, pairing "
+        "the runs with the same run index, which share the training cases and the seed (– "
+        "unless both initialisations have the same runs, at least two, with some spread in "
+        "the differences). No correction for multiple comparisons.",
     ]
+    if sources:
+        notes.append(
+            "Published: the same initialisation as reported by the authors' group, on their "
+            "datasets; `released` is compared with the published Models Genesis row. BMS is "
+            "BraTS 2018."
+        )
+    else:
+        notes.append("Published: – (no published numbers exist for these tasks).")
     notes += [f"Published source: {source}." for source in sources]
     return "\n".join(f"- {note}" for note in notes) + "\n"
 
@@ -300,30 +463,43 @@ def to_latex(
     """A booktabs table; the reproducibility record rides along as comments."""
     head = records.latex_comment(record)
     if table.empty:
-        return head + f"% {empty_note}\n"
-    rows = [[_tex(cell) for cell in row] for row in _display_rows(table, r" $\pm$ ")]
-    headers = [_tex(h) for h in HEADERS]
-    body = "\n".join(" & ".join(row) + r" \\" for row in rows)
+        return head + f"% {' '.join(caption.split())}\n% {empty_note}\n"
+    rows = _display_rows(table, r" $\pm$ ")
+    return head + latex_table(HEADERS, rows, caption, label, "lll" + "r" * 6)
+
+
+def latex_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], caption: str, label: str, columns: str
+) -> str:
+    """A booktabs ``table`` environment; cells are escaped for LaTeX."""
+    body = "\n".join(" & ".join(tex(cell) for cell in row) + r" \\" for row in rows)
     return (
-        head
-        + "\\begin{table}[t]\n\\centering\n"
-        + f"\\caption{{{_tex(caption)}}}\n\\label{{{label}}}\n"
-        + "\\begin{tabular}{lllrrrrr}\n\\toprule\n"
-        + " & ".join(headers) + " \\\\\n\\midrule\n"
-        + body + "\n\\bottomrule\n\\end{tabular}\n\\end{table}\n"
+        "\\begin{table}[t]\n\\centering\n"
+        + f"\\caption{{{tex(caption)}}}\n\\label{{{label}}}\n"
+        + f"\\begin{{tabular}}{{{columns}}}\n\\toprule\n"
+        + " & ".join(tex(h) for h in headers)
+        + " \\\\\n\\midrule\n"
+        + body
+        + "\n\\bottomrule\n\\end{tabular}\n\\end{table}\n"
     )
 
 
-def _tex(text: str) -> str:
+def tex(text: str) -> str:
     if "$" in text:  # already formatted maths (mean $\pm$ std)
         return text.replace("–", "--")
-    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"),
-                          ("_", r"\_"), ("#", r"\#")):
+    for char, escaped in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+    ):
         text = text.replace(char, escaped)
     return text.replace("–", "--")
 
 
 # --- writing -------------------------------------------------------------------------------
+
 
 def write_table(
     table: pd.DataFrame,
@@ -334,15 +510,17 @@ def write_table(
     record: Mapping[str, Any],
     others: pd.DataFrame | None = None,
     empty_note: str = "No runs.",
+    data_label: str | None = None,
 ) -> list[Path]:
     """Write ``stem.{csv,md,tex}`` and ``stem.provenance.json``; return the paths."""
     stem = Path(stem)
-    csv_path, md_path, tex_path = (stem.with_name(f"{stem.name}.{ext}")
-                                   for ext in ("csv", "md", "tex"))
+    csv_path, md_path, tex_path = (
+        stem.with_name(f"{stem.name}.{ext}") for ext in ("csv", "md", "tex")
+    )
     json_path = stem.with_name(f"{stem.name}.provenance.json")
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False)
-    write_text(md_path, to_markdown(table, title, record, others, empty_note))
+    write_text(md_path, to_markdown(table, title, record, others, empty_note, data_label))
     write_text(tex_path, to_latex(table, title, label, record, empty_note))
     write_json(json_path, dict(record))
     return [csv_path, md_path, tex_path, json_path]
@@ -355,23 +533,52 @@ def write_tables(
     output_dir: str | Path,
     config_path: str | Path | None = None,
     seeds: Mapping[str, Any] | None = None,
+    *,
+    data_label: str | None = None,
+    label_efficiency_stem: str | Path | None = None,
 ) -> list[Path]:
-    """The ``genesis tables`` stage: target-task and ablation tables with their records."""
+    """The ``genesis tables`` stage: target-task and ablation tables with their records.
+
+    ``data_label`` (e.g. "synthetic phantoms") goes into every title and the notes;
+    ``label_efficiency_stem`` also writes the label-efficiency table there.
+    """
     summary = load_summary(summary_path)
     published = load_published(published_path)
-    record = records.complete_record(records.load_record(provenance_path), config_path,
-                                     summary, seeds)
+    provenance = records.load_record(provenance_path)
+    # The target and ablation tables hold the runs on all training cases: their seeds.
+    record = records.complete_record(provenance, config_path, full_fraction(summary), seeds)
     output_dir = Path(output_dir)
     target = target_table(summary, published)
     paths = write_table(
-        target, output_dir / "target_tasks",
-        title="Target tasks: fine-tuning from scratch vs pretrained initialisations",
-        label="tab:target_tasks", record=record, others=other_published(published, target),
+        target,
+        output_dir / "target_tasks",
+        title=titled(
+            "Target tasks", data_label, "fine-tuning from scratch vs pretrained initialisations"
+        ),
+        label="tab:target_tasks",
+        record=record,
+        others=other_published(published, target),
+        empty_note="No runs on all training cases (fraction 1.0).",
+        data_label=data_label,
     )
     paths += write_table(
-        ablation_table(summary, published), output_dir / "ablation",
-        title="Ablation: pretraining with one transformation at a time",
-        label="tab:ablation", record=record,
+        ablation_table(summary, published),
+        output_dir / "ablation",
+        title=titled("Ablation", data_label, "pretraining with one transformation at a time"),
+        label="tab:ablation",
+        record=record,
         empty_note="No ablation variants ran: config `pretrain.variants` lists only `all`.",
+        data_label=data_label,
     )
+    if label_efficiency_stem is not None:
+        from genesis.report import label_efficiency
+
+        sweep_seeds = {**(seeds or {}), "finetune_runs": label_efficiency.run_seeds(summary)}
+        sweep_record = records.complete_record(provenance, config_path, None, sweep_seeds)
+        paths += label_efficiency.write_label_efficiency(
+            label_efficiency.label_efficiency_table(summary),
+            label_efficiency_stem,
+            data_label,
+            record=sweep_record,
+        )
     return paths

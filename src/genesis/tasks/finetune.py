@@ -60,7 +60,7 @@ import torch
 from torch import Tensor, nn
 
 from genesis.atomic import write_text
-from genesis.errors import ConfigError, GenesisError, InputError
+from genesis.errors import ConfigError, GenesisError, InputError, WeightsError
 from genesis.io.tables import FINETUNE_CURVE_COLUMNS
 from genesis.seeding import derive_seed, numpy_rng, set_determinism
 from genesis.settings import from_mapping, to_mapping
@@ -484,7 +484,7 @@ def _load_keras(model: nn.Module, path: Path, encoder_only: bool, except_head: b
     body = {k: v for k, v in twin.state_dict().items() if not k.startswith(f"{HEAD}.")}
     missing, unexpected = model.load_state_dict(body, strict=False)
     if unexpected or any(not k.startswith(f"{HEAD}.") for k in missing):
-        raise ConfigError(f"{path}: Keras weights do not fit the model ({missing}, "
+        raise WeightsError(f"{path}: Keras weights do not fit the model ({missing}, "
                           f"{unexpected})")
     return dataclasses.replace(report, loaded=tuple(body),
                                kept=tuple(k for k in model.state_dict() if k not in body))
