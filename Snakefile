@@ -20,6 +20,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/validate.smk"
 include: "rules/data.smk"
 include: "rules/cubes.smk"
 include: "rules/pretrain.smk"

@@ -1,5 +1,6 @@
 # Helpers shared by every rules file: config validation, paths, settings for the engine.
 import json
+import shlex
 from pathlib import Path
 
 from snakemake.utils import validate

@@ -20,8 +20,8 @@ rule extract_cubes:
             "val" if int(wc.subset) in config["luna16"]["subsets"]["val"] else "train"
         ),
     shell:
-        "genesis cubes --inputs {input} --output {output.shard} --split {params.split}"
-        " --modality ct --seed {params.seed} --settings {params.settings:q} > {log} 2>&1"
+        "genesis cubes --inputs {input:q} --output {output.shard:q} --split {params.split}"
+        " --modality ct --seed {params.seed} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule extract_own_cubes:
@@ -43,6 +43,6 @@ rule extract_own_cubes:
         modality=config["own_data"]["modality"],
         skip_bad="--skip-bad" if config["own_data"]["skip_bad"] else "",
     shell:
-        "genesis cubes --inputs {input} --output {output.shard} --split {wildcards.split}"
+        "genesis cubes --inputs {input:q} --output {output.shard:q} --split {wildcards.split}"
         " --modality {params.modality} --seed {params.seed} {params.skip_bad}"
-        " --settings {params.settings:q} > {log} 2>&1"
+        " --settings {params.settings:q} > {log:q} 2>&1"

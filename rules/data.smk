@@ -24,8 +24,8 @@ if SYNTHETIC:
             seed=config["seed"],
             folder=lambda wc, output: Path(output.annotations).parent,
         shell:
-            "genesis synth luna16 --output {params.folder} --seed {params.seed}"
-            " --settings {params.settings:q} > {log} 2>&1"
+            "genesis synth luna16 --output {params.folder:q} --seed {params.seed}"
+            " --settings {params.settings:q} > {log:q} 2>&1"
 
     rule synthesize_liver:
         output:
@@ -39,8 +39,8 @@ if SYNTHETIC:
             settings=settings(config["data"]["synthetic"]["liver"]),
             seed=config["seed"],
         shell:
-            "genesis synth liver --output {output} --seed {params.seed}"
-            " --settings {params.settings:q} > {log} 2>&1"
+            "genesis synth liver --output {output:q} --seed {params.seed}"
+            " --settings {params.settings:q} > {log:q} 2>&1"
 
     rule synthesize_brain:
         output:
@@ -54,8 +54,8 @@ if SYNTHETIC:
             settings=settings(config["data"]["synthetic"]["brain"]),
             seed=config["seed"],
         shell:
-            "genesis synth brain --output {output} --seed {params.seed}"
-            " --settings {params.settings:q} > {log} 2>&1"
+            "genesis synth brain --output {output:q} --seed {params.seed}"
+            " --settings {params.settings:q} > {log:q} 2>&1"
 
 else:
 
@@ -72,8 +72,8 @@ else:
             settings=settings(config["data"]["real"]["luna16"]),
             root=str(DATA),
         shell:
-            "genesis fetch luna16 --output {params.root} --files subset{wildcards.subset}.zip"
-            " --settings {params.settings:q} > {log} 2>&1"
+            "genesis fetch luna16 --output {params.root:q} --files subset{wildcards.subset}.zip"
+            " --settings {params.settings:q} > {log:q} 2>&1"
 
     rule download_luna16_tables:
         output:
@@ -89,9 +89,9 @@ else:
             settings=settings(config["data"]["real"]["luna16"]),
             root=str(DATA),
         shell:
-            "genesis fetch luna16 --output {params.root}"
+            "genesis fetch luna16 --output {params.root:q}"
             " --files annotations.csv candidates_V2.zip"
-            " --settings {params.settings:q} > {log} 2>&1"
+            " --settings {params.settings:q} > {log:q} 2>&1"
 
     rule download_msd_task:
         output:
@@ -118,8 +118,8 @@ else:
             ),
             root=str(DATA),
         shell:
-            "genesis fetch {params.dataset} --output {params.root}"
-            " --settings {params.settings:q} > {log} 2>&1"
+            "genesis fetch {params.dataset} --output {params.root:q}"
+            " --settings {params.settings:q} > {log:q} 2>&1"
 
 
 # The authors' released models (Hugging Face), in both modes: `released` fine-tuning

@@ -25,7 +25,7 @@ rule pretrain:
         gpus=config["pretrain"]["gpus"],
         output_dir=lambda wc: results_path("pretrain", wc.variant),
     shell:
-        "genesis pretrain --train {input.train} --val {input.val}"
-        " --output-dir {params.output_dir} --variant {wildcards.variant}"
+        "genesis pretrain --train {input.train:q} --val {input.val:q}"
+        " --output-dir {params.output_dir:q} --variant {wildcards.variant}"
         " --seed {params.seed} --threads {threads} --gpus {params.gpus}"
-        " --settings {params.settings:q} > {log} 2>&1"
+        " --settings {params.settings:q} > {log:q} 2>&1"

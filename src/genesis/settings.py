@@ -1,13 +1,15 @@
 """Typed stage settings built from plain mappings (a config section passed as JSON).
 
 Every stage declares its settings as a frozen dataclass with the paper's or the demo's
-defaults. ``from_mapping`` checks keys and types and raises ``ConfigError`` naming the
-offending key, so a mistyped value fails before any work starts.
+defaults. ``from_mapping`` checks keys and types (every float finite) and raises
+``ConfigError`` naming the offending key, so a mistyped value fails before any work
+starts; ranges are each dataclass's ``__post_init__``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -85,6 +87,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key} must be a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            # No setting means anything by inf or NaN; a NaN tolerance would silently
+            # switch its check off (every comparison with NaN is false).
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -92,6 +92,17 @@ class BmsSettings:
             raise ConfigError(f"{SECTION}.crop_margin must be >= 0, got {self.crop_margin}")
         if self.inplane_size is not None and self.inplane_size < 1:
             raise ConfigError(f"{SECTION}.inplane_size must be positive, got {self.inplane_size}")
+        if self.folds < 2:
+            raise ConfigError(f"{SECTION}.folds must be at least 2, got {self.folds}")
+        if not 1 <= self.test_fold <= self.folds:
+            raise ConfigError(f"{SECTION}.test_fold must be in 1..{self.folds} (folds), got "
+                              f"{self.test_fold}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"{SECTION}.val_fraction must be in [0, 1), got "
+                              f"{self.val_fraction}")
+        if self.geometry_tolerance_mm < 0:
+            raise ConfigError(f"{SECTION}.geometry_tolerance_mm must be >= 0, got "
+                              f"{self.geometry_tolerance_mm}")
 
 
 def canonical_modality(name: str) -> str:

@@ -61,6 +61,9 @@ class LcsSettings:
             raise ConfigError(f"{SECTION}.inplane_size must be positive, got {self.inplane_size}")
         if self.z_scale <= 0:
             raise ConfigError(f"{SECTION}.z_scale must be positive, got {self.z_scale}")
+        if self.geometry_tolerance_mm < 0:
+            raise ConfigError(f"{SECTION}.geometry_tolerance_mm must be >= 0, got "
+                              f"{self.geometry_tolerance_mm}")
         if min(self.split_counts) < 0 or self.split_counts[0] < 1:
             raise ConfigError(f"{SECTION}.split_counts must be [train >= 1, val >= 0, "
                               f"test >= 0], got {list(self.split_counts)}")

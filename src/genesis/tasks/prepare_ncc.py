@@ -87,6 +87,7 @@ class NccSettings:
         if self.hu_window[0] >= self.hu_window[1]:
             raise ConfigError(f"{SECTION}.hu_window must be [low, high] with low < high, "
                               f"got {list(self.hu_window)}")
+        subset_splits(self.train_subsets, self.val_subsets, self.test_subsets, SECTION)
 
     def stored_size(self, split: str) -> tuple[int, int, int]:
         """Training cubes carry the shift margin; validation and test cubes do not."""

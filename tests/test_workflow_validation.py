@@ -1,0 +1,43 @@
+"""Every config error is caught by `snakemake -n`, before the first job, naming the key.
+
+Each case was accepted by the dry run once and failed (or silently misbehaved) only when
+its job ran, hours or days later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from test_workflow import dry_run
+
+CASES = [
+    ("cube_size: [40, 32, 16]\n", "x and y must be multiples of 16"),
+    ("tasks:\n  lcs:\n    finetune: {lr: .inf}\n", "tasks.lcs.finetune.lr must be a finite"),
+    ("tasks:\n  ncc:\n    finetune: {lr: -1}\n", "tasks.ncc.finetune.lr must be a finite"),
+    ("tasks:\n  lcs:\n    prepare: {z_scale: .inf}\n", "tasks.lcs.prepare.z_scale"),
+    ("tasks:\n  lcs:\n    prepare: {geometry_tolerance_mm: .nan}\n",
+     "tasks.lcs.prepare.geometry_tolerance_mm must be a finite"),
+    ("tasks:\n  bms:\n    prepare: {test_fold: 7}\n", "tasks.bms.prepare.test_fold must be in"),
+    ("luna16:\n  subsets: {train: [0, 1], val: [1], test: [4]}\n",
+     "subset(s) [1] are in both train and val"),
+    ("cubes: {border: [60, 60, 8]}\n", "does not fit the phantoms"),
+    ("tasks:\n  names: [ncc, spleen]\n", "there is no tasks.spleen section"),
+    ("tasks:\n  names: [ncc, spleen]\n  spleen: {kind: segmentation, data: /nonexistent}\n",
+     "tasks.spleen.data: /nonexistent does not exist"),
+    ("tasks:\n  inits: [scratch, released_keras]\n", "tasks.released_keras_weights is not set"),
+    ("tasks:\n  released_weights: weights.h5\n", "must be a .pt or .safetensors file"),
+    ("tasks:\n  lcs: {label_fractions: [0]}\n", "label_fractions"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), CASES)
+def test_dry_run_refuses_bad_values(tmp_path: Path, override: str, message: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(override)
+    result = dry_run(bad, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    assert message in output, output[-2000:]
+    assert not (tmp_path / "results").exists()
