@@ -11,27 +11,45 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # Text files (tables, reports) are UTF-8 whatever the machine's locale.
 export PYTHONUTF8 := 1
 
-.PHONY: demo test test-fast lint format lock report clean help
+.PHONY: demo demo-results install test test-fast lint format lock report clean help
 
 help:
-	@echo "make demo | test | test-fast | lint | format | report | lock | clean"
+	@echo "make install      create .venv with the pinned dependencies and genesis"
+	@echo "make demo         install, then run the whole workflow on the embedded phantoms"
+	@echo "make demo-results rewrite docs/demo-results.md and the README's demo block from results/"
+	@echo "make test         install, then the test suite (test-fast: without the slow runs)"
+	@echo "make lint | format | report | lock | clean"
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	@date +%s > .install-start
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@echo $$(( $$(date +%s) - $$(cat .install-start) )) > $(VENV)/install_seconds
+	@rm -f .install-start
 	touch $@
 
 install: $(STAMP)
 
 # The demo runs on the CPU: let as many training jobs run as there are cores (on a GPU
 # machine, extra jobs wait for a free GPU slot).
+# results/demo_time.json records how long this run took (and the install before it), for
+# docs/demo-results.md: numbers quoted in the docs come from files a run wrote.
 demo: $(STAMP)
+	@date +%s > .demo-start
 	$(BIN)/snakemake --cores $(CORES) --resources gpu=$(CORES)
 	$(BIN)/snakemake --report results/report.html
+	@$(BIN)/python -c "import json, os, sys, time; start = int(open('.demo-start').read()); \
+	install = open('$(VENV)/install_seconds').read().strip() if os.path.exists('$(VENV)/install_seconds') else 'nan'; \
+	json.dump({'workflow_seconds': int(time.time()) - start, 'install_seconds': float(install), \
+	'cores': int('$(CORES)'), 'date': time.strftime('%Y-%m-%d')}, open('results/demo_time.json', 'w'))"
+	@rm -f .demo-start
+
+demo-results: $(STAMP)
+	$(BIN)/python tools/demo_results.py --results results --output docs/demo-results.md --readme README.md
 
 test: $(STAMP)
 	$(BIN)/pytest -n $(CORES) --dist loadgroup

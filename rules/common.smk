@@ -57,6 +57,13 @@ def log_path(*parts):
     return str(RESULTS.joinpath("logs", *map(str, parts)))
 
 
+def shell_paths(paths):
+    """Paths quoted for the shell, for params that build an optional option."""
+    if isinstance(paths, str):
+        paths = [paths]
+    return " ".join(shlex.quote(str(path)) for path in paths)
+
+
 def settings(section, **extra):
     """JSON of one config section plus shared keys, passed to `genesis ... --settings`.
 

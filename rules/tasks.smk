@@ -20,7 +20,7 @@ rule prepare_task:
         data=task_data,
         kind=task_kind_option,
         split_file=lambda wc, input: (
-            f"--split-file {shlex.quote(input.split_file)}" if input.split_file else ""
+            f"--split-file {shell_paths(input.split_file)}" if input.split_file else ""
         ),
     shell:
         "genesis prepare {wildcards.task} {params.kind} --data {params.data:q}"
@@ -47,7 +47,7 @@ rule finetune:
         seed=lambda wc: run_seed(wc.run),
         fraction=fraction_of,
         weights=lambda wc, input: (
-            f"--weights {shlex.quote(input.weights)}" if input.weights else ""
+            f"--weights {shell_paths(input.weights)}" if input.weights else ""
         ),
         output_dir=lambda wc, output: str(Path(output.weights).parent),
     shell:

@@ -37,7 +37,8 @@ METRICS = ("auc", "iou")
 
 #: Our initialisation -> the published row it reproduces. The released checkpoint is the
 #: authors' Models Genesis model, so it is compared with the same published row.
-PUBLISHED_INIT = {"scratch": "scratch", "genesis": "genesis", "released": "genesis"}
+PUBLISHED_INIT = {"scratch": "scratch", "genesis": "genesis", "released": "genesis",
+                  "released_keras": "genesis"}
 
 TASK_NAMES = {
     "ncc": "NCC (lung nodule false-positive reduction, LUNA16)",
@@ -219,7 +220,7 @@ def by_run(group: pd.DataFrame, column: str = "value") -> dict[Any, float]:
 
 def init_order(inits: Iterable[str]) -> list[str]:
     """scratch, genesis, released, other inits, then the ablation variants by name."""
-    fixed = ["scratch", "genesis", "released"]
+    fixed = ["scratch", "genesis", "released", "released_keras"]
     inits = set(inits)
     variants = sorted(init for init in inits if init.startswith("genesis-"))
     others = sorted(inits - set(fixed) - set(variants))
