@@ -14,7 +14,10 @@ rule extract_cubes:
         "../envs/engine.yaml"
     threads: 1
     params:
-        settings=settings(config["cubes"], cube_size=config["cube_size"]),
+        # LUNA16 is cut with the paper's recipe (border and min_slices as given).
+        settings=settings(
+            config["cubes"], cube_size=config["cube_size"], recipe="paper"
+        ),
         seed=config["seed"],
         split=lambda wc: (
             "val" if int(wc.subset) in config["luna16"]["subsets"]["val"] else "train"
@@ -41,7 +44,7 @@ rule extract_own_cubes:
         settings=settings(config["cubes"], cube_size=config["cube_size"]),
         seed=config["seed"],
         modality=config["own_data"]["modality"],
-        skip_bad="--skip-bad" if config["own_data"]["skip_bad"] else "",
+        skip_bad="--skip-bad" if config["own_data"]["skip_bad"] else "--no-skip-bad",
     shell:
         "genesis cubes --inputs {input:q} --output {output.shard:q} --split {wildcards.split}"
         " --modality {params.modality} --seed {params.seed} {params.skip_bad}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from genesis.cli import main
-from genesis.cubes.extract import CubeSettings, extract_to_shard
+from genesis.cubes.extract import CubeSettings, EmptyShardError, extract_to_shard
 from genesis.cubes.inputs import discover_scans
 from genesis.cubes.intensity import ct_window, mri_window
 from genesis.cubes.shards import open_shard, read_manifest
@@ -19,7 +20,8 @@ from genesis.errors import InputError
 from genesis.io import save_metaimage, save_nifti
 
 TINY = {"cube_size": [8, 8, 4], "border": [2, 2, 1], "min_slices": 9, "cubes_per_scan": 4}
-SETTINGS = CubeSettings(cube_size=(8, 8, 4), border=(2, 2, 1), min_slices=9, cubes_per_scan=4)
+SETTINGS = CubeSettings(recipe="paper", cube_size=(8, 8, 4), border=(2, 2, 1), min_slices=9,
+                        cubes_per_scan=4)
 SPACING = (0.8, 0.8, 2.0)
 
 
@@ -74,7 +76,8 @@ def test_shard_and_manifest_round_trip(subset: Path, tmp_path: Path) -> None:
     rows = read_manifest(output.with_suffix(".csv"))
     assert shard.dtype == np.float16 and shard.shape == (12, 8, 8, 4)
     assert list(rows[0]) == ["index", "source", "split", "x", "y", "z", "scale", "status",
-                             "reason"]
+                             "reason", "modality", "border", "min_slices"]
+    assert {(r["modality"], r["border"], r["min_slices"]) for r in rows} == {("ct", "2/2/1", "9")}
     assert [int(r["index"]) for r in rows] == list(range(12))
     assert {r["source"] for r in rows} == {f"subset0/1.2.{k}.mhd" for k in range(3)}
     assert {(r["split"], r["scale"], r["status"]) for r in rows} == {("train", "4", "ok")}
@@ -125,27 +128,34 @@ def test_mixed_folder(tmp_path: Path) -> None:
     assert list(by_source) == ["mine/a_scan.mhd", "mine/b_scan.nii.gz", "mine/c_series",
                                "mine/d_small.nii"]
     assert all(len(by_source[s]) == 4 for s in list(by_source)[:3])
-    [small] = by_source["mine/d_small.nii"]
-    assert small["status"] == "skipped" and "6 slices, fewer than min_slices = 9" in small["reason"]
+    [small] = by_source["mine/d_small.nii"]  # recipe auto: only a window that does not fit
+    assert small["status"] == "skipped"
+    assert "28x24x6 is smaller than one window 8x8x7" in small["reason"]
+    assert "set a smaller cube_size" in small["reason"]
     assert open_shard(output).shape == (12, 8, 8, 4)
 
 
 def test_too_small_in_plane_is_skipped_with_reason(tmp_path: Path) -> None:
     save_nifti(tmp_path / "narrow.nii.gz", chest(1, (10, 24, 16)), spacing=SPACING,
                origin=(0.0, 0.0, 0.0))
-    run([tmp_path / "narrow.nii.gz"], tmp_path / "out.npy")
+    run([tmp_path / "narrow.nii.gz"], tmp_path / "out.npy", allow_empty=True)
     [row] = read_manifest(tmp_path / "out.csv")
     assert row["status"] == "skipped"
     assert "10x24x16 is too small" in row["reason"] and "12x12x9" in row["reason"]
+    assert "8x8x7 windows: cube z + 3 extra slices" in row["reason"]
+    assert "cubes.recipe: auto" in row["reason"]
     assert open_shard(tmp_path / "out.npy").shape == (0, 8, 8, 4)
 
 
 def test_all_tissue_scan_gives_up_after_the_budget(tmp_path: Path) -> None:
     save_nifti(tmp_path / "solid.nii.gz", np.full((28, 24, 16), 40.0, np.float32),
                spacing=SPACING, origin=(0.0, 0.0, 0.0))
-    run([tmp_path / "solid.nii.gz"], tmp_path / "out.npy")
-    [row] = read_manifest(tmp_path / "out.csv")
-    assert row["reason"] == "no window passed the ct filter in 200 attempts"
+    with pytest.raises(EmptyShardError, match=r"cubes\.ct_filter: none"):
+        run([tmp_path / "solid.nii.gz"], tmp_path / "out.npy")
+    assert not (tmp_path / "out.npy").exists() and not (tmp_path / "out.csv").exists()
+    [row] = read_manifest(tmp_path / "out.failed.csv")
+    assert row["reason"].startswith("no window passed the ct filter in 200 attempts (")
+    assert "cubes.ct_filter: none" in row["reason"]
 
 
 def test_nan_scan_errors_or_is_skipped(subset: Path, tmp_path: Path,
@@ -156,13 +166,14 @@ def test_nan_scan_errors_or_is_skipped(subset: Path, tmp_path: Path,
     output = tmp_path / "out.npy"
     args = ["cubes", "--inputs", str(subset), "--output", str(output), "--settings",
             json.dumps(TINY)]
-    assert main(args) == 2
+    assert main([*args, "--no-skip-bad"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "1.2.9.nii.gz" in err[0] and "NaN" in err[0]
-    assert not output.exists()
-    rows = read_manifest(output.with_suffix(".csv"))  # records where it stopped
+    assert not output.exists() and not output.with_suffix(".csv").exists()
+    rows = read_manifest(output.with_suffix(".failed.csv"))  # records where it stopped
     assert rows[-1]["source"] == "subset0/1.2.9.nii.gz" and rows[-1]["status"] == "skipped"
-    assert main([*args, "--skip-bad"]) == 0
+    assert main(args) == 0  # skip_bad is the default
+    assert not output.with_suffix(".failed.csv").exists()
     rows = read_manifest(output.with_suffix(".csv"))
     [skipped] = [r for r in rows if r["status"] == "skipped"]
     assert skipped["source"] == "subset0/1.2.9.nii.gz" and "NaN" in skipped["reason"]
@@ -239,3 +250,80 @@ def test_bad_settings_name_the_key() -> None:
         from_mapping(CubeSettings, {"extra_slices": 1}, "cubes")
     with pytest.raises(ConfigError, match=r"cubes\.cube_size must have 3 items"):
         from_mapping(CubeSettings, {"cube_size": [64, 64]}, "cubes")
+
+
+# --- no silent failures: empty shards, failed runs, the pair ------------------------------
+
+
+def test_no_cubes_at_all_fails_with_the_reasons_counted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for k in range(2):
+        save_nifti(scans / f"thin{k}.nii.gz", chest(k, (28, 24, 8)), spacing=SPACING,
+                   origin=(0.0, 0.0, 0.0))
+    save_nifti(scans / "solid.nii.gz", np.full((28, 24, 16), 40.0, np.float32),
+               spacing=SPACING, origin=(0.0, 0.0, 0.0))
+    (scans / "broken.nii.gz").write_bytes(b"not a volume")
+    output = tmp_path / "cubes" / "train.npy"
+    args = ["cubes", "--inputs", str(scans), "--output", str(output), "--modality", "ct",
+            "--settings", json.dumps({**TINY, "recipe": "paper"})]
+    assert main(args) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"genesis cubes: error: {output}: 0 cubes from 4 scans: ")
+    assert ("2 with fewer slices than cubes.min_slices (set cubes.min_slices, or "
+            "cubes.recipe: auto)") in line
+    assert "1 where no window passed the CT tissue filter" in line
+    assert "cubes.ct_filter: none" in line and "1 unreadable or with NaNs" in line
+    assert "train.failed.csv" in line and "--allow-empty" in line
+    assert sorted(p.name for p in output.parent.iterdir()) == ["train.failed.csv"]
+    assert len(read_manifest(output.with_suffix(".failed.csv"))) == 4
+    assert main([*args, "--allow-empty"]) == 0
+    assert open_shard(output).shape == (0, 8, 8, 4)
+    assert sorted(p.name for p in output.parent.iterdir()) == ["train.csv", "train.npy"]
+
+
+def test_a_failed_run_leaves_the_old_pair_untouched(subset: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out.npy"
+    run([subset], output)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    bad = chest(5)
+    bad[3, 4, 5] = np.nan
+    save_nifti(subset / "1.2.9.nii.gz", bad, spacing=SPACING, origin=(0.0, 0.0, 0.0))
+    with pytest.raises(InputError, match="NaN"):
+        run([subset], output, seed=8)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert after.pop("out.failed.csv") and after == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    run([subset], output, seed=8, skip_bad=True)
+    assert not (tmp_path / "out.failed.csv").exists()
+    assert open_shard(output).shape == (12, 8, 8, 4)
+
+
+def test_a_kill_between_the_renames_leaves_no_stale_manifest(
+        subset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from genesis import atomic
+    from genesis.train.shards import check_shard
+
+    output = tmp_path / "out.npy"
+    settings = replace(SETTINGS, cube_size=(16, 16, 8), ct_filter="none")  # U-Net sized
+    run([subset], output, settings=replace(settings, cubes_per_scan=2))
+    real_replace = atomic.os.replace
+    renamed: list[Path] = []
+
+    def killed_after_the_shard(src: str | Path, dst: str | Path) -> None:
+        if renamed:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+        renamed.append(Path(dst))
+
+    monkeypatch.setattr(atomic.os, "replace", killed_after_the_shard)
+    with pytest.raises(KeyboardInterrupt):
+        run([subset], output, settings=settings)
+    monkeypatch.undo()
+    assert renamed == [output] and not output.with_suffix(".csv").exists()
+    assert check_shard(output).n_cubes == 12  # the new shard, without a manifest
+    rows = "index,source,split,x,y,z,scale,status,reason\n" + "0,a,train,0,0,0,4,ok,\n" * 3
+    output.with_suffix(".csv").write_text(rows, encoding="utf-8")  # another run's
+    with pytest.raises(InputError, match=r"holds 12 cubes but its manifest out\.csv lists 3"):
+        check_shard(output)

@@ -227,3 +227,65 @@ def test_a_file_without_a_state_dict_is_refused(tmp_path: Path) -> None:
     torch.save({"epoch": 1, "model": [1, 2]}, tmp_path / "odd.pt")
     with pytest.raises(InputError, match="'state_dict'"):
         load_weights(fresh_unet(), tmp_path / "odd.pt")
+
+
+# --- reproducible bytes, and the three files as one set -----------------------------------
+
+
+def test_same_tensors_same_bytes(tmp_path: Path) -> None:
+    import zipfile
+
+    model = trained_unet()
+    first = save_weights(model, tmp_path / "a" / "weights", provenance={}, epoch=2)
+    second = save_weights(model, tmp_path / "b" / "other", provenance={}, epoch=2)
+    for one, two in zip(first[:2], second[:2], strict=True):  # .pt, .safetensors
+        assert file_sha256(one) == file_sha256(two), one.name
+    # Records are not named after the (random) temporary file.
+    names = zipfile.ZipFile(first[0]).namelist()
+    assert names and all(name.startswith("archive/") for name in names)
+    sidecar = json.loads(first[2].read_text(encoding="utf-8"))["weights"]["files"]
+    assert sidecar["weights.pt"]["sha256"] == file_sha256(first[0])
+    assert sidecar["weights.safetensors"]["sha256"] == file_sha256(first[1])
+
+
+def test_weights_that_disagree_with_their_sidecar_are_refused(tmp_path: Path) -> None:
+    from genesis.models import read_weights
+
+    save_weights(trained_unet(0), tmp_path / "weights", provenance={})
+    save_weights(trained_unet(1), tmp_path / "other", provenance={})
+    (tmp_path / "weights.safetensors").write_bytes((tmp_path / "other.safetensors").read_bytes())
+    with pytest.raises(InputError, match=r"weights\.safetensors: sha256 .* differs from .* "
+                       r"recorded in weights\.json: the files are not from the same save"):
+        load_weights(fresh_unet(), tmp_path / "weights.safetensors")
+    assert read_weights(tmp_path / "weights.pt").epoch == 0  # the .pt still matches
+    (tmp_path / "weights.json").unlink()  # no sidecar: nothing to check against
+    assert read_weights(tmp_path / "weights.safetensors").format == "safetensors"
+
+
+@pytest.mark.parametrize("killed_at", [1, 2, 3])
+def test_a_kill_during_save_never_leaves_a_lying_sidecar(
+        tmp_path: Path, killed_at: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from genesis import atomic
+    from genesis.models import read_weights
+
+    save_weights(trained_unet(0), tmp_path / "weights", provenance={"run": "old"})
+    real_replace = atomic.os.replace
+    calls = []
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        calls.append(dst)
+        if len(calls) == killed_at:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        save_weights(trained_unet(1), tmp_path / "weights", provenance={"run": "new"})
+    monkeypatch.undo()
+    assert not (tmp_path / "weights.json").exists()  # removed before the first rename
+    for suffix in (".pt", ".safetensors"):
+        read_weights(tmp_path / f"weights{suffix}")  # complete files, old or new
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.pt", "weights.safetensors"]
+    save_weights(trained_unet(1), tmp_path / "weights", provenance={"run": "new"})
+    for suffix in (".pt", ".safetensors"):
+        read_weights(tmp_path / f"weights{suffix}")  # checked against the new sidecar

@@ -35,20 +35,64 @@ def settings_hash(settings: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def git_commit(start: str | Path = ".") -> str:
-    """The current commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+#: What ``git_commit`` records when the code's commit cannot be known.
+UNKNOWN_COMMIT = "unknown (not a git checkout)"
+
+
+def _git(folder: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True,
+                          check=True, timeout=10).stdout.strip()
+
+
+def _checkout_commit(folder: Path) -> str | None:
+    """HEAD of the git checkout at ``folder`` (``-dirty`` with changes), None if none."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=start, capture_output=True, text=True,
-            check=True, timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=start,
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()
+        commit = _git(folder, "rev-parse", "HEAD")
+        dirty = _git(folder, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
     return f"{commit}-dirty" if dirty else commit
+
+
+def _source_checkout() -> Path | None:
+    """The package's folder when git tracks it (an editable install or ``src`` on the
+    path); None for an installed copy (site-packages, even inside an ignored .venv)."""
+    package = Path(__file__).resolve().parent
+    try:
+        _git(package, "ls-files", "--error-unmatch", Path(__file__).name)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return package
+
+
+def installed_commit(distribution: str = "genesis") -> str | None:
+    """The commit pip recorded when the package was installed from a git URL
+    (``direct_url.json``, ``vcs_info.commit_id``; PEP 610), else None."""
+    try:
+        text = metadata.distribution(distribution).read_text("direct_url.json")
+        commit = json.loads(text or "null")["vcs_info"]["commit_id"]
+    except (metadata.PackageNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    return commit if isinstance(commit, str) and commit else None
+
+
+def git_commit(start: str | Path | None = None) -> str:
+    """The commit of the code that runs, or ``UNKNOWN_COMMIT``.
+
+    With ``start``: the git checkout there (``-dirty`` when the tree has changes).
+    Without: the checkout holding this package's source when git tracks it, else the
+    commit recorded at install time from a git URL (``pip install git+https://...``),
+    else ``UNKNOWN_COMMIT``. The working directory does not matter: running from inside
+    another repository never records that repository's commit.
+    """
+    if start is not None:
+        return _checkout_commit(Path(start)) or UNKNOWN_COMMIT
+    source = _source_checkout()
+    if source is not None:
+        commit = _checkout_commit(source)
+        if commit:
+            return commit
+    return installed_commit() or UNKNOWN_COMMIT
 
 
 def package_versions() -> dict[str, str]:

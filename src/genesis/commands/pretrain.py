@@ -7,6 +7,10 @@ from it). With --gpus N > 1 the command re-executes itself under
 ``torchrun --standalone --nproc_per_node N`` (DDP; --settings batch_size is the global
 batch). Each process leases a free GPU (lock files in $GENESIS_GPU_LOCK_DIR) unless
 CUDA_VISIBLE_DEVICES is set, and falls back to the CPU when there is none.
+
+A validation shard that is also a training shard (the same file, or one with the same
+bytes) is refused. Temporaries that a killed run left beside the outputs are removed
+when the command starts.
 """
 
 from __future__ import annotations
@@ -63,12 +67,52 @@ def relaunch_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def shared_shards(train: list[Path], val: list[Path]) -> list[tuple[Path, Path, str]]:
+    """(train, val, how) for each validation shard that is also a training shard: the same
+    file (``how`` = "same file") or the same bytes (``how`` = "same sha256 <hex>").
+    Only shards of equal size are hashed."""
+    from genesis.provenance import file_sha256
+
+    hashes: dict[Path, str] = {}
+
+    def digest(path: Path) -> str:
+        if path not in hashes:
+            hashes[path] = file_sha256(path)
+        return hashes[path]
+
+    shared = []
+    for v in val:
+        for t in train:
+            if not (t.is_file() and v.is_file()):
+                continue  # a missing shard is reported, naming it, when shards are opened
+            if os.path.samefile(t, v):
+                shared.append((t, v, "same file"))
+            elif t.stat().st_size == v.stat().st_size and digest(t) == digest(v):
+                shared.append((t, v, f"same sha256 {digest(v)[:12]}..."))
+    return shared
+
+
+def output_files(output_dir: Path) -> list[Path]:
+    """What ``genesis pretrain`` writes into ``output_dir`` (named here, not imported from
+    the modules that write them, which import torch: this runs before the re-exec)."""
+    names = ("weights.pt", "weights.safetensors", "weights.json", "metrics.csv",
+             "checkpoint.pt", "checkpoint.pt.prev")
+    return [output_dir / name for name in names]
+
+
 def run(args: argparse.Namespace) -> int:
+    from genesis.atomic import remove_stale_temporaries
     from genesis.errors import ConfigError
     from genesis.train.launch import launched_by_torchrun, torchrun_command
     from genesis.train.settings import PretrainSettings
 
+    shared = shared_shards(args.train, args.val)
+    if shared:
+        train, val, how = shared[0]
+        raise ConfigError(f"--val {val} is also a training shard ({how} as --train {train}); "
+                          "validation cubes must come from other scans")
     settings = PretrainSettings.from_mapping(args.settings)
+    remove_stale_temporaries(output_files(args.output_dir))
     gpus = settings.gpus if args.gpus is None else args.gpus
     if gpus < 1:
         raise ConfigError(f"--gpus must be at least 1, got {gpus}")

@@ -7,6 +7,18 @@ tissue filter to them; keep the first Z slices of each accepted window; stop aft
 accepted cubes (32) or 50 * N attempts, keeping what was accepted; skip scans with fewer
 than ``min_slices`` slices or too small for cube plus border.
 
+The 3 extra slices (``extra_slices``, the release's ``len_depth``): the tissue score of
+cube slice d looks at slices d, d + 1 and d + 2, so the filter reads 2 slices past the
+cube; the third is never read and only keeps the release's window depth (and with it
+where corners may fall). The MRI filter and ``ct_filter: none`` read none of them.
+
+Two recipes (``recipe``): ``paper`` uses ``border`` and ``min_slices`` as given (LUNA16
+chest CT, 512 x 512 x ~100-700 slices). ``auto`` scales them to each scan: per axis the
+border is the smaller of ``border`` and 10% of the scan, shrunk further if a window
+would not fit, and the minimum slice count is the window depth plus twice the z border;
+a scan is skipped only when one window does not fit. The manifest records the border and
+minimum used for every scan.
+
 Where this differs from the authors' release, on purpose:
 
 - Randomness: each scan has its own ``numpy.random.Generator`` seeded with
@@ -28,8 +40,9 @@ Where this differs from the authors' release, on purpose:
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +50,12 @@ import numpy as np
 
 from genesis.cubes.inputs import ScanInput
 from genesis.cubes.intensity import Modality, ct_window, guess_modality, mri_bounds, scale_to_unit
-from genesis.cubes.shards import ShardAppender, manifest_path, shard_writer, write_manifest
+from genesis.cubes.shards import (
+    ShardAppender,
+    failed_manifest_path,
+    shard_writer,
+    write_manifest,
+)
 from genesis.cubes.tissue_filter import AcceptAll, ForegroundFilter, TissueFilter, WindowFilter
 from genesis.errors import ConfigError, InputError
 from genesis.seeding import derive_seed
@@ -46,19 +64,47 @@ log = logging.getLogger(__name__)
 
 #: Candidate positions drawn and scored per vectorised step.
 BATCH = 256
+#: recipe auto: the border is at most this fraction of the scan, per axis.
+AUTO_BORDER_FRACTION = 0.1
+#: Windowed CT value at or below which a voxel is air outside the body (-950 HU in the
+#: default window); a scan whose cubes are mostly that gets a warning.
+OUTSIDE_AIR_HU = -950.0
+MOSTLY_AIR = 0.5
+MOSTLY_AIR_NOTE = "most cube voxels are air outside the body: the tissue filter keeps air/lung"
+
+#: Why scans gave no cubes, by kind: how the summary counts them (and what to change).
+SKIP_KINDS: dict[str, str] = {
+    "slices": "with fewer slices than cubes.min_slices (set cubes.min_slices, or "
+              "cubes.recipe: auto)",
+    "size": "too small for the cube size (set cubes.border / min_slices, or "
+            "cubes.recipe: auto)",
+    "window": "smaller than one cube window (set a smaller cube_size)",
+    "ct_filter": "where no window passed the CT tissue filter, which keeps air/lung cubes "
+                 "(for CT other than chest CT set cubes.ct_filter: none)",
+    "mri_filter": "where no window had enough foreground (set cubes.mri_filter: none or "
+                  "lower cubes.mri_min_foreground)",
+    "bad": "unreadable or with NaNs",
+}
 
 
 @dataclass(frozen=True)
 class CubeSettings:
-    """Settings of ``genesis cubes`` (config section ``cubes``); defaults are the paper's.
+    """Settings of ``genesis cubes`` (config section ``cubes``).
+
+    The numbers default to the paper's; ``recipe`` defaults to ``auto``, which scales the
+    border and minimum slice count to each scan (the workflow pins ``paper`` for LUNA16).
 
     Attributes:
+        recipe: "paper" (``border`` and ``min_slices`` as given: the paper's LUNA16
+            recipe) or "auto" (both scaled to each scan; see the module docs).
         cube_size: cube kept, (x, y, z) voxels.
-        extra_slices: slices cut beyond the cube in z, seen only by the tissue filter.
-        border: voxels kept clear of each edge, (x, y, z).
+        extra_slices: slices cut beyond the cube in z; the tissue filter reads 2 of them.
+        border: voxels kept clear of each edge, (x, y, z); with recipe auto, the most
+            kept clear.
         min_slices: scans with fewer slices are skipped (LUNA16 recipe: about 96). The
             geometric minimum, 2 * border_z + cube_z + extra_slices (95 by default), is
-            always enforced as well, and so is its in-plane counterpart.
+            always enforced as well, and so is its in-plane counterpart. Recipe auto
+            replaces it by the geometric minimum of the border it chose.
         cubes_per_scan: N, the cubes kept per scan (the release's "scale").
         attempts_per_cube: give up on a scan after this many attempts times N.
         hu_window: CT window in HU, mapped to [0, 1].
@@ -75,6 +121,7 @@ class CubeSettings:
             voxels at or below -500 counts as CT (unless a dataset.json says otherwise).
     """
 
+    recipe: Literal["paper", "auto"] = "auto"
     cube_size: tuple[int, int, int] = (64, 64, 32)
     extra_slices: int = 3
     border: tuple[int, int, int] = (100, 100, 30)
@@ -125,26 +172,73 @@ class CubeSettings:
 
 @dataclass(frozen=True)
 class ScanCubes:
-    """What one scan gave: cubes, their corners, attempts used, or why it was skipped."""
+    """What one scan gave: cubes, their corners, attempts used, or why it was skipped.
+
+    ``kind`` names the reason's kind (a key of ``SKIP_KINDS``); ``border`` and
+    ``min_slices`` are what the scan was cut with (recipe auto chooses them per scan).
+    """
 
     cubes: np.ndarray  # float16 (n, X, Y, Z)
     corners: np.ndarray  # int (n, 3), (x, y, z) voxel index of each cube's first voxel
     attempts: int
     reason: str = ""
+    kind: str = ""
+    border: tuple[int, int, int] | None = None
+    min_slices: int | None = None
+
+
+def _x(values: Sequence[int]) -> str:
+    return "x".join(map(str, values))
+
+
+def scan_recipe(shape: tuple[int, ...], settings: CubeSettings) -> CubeSettings:
+    """The settings for one scan of ``shape``: as given (paper), or scaled to it (auto).
+
+    auto, per axis: border = min(border, 10% of the scan), then shrunk until a window
+    fits between the borders (down to 0); min_slices = window depth + 2 * border z.
+    """
+    if settings.recipe == "paper":
+        return settings
+    border = []
+    for n, window, paper in zip(shape[:3], settings.window_size, settings.border, strict=True):
+        chosen = min(paper, int(AUTO_BORDER_FRACTION * n))
+        if n < window + 2 * chosen:
+            chosen = max(0, (n - window) // 2)
+        border.append(chosen)
+    return replace(settings, border=tuple(border),
+                   min_slices=settings.window_size[2] + 2 * border[2])
+
+
+def _window_note(settings: CubeSettings) -> str:
+    return (f"cubes of {_x(settings.cube_size)} are cut as {_x(settings.window_size)} windows: "
+            f"cube z + {settings.extra_slices} extra slices (cubes.extra_slices), of which the "
+            "tissue filter reads up to 2 past the cube")
+
+
+def size_check(shape: tuple[int, ...], settings: CubeSettings) -> tuple[str, str]:
+    """(kind, reason) why a scan of ``shape`` cannot give cubes; ("", "") if it can.
+
+    ``settings`` are the scan's own (``scan_recipe``).
+    """
+    window = settings.window_size
+    needed = tuple(w + 2 * b for w, b in zip(window, settings.border, strict=True))
+    if any(s < w for s, w in zip(shape, window, strict=True)):
+        return "window", (f"scan {_x(shape)} is smaller than one window {_x(window)} "
+                          f"({_window_note(settings)}); set a smaller cube_size")
+    if shape[2] < settings.min_slices:
+        return "slices", (f"{shape[2]} slices, fewer than min_slices = {settings.min_slices}"
+                          " (set cubes.min_slices, or cubes.recipe: auto to scale it and the "
+                          "border to each scan)")
+    if any(s < n for s, n in zip(shape, needed, strict=True)):
+        return "size", (f"scan {_x(shape)} is too small: {_window_note(settings)}; with a "
+                        f"border of {'/'.join(map(str, settings.border))} they need at least "
+                        f"{_x(needed)} (set cubes.border, or cubes.recipe: auto)")
+    return "", ""
 
 
 def size_problem(shape: tuple[int, ...], settings: CubeSettings) -> str:
-    """Why a scan of ``shape`` cannot give cubes ("" if it can)."""
-    needed = tuple(w + 2 * b for w, b in zip(settings.window_size, settings.border,
-                                              strict=True))
-    if shape[2] < settings.min_slices:
-        return f"{shape[2]} slices, fewer than min_slices = {settings.min_slices}"
-    if any(s < n for s, n in zip(shape, needed, strict=True)):
-        return (f"scan {'x'.join(map(str, shape))} is too small: cubes of "
-                f"{'x'.join(map(str, settings.window_size))} with a border of "
-                f"{'/'.join(map(str, settings.border))} need at least "
-                f"{'x'.join(map(str, needed))}")
-    return ""
+    """Why a scan of ``shape`` cannot give cubes with ``settings`` ("" if it can)."""
+    return size_check(shape, scan_recipe(shape, settings))[1]
 
 
 def window_intensities(data: np.ndarray, region: tuple[slice, ...], modality: Modality,
@@ -208,10 +302,12 @@ def extract_scan(data: np.ndarray, modality: Modality, settings: CubeSettings,
     Everything after the size check works on the inner region that the border leaves:
     windows can only lie there, so the scan's margins are never windowed or scored.
     """
+    settings = scan_recipe(data.shape, settings)
+    used = {"border": tuple(settings.border), "min_slices": settings.min_slices}
     empty = np.zeros((0, *settings.cube_size), np.float16)
-    problem = size_problem(data.shape, settings)
+    kind, problem = size_check(data.shape, settings)
     if problem:
-        return ScanCubes(empty, np.zeros((0, 3), np.int64), 0, problem)
+        return ScanCubes(empty, np.zeros((0, 3), np.int64), 0, problem, kind, **used)
     border = np.asarray(settings.border)
     region = tuple(slice(b, n - b) for b, n in zip(border, data.shape, strict=True))
     scaled = window_intensities(data, region, modality, settings)
@@ -220,13 +316,26 @@ def extract_scan(data: np.ndarray, modality: Modality, settings: CubeSettings,
     corners, attempts = choose_corners(window_filter, scaled.shape, inner, rng)
     del window_filter  # its integral image is as large as the region
     if len(corners) == 0:
+        if modality == "ct":
+            hint = ("the CT tissue filter keeps windows of mostly air/lung; for CT other "
+                    "than chest CT set cubes.ct_filter: none")
+        else:
+            hint = ("the MRI foreground filter wants cubes.mri_min_foreground of each cube "
+                    "above cubes.mri_background; set cubes.mri_filter: none or lower it")
         return ScanCubes(empty, corners, attempts,
-                         f"no window passed the {modality} filter in {attempts} attempts")
+                         f"no window passed the {modality} filter in {attempts} attempts "
+                         f"({hint})", f"{modality}_filter", **used)
     sx, sy, sz = settings.cube_size
     cubes = np.empty((len(corners), sx, sy, sz), np.float16)
     for cube, (x, y, z) in zip(cubes, corners, strict=True):  # one slice copy per cube
         cube[...] = scaled[x:x + sx, y:y + sy, z:z + sz]
-    return ScanCubes(cubes, corners + border, attempts)
+    return ScanCubes(cubes, corners + border, attempts, **used)
+
+
+def outside_air_fraction(cubes: np.ndarray, settings: CubeSettings) -> float:
+    """Fraction of the voxels of windowed CT ``cubes`` that are air outside the body."""
+    level = float(ct_window(np.array([OUTSIDE_AIR_HU], np.float32), *settings.hu_window)[0])
+    return float(np.count_nonzero(cubes <= level)) / max(cubes.size, 1)
 
 
 def load_scan(scan: ScanInput, modality: str, settings: CubeSettings
@@ -253,41 +362,75 @@ def load_scan(scan: ScanInput, modality: str, settings: CubeSettings
 
 @dataclass(frozen=True)
 class ExtractionSummary:
+    """What a shard got: scans, skipped scans by kind (``SKIP_KINDS``), cubes, and the
+    CT scans whose cubes are mostly air outside the body."""
+
     scans: int
     skipped: int
     cubes: int
+    skipped_by_kind: dict[str, int] = field(default_factory=dict)
+    mostly_air: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """E.g. "0 cubes from 6 scans: 6 too small for the cube size (set ...)"."""
+        text = f"{self.cubes} cubes from {self.scans} scans"
+        if self.skipped_by_kind:
+            text += ": " + ", ".join(f"{n} {SKIP_KINDS.get(kind, kind)}"
+                                     for kind, n in self.skipped_by_kind.items())
+        return text
+
+
+class EmptyShardError(InputError):
+    """No scan gave a cube (and empty shards were not allowed)."""
 
 
 def extract_to_shard(scans: Sequence[ScanInput], output: Path, *, split: str, modality: str,
-                     seed: int, settings: CubeSettings, skip_bad: bool = False
-                     ) -> ExtractionSummary:
+                     seed: int, settings: CubeSettings, skip_bad: bool = False,
+                     allow_empty: bool = False) -> ExtractionSummary:
     """Stream cubes from ``scans`` into ``output`` (.npy) and its manifest (.csv).
 
     Holds one scan at a time. A scan too small or without accepted cubes becomes a
     ``skipped`` manifest row. An unreadable scan (or one with NaNs) raises its
-    ``InputError`` unless ``skip_bad``; then it too is a ``skipped`` row. After such an
-    error the manifest is still written, up to and including the failing scan, so the
-    user sees where it stopped; the shard is not.
+    ``InputError`` unless ``skip_bad``; then it too is a ``skipped`` row. No cubes at all
+    raise ``EmptyShardError`` (counting the skips by kind) unless ``allow_empty``.
+
+    Shard and manifest are replaced together, only on success; a failure leaves an
+    existing pair as it was and writes the rows so far, up to and including the failing
+    scan, to ``<name>.failed.csv`` so that the user sees where and why it stopped.
     """
+    failed = failed_manifest_path(output)
     rows: list[dict[str, Any]] = []
     try:
-        with shard_writer(output, settings.cube_size) as shard:
+        with shard_writer(output, settings.cube_size) as (shard, rows):
             for scan in scans:
                 base = {"source": scan.source, "split": split,
                         "scale": settings.cubes_per_scan}
                 try:
                     rows += _one_scan(scan, shard, base, modality, seed, settings)
                 except InputError as error:
-                    rows.append({**base, "status": "skipped", "reason": f"bad input: {error}"})
+                    rows.append({**base, "status": "skipped", "reason": f"bad input: {error}",
+                                 "kind": "bad"})
                     if not skip_bad:
                         raise
                     log.warning("skipping %s: %s", scan.source, error)
+            summary = _summary(scans, rows, shard.count)
+            if summary.cubes == 0 and not allow_empty:
+                raise EmptyShardError(output, f"{summary.describe()}; each scan's reason is in "
+                                      f"{failed.name} (--allow-empty writes the empty shard)")
     except InputError:
-        write_manifest(manifest_path(output), rows)
+        write_manifest(failed, rows)
         raise
-    write_manifest(manifest_path(output), rows)
-    skipped = sum(row["status"] == "skipped" for row in rows)
-    return ExtractionSummary(len(scans), skipped, shard.count)
+    failed.unlink(missing_ok=True)
+    return summary
+
+
+def _summary(scans: Sequence[ScanInput], rows: Sequence[dict[str, Any]], cubes: int
+             ) -> ExtractionSummary:
+    skipped = [row for row in rows if row["status"] == "skipped"]
+    kinds = Counter(row.get("kind", "") for row in skipped)
+    by_kind = {kind: kinds[kind] for kind in (*SKIP_KINDS, "") if kinds[kind]}
+    air = tuple(dict.fromkeys(row["source"] for row in rows if row.get("mostly_air")))
+    return ExtractionSummary(len(scans), len(skipped), cubes, by_kind, air)
 
 
 def _one_scan(scan: ScanInput, shard: ShardAppender, base: dict[str, Any], modality: str,
@@ -296,10 +439,22 @@ def _one_scan(scan: ScanInput, shard: ShardAppender, base: dict[str, Any], modal
     rng = np.random.default_rng(derive_seed(seed, scan.source))
     data, chosen = load_scan(scan, modality, settings)
     result = extract_scan(data, chosen, settings, rng)
+    base = {**base, "modality": chosen, "min_slices": result.min_slices,
+            "border": "/".join(map(str, result.border or ()))}
     if result.reason:
         log.warning("skipping %s: %s", scan.source, result.reason)
-        return [{**base, "status": "skipped", "reason": result.reason}]
+        return [{**base, "status": "skipped", "reason": result.reason, "kind": result.kind}]
     indices = shard.append(result.cubes)
-    log.info("%s: %d cubes in %d attempts", scan.source, len(indices), result.attempts)
-    return [{**base, "index": i, "x": x, "y": y, "z": z, "status": "ok"}
+    log.info("%s: %d cubes in %d attempts (border %s, min_slices %d)", scan.source,
+             len(indices), result.attempts, base["border"], result.min_slices)
+    air = (chosen == "ct" and settings.ct_filter == "tissue"
+           and outside_air_fraction(result.cubes, settings) > MOSTLY_AIR)
+    note = ""
+    if air:
+        note = (f"{MOSTLY_AIR_NOTE} (below {OUTSIDE_AIR_HU:g} HU); for CT other than chest CT, "
+                "or with slices so thick that a window reaches past the lungs, set "
+                "cubes.ct_filter: none")
+        log.warning("%s: %s", scan.source, note)
+    return [{**base, "index": i, "x": x, "y": y, "z": z, "status": "ok", "reason": note,
+             "mostly_air": air}
             for i, (x, y, z) in zip(indices, result.corners.tolist(), strict=True)]

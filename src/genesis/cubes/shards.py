@@ -4,8 +4,11 @@ The shard is appended to with plain file writes, one scan's cubes at a time, so 
 never holds more than one scan's cubes. (Writing through ``open_memmap`` would keep every
 touched page of the shard resident in the process, which grows with the number of
 scans.) The ``.npy`` header is written first with a fixed size and rewritten with the
-final cube count at the end; the file goes to a temporary name and is renamed only when
-complete. Readers open it with ``numpy.load(path, mmap_mode="r")``.
+final cube count at the end. Shard and manifest are written to temporary names and
+renamed as a pair only when both are complete (``genesis.atomic.atomic_set``: the old
+manifest is removed first and the new one renamed last), so a shard never has a manifest
+beside it that describes another shard. Readers open it with
+``numpy.load(path, mmap_mode="r")``.
 
 float16 on [0, 1]: 11 significant bits, so the rounding error is at most 2^-12 ≈ 2.4e-4
 on [0.5, 1] (and smaller below), i.e. at most 0.49 HU in the [-1000, 1000] CT window —
@@ -24,10 +27,14 @@ from typing import IO, Any
 
 import numpy as np
 
-from genesis.atomic import atomic_path, write_text
+from genesis.atomic import atomic_set, write_text
 
 DTYPE = np.dtype("<f2")
-MANIFEST_COLUMNS = ("index", "source", "split", "x", "y", "z", "scale", "status", "reason")
+#: Manifest columns: one row per cube (status ``ok``) or skipped scan (``skipped``, with the
+#: reason). ``modality``, ``border`` and ``min_slices`` record what was used for the scan
+#: (``cubes.recipe: auto`` chooses the last two per scan).
+MANIFEST_COLUMNS = ("index", "source", "split", "x", "y", "z", "scale", "status", "reason",
+                    "modality", "border", "min_slices")
 #: Fixed .npy header size (a multiple of 64, so the data stays aligned for mmap).
 HEADER_BYTES = 128
 _MAGIC = b"\x93NUMPY\x01\x00"
@@ -70,23 +77,38 @@ class ShardAppender:
 
 
 @contextmanager
-def shard_writer(path: Path, cube_shape: tuple[int, int, int]) -> Iterator[ShardAppender]:
-    """Stream cubes into ``path``; it appears, complete, only if the block succeeds."""
-    with atomic_path(path) as tmp, tmp.open("wb") as handle:
-        appender = ShardAppender(handle, cube_shape)
-        yield appender
-        appender.finish()
+def shard_writer(path: Path, cube_shape: tuple[int, int, int]
+                 ) -> Iterator[tuple[ShardAppender, list[dict[str, Any]]]]:
+    """Stream cubes into ``path`` and collect manifest rows; both appear only together.
+
+    Yields the appender and the list of manifest rows to fill. When the block succeeds,
+    the shard and its manifest (``manifest_path(path)``) replace the old pair; when it
+    raises, the old pair (if any) is left as it was.
+    """
+    rows: list[dict[str, Any]] = []
+    with atomic_set([path, manifest_path(path)]) as (shard_tmp, manifest_tmp):
+        with shard_tmp.open("wb") as handle:
+            appender = ShardAppender(handle, cube_shape)
+            yield appender, rows
+            appender.finish()
+        manifest_tmp.write_text(manifest_text(rows), encoding="utf-8")
 
 
-def write_manifest(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Write the manifest CSV atomically: one row per cube or skipped scan."""
+def manifest_text(rows: Sequence[dict[str, Any]]) -> str:
+    """The manifest CSV of ``rows``, ``MANIFEST_COLUMNS`` in order, missing values empty."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n",
+                            extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow({key: "" if row.get(key) is None else row[key]
                          for key in MANIFEST_COLUMNS})
-    write_text(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_manifest(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write a manifest CSV atomically: one row per cube or skipped scan."""
+    write_text(path, manifest_text(rows))
 
 
 def read_manifest(path: Path) -> list[dict[str, str]]:
@@ -102,3 +124,8 @@ def open_shard(path: Path) -> np.ndarray:
 def manifest_path(shard: Path) -> Path:
     """``cubes/subset0.npy`` -> ``cubes/subset0.csv``."""
     return Path(shard).with_suffix(".csv")
+
+
+def failed_manifest_path(shard: Path) -> Path:
+    """Where a failed run leaves its manifest: ``cubes/subset0.failed.csv``."""
+    return Path(shard).with_suffix(".failed.csv")

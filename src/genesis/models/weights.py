@@ -11,10 +11,19 @@ Readable layouts:
   keys (saved from ``nn.DataParallel``), and our ``{"epoch", "state_dict"}`` files;
 - a plain state dict, with or without the ``module.`` prefix;
 - ``.safetensors`` (plain keys; the epoch, if any, in the metadata).
+
+``save_weights`` writes ``stem.pt``, ``stem.safetensors`` and ``stem.json`` as one set
+(``genesis.atomic.atomic_set``): the old sidecar is removed first and the new one, with
+both files' sha256, renamed last, so a sidecar never lies beside weights it does not
+describe. ``read_weights`` checks a file against the sidecar beside it when that sidecar
+records it. The same tensors give the same bytes: ``torch.save`` is given an open file,
+so the zip records are named ``archive/...`` rather than after the (random) temporary
+file name, and safetensors files have no timestamps.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import re
@@ -29,7 +38,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from genesis.atomic import atomic_path, write_json
+from genesis.atomic import atomic_set
 from genesis.errors import InputError, WeightsError
 from genesis.models.unet import ENCODER_LEVELS, HEAD
 from genesis.provenance import file_sha256
@@ -164,6 +173,7 @@ def read_weights(path: str | Path) -> WeightsFile:
     if not path.is_file():
         raise InputError(path, "weights file not found" if not path.exists()
                          else "weights path is not a file")
+    check_sidecar(path)
     if path.suffix == ".safetensors":
         state, epoch = _safetensors_load(path)
         fmt = "safetensors"
@@ -179,6 +189,33 @@ def read_weights(path: str | Path) -> WeightsFile:
     if stripped:
         state = {key.removeprefix(RELEASE_PREFIX): value for key, value in state.items()}
     return WeightsFile(path, dict(state), fmt, epoch, stripped)
+
+
+def sidecar_sha256(path: Path) -> str | None:
+    """The sha256 the JSON sidecar beside ``path`` records for it, if it records one."""
+    sidecar = path.with_suffix(".json")
+    if path.suffix == ".json" or not sidecar.is_file():
+        return None
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+        entry = record["weights"]["files"][path.name]
+        digest = entry["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # not our sidecar, or it does not list this file
+    return digest if isinstance(digest, str) else None
+
+
+def check_sidecar(path: Path) -> None:
+    """Refuse a weights file whose hash disagrees with the sidecar that lists it."""
+    expected = sidecar_sha256(path)
+    if expected is None:
+        return
+    actual = file_sha256(path)
+    if actual != expected:
+        raise InputError(path, f"sha256 {actual[:12]}... differs from {expected[:12]}... "
+                         f"recorded in {path.with_suffix('.json').name}: the files are not "
+                         "from the same save (mixed copies or an interrupted save); export "
+                         "them again or remove the sidecar")
 
 
 def _shape(tensor: Tensor) -> str:
@@ -281,35 +318,40 @@ def weight_paths(stem: str | Path) -> dict[str, Path]:
 
 def save_weights(model: nn.Module, stem: str | Path, *, provenance: Mapping[str, Any],
                  epoch: int = 0) -> list[Path]:
-    """Write ``stem.pt`` (release layout), ``stem.safetensors`` and ``stem.json``, atomically.
+    """Write ``stem.pt`` (release layout), ``stem.safetensors`` and ``stem.json`` as a set.
 
     The JSON sidecar holds ``provenance`` plus a ``weights`` entry: epoch, model class and
-    constructor arguments, and each file's format and sha256. It is written last, so its
-    presence means both weight files are complete.
+    constructor arguments, and each file's format and sha256. It is removed before the
+    weight files are replaced and written after them, so its presence means both weight
+    files are complete and are the ones it describes. The same tensors and epoch give
+    byte-identical weight files.
     """
     if "weights" in provenance:
         raise ValueError("provenance must not have a 'weights' key: save_weights adds it")
     target = _unwrap(model)
     state = {k: v.detach().to("cpu").contiguous() for k, v in target.state_dict().items()}
     paths = weight_paths(stem)
-    with atomic_path(paths[".pt"]) as tmp:
-        torch.save({"epoch": int(epoch),
-                    "state_dict": {RELEASE_PREFIX + k: v for k, v in state.items()}}, tmp)
-    with atomic_path(paths[".safetensors"]) as tmp:
-        save_file(state, str(tmp), metadata={"epoch": str(int(epoch))})
-    files = {
-        paths[s].name: {"format": FILE_FORMATS[s], "sha256": file_sha256(paths[s]),
-                        "bytes": paths[s].stat().st_size}
-        for s in (".pt", ".safetensors")
-    }
-    record = dict(provenance)
-    record["weights"] = {
-        "epoch": int(epoch),
-        "model": type(target).__name__,
-        "model_config": getattr(target, "config", None),
-        "n_parameters": sum(p.numel() for p in target.parameters()),
-        "n_tensors": len(state),
-        "files": files,
-    }
-    write_json(paths[".json"], record)
-    return [paths[".pt"], paths[".safetensors"], paths[".json"]]
+    order = [paths[".pt"], paths[".safetensors"], paths[".json"]]
+    with atomic_set(order) as (pt_tmp, st_tmp, json_tmp):
+        with pt_tmp.open("wb") as handle:  # a file object: records named archive/...
+            torch.save({"epoch": int(epoch),
+                        "state_dict": {RELEASE_PREFIX + k: v for k, v in state.items()}},
+                       handle)
+        save_file(state, str(st_tmp), metadata={"epoch": str(int(epoch))})
+        files = {
+            paths[s].name: {"format": FILE_FORMATS[s], "sha256": file_sha256(tmp),
+                            "bytes": tmp.stat().st_size}
+            for s, tmp in ((".pt", pt_tmp), (".safetensors", st_tmp))
+        }
+        record = dict(provenance)
+        record["weights"] = {
+            "epoch": int(epoch),
+            "model": type(target).__name__,
+            "model_config": getattr(target, "config", None),
+            "n_parameters": sum(p.numel() for p in target.parameters()),
+            "n_tensors": len(state),
+            "files": files,
+        }
+        json_tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n",
+                            encoding="utf-8")
+    return order

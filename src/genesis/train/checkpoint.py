@@ -4,7 +4,11 @@ A checkpoint is written to a temporary sibling, flushed to disk with ``fsync`` a
 over the target, so a job killed at any moment leaves either the old or the new checkpoint
 as the latest, never a truncated one. The previous checkpoint is kept as ``<name>.prev``
 (a hard link, so the latest is never missing), and ``load_checkpoint`` falls back to it if
-the latest cannot be read (e.g. a disk that lied about ``fsync``).
+the latest cannot be read (e.g. a disk that lied about ``fsync``). When a run has
+finished, ``finish_checkpoint`` removes ``.prev``: the checkpoint itself stays (a rerun
+finds the run complete), the spare copy is no longer needed. Temporaries are named by
+``genesis.atomic`` (pid and host), so ``remove_stale_temporaries`` can clean those of a
+killed run.
 
 Checkpoints are loaded with ``weights_only=True``: they must hold only tensors, numbers,
 strings, ``None`` and lists/tuples/dicts of those. ``rng_state`` is planned for that: NumPy
@@ -17,7 +21,6 @@ import logging
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genesis.atomic import make_temporary
 from genesis.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -50,10 +54,9 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any], keep_previous: b
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
+    tmp = make_temporary(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with tmp.open("wb") as handle:
             torch.save(dict(state), handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -64,6 +67,18 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any], keep_previous: b
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def finish_checkpoint(path: str | Path) -> None:
+    """A run has finished: drop the spare ``.prev`` copy (and a stale staging link).
+
+    ``path`` itself is kept: a rerun of a finished run resumes from it and stops at once.
+    """
+    prev = previous_path(path)
+    for spare in (prev, prev.with_name(prev.name + ".tmp")):
+        if spare.exists():
+            spare.unlink()
+            log.debug("removed %s", spare)
 
 
 def _link_previous(path: Path) -> None:

@@ -12,10 +12,15 @@ which lets the transforms be seeded per group of consecutive positions
 
 Validation: a fixed, seeded subset of ``val_cubes`` cubes (all when None), in index
 order, dealt round-robin to the processes.
+
+Workers: ``num_workers=None`` adapts to the machine (``default_num_workers``): no worker
+processes on one or two cores (a laptop, a small CI runner), else one core per worker
+for up to 4 workers, leaving a core for the training process itself.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -25,6 +30,33 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from genesis.seeding import derive_seed
 from genesis.train.distributed import DistContext
 from genesis.train.shards import CubeDataset
+
+#: Most DataLoader workers chosen automatically (per process).
+MAX_AUTO_WORKERS = 4
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except OSError:
+            pass
+    return max(1, os.cpu_count() or 1)
+
+
+def default_num_workers(processes: int = 1, cpus: int | None = None) -> int:
+    """Workers per process when none is set: 0 on 1-2 cores, else min(4, cores - 1),
+    with the cores shared among ``processes`` training processes on this machine."""
+    cpus = available_cpus() if cpus is None else cpus
+    if cpus <= 2:
+        return 0
+    return max(0, min(MAX_AUTO_WORKERS, (cpus - 1) // max(1, processes)))
+
+
+def resolve_num_workers(requested: int | None, processes: int = 1) -> int:
+    """``requested`` as given, or ``default_num_workers`` when it is None."""
+    return default_num_workers(processes) if requested is None else int(requested)
 
 
 class GlobalBatchSampler(DistributedSampler):
@@ -77,8 +109,12 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def train_loader(dataset: CubeDataset, *, seed: int, local_batch: int, ctx: DistContext,
-                 num_workers: int, pin_memory: bool) -> DataLoader:
-    """Batches of ``local_batch`` cubes (b, 1, X, Y, Z); call ``sampler.set_epoch`` first."""
+                 num_workers: int | None, pin_memory: bool) -> DataLoader:
+    """Batches of ``local_batch`` cubes (b, 1, X, Y, Z); call ``sampler.set_epoch`` first.
+
+    ``num_workers`` None: ``default_num_workers`` for ``ctx.world_size`` processes.
+    """
+    num_workers = resolve_num_workers(num_workers, ctx.world_size)
     sampler = GlobalBatchSampler(dataset, global_batch=local_batch * ctx.world_size, ctx=ctx,
                                  seed=derive_seed(seed, "shuffle") % 2**62)
     return DataLoader(
@@ -99,8 +135,13 @@ def validation_indices(n_cubes: int, limit: int | None, seed: int) -> list[int]:
 
 
 def val_loader(dataset: CubeDataset, indices: Sequence[int], *, batch: int, ctx: DistContext,
-               num_workers: int, pin_memory: bool) -> DataLoader:
-    """This process's share of the validation cubes, as (cubes, indices) batches."""
+               num_workers: int | None, pin_memory: bool) -> DataLoader:
+    """This process's share of the validation cubes, as (cubes, indices) batches.
+
+    ``num_workers`` None: ``default_num_workers``, at most 2 (validation is short).
+    """
+    if num_workers is None:
+        num_workers = min(2, default_num_workers(ctx.world_size))
     share = IndexedCubes(dataset, list(indices)[ctx.rank::ctx.world_size])
     return DataLoader(share, batch_size=batch, shuffle=False, num_workers=num_workers,
                       pin_memory=pin_memory, persistent_workers=num_workers > 0,

@@ -7,11 +7,13 @@ to fit in memory. Each cube is copied out and converted to float32 one at a time
 
 Every shard is checked when it is opened, chunk by chunk so memory stays flat: a 4D
 floating array, a non-empty one, a cube size the U-Net accepts, the same size in all
-shards, finite values in [0, 1]. Each problem raises ``InputError`` naming the shard.
+shards, finite values in [0, 1], and a manifest (when there is one) that lists as many
+cubes as the shard holds. Each problem raises ``InputError`` naming the shard.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,8 +85,23 @@ def check_shard(path: str | Path) -> ShardInfo:
     manifest = path.with_suffix(".csv")
     if not manifest.is_file():
         log.warning("%s has no manifest %s; provenance will lack its hash", path, manifest.name)
+    else:
+        listed = manifest_cubes(manifest)
+        if listed is not None and listed != array.shape[0]:
+            raise InputError(path, f"holds {array.shape[0]} cubes but its manifest "
+                             f"{manifest.name} lists {listed}: they are not from the same "
+                             "run; rerun `genesis cubes`")
     return ShardInfo(path, int(array.shape[0]), cube_shape,  # type: ignore[arg-type]
                      manifest if manifest.is_file() else None)
+
+
+def manifest_cubes(manifest: Path) -> int | None:
+    """Cube rows (status ``ok``) in a shard manifest; None if it has no status column."""
+    with manifest.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if "status" not in (reader.fieldnames or []):
+            return None
+        return sum(row["status"] == "ok" for row in reader)
 
 
 def check_shards(paths: Sequence[str | Path], role: str) -> list[ShardInfo]:
