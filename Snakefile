@@ -2,6 +2,7 @@
 #
 #   snakemake --cores 8 --resources gpu=2                 # embedded synthetic default
 #   snakemake --cores 8 --resources gpu=2 --configfile config/paper.yaml   # real data
+#   snakemake pretrained --cores 8 --configfile config/config.yaml my.yaml  # weights only
 #
 # Stages (one rules file each): data -> cubes -> pretrain -> tasks -> report.
 # The science lives in the `genesis` engine (src/genesis); rules only pass files and
@@ -32,3 +33,9 @@ rule all:
     default_target: True
     input:
         final_targets(),
+
+
+# `snakemake pretrained ...`: stop after pretraining (your own scans' weights).
+rule pretrained:
+    input:
+        [results_path("pretrain", v, "weights.pt") for v in pretrain_variants()],

@@ -57,6 +57,12 @@ def log_path(*parts):
     return str(RESULTS.joinpath("logs", *map(str, parts)))
 
 
+#: Training jobs write everything to their log and show its epoch lines in the console
+#: (the shell runs with pipefail, so the job still fails with the engine; grep finding no
+#: line is not a failure).
+PROGRESS = "(grep --line-buffered -E 'INFO .* epoch [0-9]+: ' || true)"
+
+
 def shell_paths(paths):
     """Paths quoted for the shell, for params that build an optional option."""
     if isinstance(paths, str):

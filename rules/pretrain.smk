@@ -24,8 +24,9 @@ rule pretrain:
         seed=config["seed"],
         gpus=config["pretrain"]["gpus"],
         output_dir=lambda wc: results_path("pretrain", wc.variant),
+        progress=PROGRESS,
     shell:
         "genesis pretrain --train {input.train:q} --val {input.val:q}"
         " --output-dir {params.output_dir:q} --variant {wildcards.variant}"
         " --seed {params.seed} --threads {threads} --gpus {params.gpus}"
-        " --settings {params.settings:q} > {log:q} 2>&1"
+        " --settings {params.settings:q} 2>&1 | tee {log:q} | {params.progress}"

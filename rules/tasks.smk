@@ -50,11 +50,13 @@ rule finetune:
             f"--weights {shell_paths(input.weights)}" if input.weights else ""
         ),
         output_dir=lambda wc, output: str(Path(output.weights).parent),
+        progress=PROGRESS,
     shell:
         "genesis finetune --task {wildcards.task} --data {input.data:q}"
         " --init {wildcards.init} {params.weights} --output-dir {params.output_dir:q}"
         " --seed {params.seed} --label-fraction {params.fraction}"
-        " --threads {threads} --settings {params.settings:q} > {log:q} 2>&1"
+        " --threads {threads} --settings {params.settings:q} 2>&1 | tee {log:q}"
+        " | {params.progress}"
 
 
 # A label sweep's run: the same job on a nested subset of the training cases.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from genesis.cli import COMMANDS, build_parser
+from genesis.cli import COMMANDS, build_parser, main
 
 GENESIS = str(Path(sys.executable).parent / "genesis")
 
@@ -48,3 +48,14 @@ def test_bad_input_is_one_line_without_traceback(tmp_path: Path, argv: list[str]
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_help_keeps_examples_on_their_lines_and_shows_no_none_defaults(capsys) -> None:
+    for command in COMMANDS:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "(default: None)" not in text, command
+        for line in text.splitlines():
+            # an example command never runs into the prose of the line before it
+            assert not ("genesis " in line and ". Example" in line), (command, line)

@@ -21,11 +21,20 @@ import pytest
 from genesis.cli import build_parser, main
 from genesis.cubes.shards import open_shard, read_manifest
 
-#: The README's commands ("Your own unlabelled scans"), as written there.
-README_COMMANDS = """
-genesis cubes --inputs /data/my_scans/train --output cubes/train.npy --split train --modality auto
-genesis pretrain --train cubes/train.npy --val cubes/val.npy --output-dir pretrain/mine
-"""
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_section_commands(heading: str, prefix: str) -> list[str]:
+    """Lines starting with ``prefix`` in the code blocks of one README section, as written."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```")[1::2]
+    return [line.strip() for block in blocks for line in block.splitlines()
+            if line.strip().startswith(prefix)]
+
+
+#: The README's commands ("Your own unlabelled scans"), parsed from it so they cannot drift.
+README_COMMANDS = "\n".join(readme_section_commands("Your own unlabelled scans", "genesis "))
 #: One short epoch of a narrow U-Net (the README's run trains for days).
 TINY_PRETRAIN = {
     "width": 4,
@@ -38,20 +47,13 @@ TINY_PRETRAIN = {
 
 
 def readme_commands(scans: Path) -> list[list[str]]:
-    """The README's commands for scans under ``scans``, plus the val split's cubes."""
+    """The README's commands, verbatim but for the scans' folder: cubes of both splits,
+    then pretraining."""
     commands = [
         shlex.split(line.replace("/data/my_scans", str(scans)))[1:]
         for line in README_COMMANDS.strip().splitlines()
     ]
-    cubes = next(c for c in commands if c[0] == "cubes")
-    val = [
-        a.removesuffix("train") + "val"
-        if a.endswith("train")
-        else a.replace("train.npy", "val.npy")
-        for a in cubes
-    ]
-    assert val[val.index("--inputs") + 1] == str(scans / "val")
-    commands.insert(commands.index(cubes) + 1, val)
+    assert [c[0] for c in commands] == ["cubes", "cubes", "pretrain"], commands
     return commands
 
 

@@ -4,9 +4,9 @@ or a user's own classification or segmentation task.
 Examples:
 
     genesis prepare ncc --data data/luna16 --output-dir results/tasks/ncc
-    genesis prepare spleen --kind segmentation --data /data/Task09_Spleen
+    genesis prepare spleen --kind segmentation --data /data/Task09_Spleen \
         --output-dir results/tasks/spleen --settings '{"cube_size": [64, 64, 32]}'
-    genesis prepare nodules --kind classification --data nodules.csv
+    genesis prepare nodules --kind classification --data nodules.csv \
         --output-dir results/tasks/nodules
 
 A user task's --data is an MSD-layout folder (dataset.json, imagesTr/, labelsTr/) or a CSV
