@@ -17,6 +17,7 @@ from genesis.errors import ConfigError, InputError, WeightsError
 from genesis.io.tables import FINETUNE_CURVE_COLUMNS
 from genesis.models import GenesisClassifier, UNet3D, load_weights, save_weights
 from genesis.tasks.finetune import (
+    FinetuneSettings,
     Init,
     NccData,
     finetune,
@@ -86,6 +87,20 @@ def test_bad_settings_name_the_key() -> None:
         resolve_settings("lcs", {"lr_factor": 2.0})
     with pytest.raises(ConfigError, match="not a built-in task: its kind must be one of"):
         resolve_settings("ncs", {})
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("lr", float("inf")), ("lr", 0.0), ("lr_factor", float("nan")), ("lr_factor", 1.0),
+    ("foreground_ratio", float("inf")), ("foreground_ratio", -0.1),
+    ("positive_fraction", float("nan")), ("positive_fraction", 1.5),
+    ("max_minutes", float("inf")), ("max_minutes", 0.0),
+])
+def test_numbers_are_finite_and_in_range(key: str, value: float) -> None:
+    """Checked in ``__post_init__`` (direct construction) and named with the task's section."""
+    with pytest.raises(ConfigError, match=rf"tasks\.<task>\.finetune\.{key} must be a finite"):
+        FinetuneSettings(**{key: value})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=rf"tasks\.bms\.finetune\.{key} must be a finite"):
+        resolve_settings("bms", {key: value})
 
 
 def test_init_rules(unet_weights: Path) -> None:

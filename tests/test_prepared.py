@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from target_task_data import make_ncc_task, tiny_settings
 
 from genesis.cli import main
-from genesis.errors import ConfigError
+from genesis.errors import ConfigError, InputError
 from genesis.tasks.prepared import (
     PatchSampler,
+    load_ncc_split,
     outer_patch_size,
     resize_volume,
     sample_patches,
@@ -116,3 +118,38 @@ def test_cli_prepare_reports_bad_settings_in_one_line(tmp_path: Path,
     assert "tasks.lcs.prepare: unknown key(s) inplane" in err and "Traceback" not in err
     code = main(["prepare", "lcs", "--data", str(tmp_path), "--output-dir", str(tmp_path / "o")])
     assert code == 2 and "no liver data found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["train_cubes.npy", "train.npz", "val_cubes.npy"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_prepared_arrays_name_the_file(tmp_path: Path, name: str, damage: str) -> None:
+    task_dir = make_ncc_task(tmp_path)
+    path = task_dir / name
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not an array" * 9)
+    split = name.split("_")[0].removesuffix(".npz")
+    for mmap in (True, False):
+        with pytest.raises(InputError, match="truncated or corrupt") as error:
+            load_ncc_split(task_dir, split, mmap=mmap)
+        assert error.value.path == path and "\n" not in str(error.value)
+
+
+def test_cli_finetune_reports_a_truncated_npy_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    task_dir = make_ncc_task(tmp_path)
+    cubes = task_dir / "train_cubes.npy"
+    cubes.write_bytes(cubes.read_bytes()[:-100])  # cut short, as by a full disk
+    code = main(["finetune", "--task", "ncc", "--data", str(task_dir), "--init", "scratch",
+                 "--output-dir", str(tmp_path / "run1"), "--seed", "0",
+                 "--settings", json.dumps(tiny_settings())])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert str(cubes) in line and "truncated or corrupt" in line
+
+
+def test_sampling_names_stay_importable_from_prepared() -> None:
+    from genesis.tasks import prepared, sampling
+
+    for name in sampling.__all__:
+        assert getattr(prepared, name) is getattr(sampling, name)

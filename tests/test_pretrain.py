@@ -17,6 +17,7 @@ from genesis.cli import main
 from genesis.errors import ConfigError, InputError
 from genesis.models import UNet3D, load_weights
 from genesis.train.distributed import DistContext
+from genesis.train.engine import DivergedError
 from genesis.train.loaders import GlobalBatchSampler, validation_indices
 from genesis.train.loop import train_positions, transform_groups
 from genesis.train.pretrain import pretrain, resume_mismatch
@@ -60,14 +61,30 @@ def test_defaults_are_the_release() -> None:
 
 @pytest.mark.parametrize(("mapping", "key"), [
     ({"bacth_size": 6}, "bacth_size"),
-    ({"batch_size": 0}, "pretrain.batch_size"),
-    ({"lr_factor": 1.5}, "pretrain.lr_factor"),
-    ({"amp": "fp16"}, "pretrain.amp"),
-    ({"cube_size": [32, 32]}, "pretrain.cube_size"),
+    ({"batch_size": 0}, r"pretrain\.settings\.batch_size"),
+    ({"lr_factor": 1.5}, r"pretrain\.settings\.lr_factor"),
+    ({"amp": "fp16"}, r"pretrain\.settings\.amp"),
+    ({"cube_size": [32, 32]}, r"pretrain\.settings\.cube_size"),
+    ({"momentum": -1}, r"pretrain\.settings\.momentum"),
+    ({"lr": float("inf")}, r"pretrain\.settings\.lr must be a finite number"),
+    ({"lr": 0}, r"pretrain\.settings\.lr"),
+    ({"weight_decay": -0.1}, r"pretrain\.settings\.weight_decay"),
+    ({"max_minutes": 0}, r"pretrain\.settings\.max_minutes"),
 ])
 def test_bad_settings_name_the_key(mapping: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         PretrainSettings.from_mapping(mapping)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("lr", float("inf")), ("lr", float("nan")), ("lr", -1.0), ("momentum", -1.0),
+    ("momentum", float("inf")), ("weight_decay", float("nan")), ("lr_factor", float("nan")),
+    ("lr_factor", 1.0), ("max_minutes", float("inf")),
+])
+def test_numbers_are_checked_when_built_directly(key: str, value: float) -> None:
+    """``__post_init__`` checks what ``from_mapping`` cannot see (direct construction)."""
+    with pytest.raises(ConfigError, match=rf"pretrain\.settings\.{key} must be a finite"):
+        PretrainSettings(**{key: value})  # type: ignore[arg-type]
 
 
 def test_resume_mismatch_ignores_run_length() -> None:
@@ -221,7 +238,8 @@ def test_changed_settings_start_afresh(tmp_path: Path, shards: dict[str, Path],
     _run(shards, out, max_epochs=1)
     with caplog.at_level(logging.WARNING):
         _run(shards, out, max_epochs=1, lr=0.05)
-    assert "different lr" in caplog.text
+    assert "starting afresh" in caplog.text
+    assert "checkpoint was trained with other settings (lr)" in caplog.text
     assert [r["lr"] for r in _rows(out / "metrics.csv")] == ["0.05"]
 
 
@@ -233,8 +251,48 @@ def test_rebuilt_shards_start_afresh(tmp_path: Path, shards: dict[str, Path],
     os.utime(shards["train"], ns=(0, shards["train"].stat().st_mtime_ns + 10**9))
     with caplog.at_level(logging.WARNING):
         _run(shards, out, max_epochs=2)
-    assert "different shard_stamps" in caplog.text
+    assert "checkpoint belongs to another run (shard_stamps" in caplog.text
     assert [r["epoch"] for r in _rows(out / "metrics.csv")] == ["1", "2"]
+
+
+def test_divergence_raises_and_exports_no_weights(tmp_path: Path,
+                                                   shards: dict[str, Path]) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(DivergedError, match=r"pretrain: diverged at epoch 1 .*"
+                       r"Lower pretrain\.settings\.lr"):
+        _run(shards, out, lr=1e30)
+    assert not list(out.glob("weights*")) and not (out / "checkpoint.pt").exists()
+
+
+def test_divergence_keeps_the_last_good_epoch(tmp_path: Path, shards: dict[str, Path],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN validation loss in epoch 2: epoch 2 is neither checkpointed nor exported."""
+    import genesis.train.pretrain as stage
+
+    real = stage.validate
+    calls: list[int] = []
+
+    def nan_at_second(*args: object, **kwargs: object) -> tuple[float, float]:
+        calls.append(1)
+        loss, identity = real(*args, **kwargs)  # type: ignore[arg-type]
+        return (float("nan") if len(calls) == 2 else loss), identity
+
+    monkeypatch.setattr(stage, "validate", nan_at_second)
+    out = tmp_path / "run"
+    with pytest.raises(DivergedError, match=r"epoch 2 .*the checkpoint of epoch 1 is kept"):
+        _run(shards, out, max_epochs=3)
+    assert [r["epoch"] for r in _rows(out / "metrics.csv")] == ["1"]
+    assert load_file(out / "weights.safetensors")  # epoch 1's, exported as the best so far
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+
+def test_cli_reports_divergence_in_one_line(tmp_path: Path, shards: dict[str, Path],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["pretrain", "--train", str(shards["train"]), "--val", str(shards["val"]),
+                 "--output-dir", str(tmp_path / "out"), "--no-progress",
+                 "--settings", '{"width": 4, "batch_size": 4, "num_workers": 0, "lr": 1e30}'])
+    err = capsys.readouterr().err
+    assert code == 2 and "diverged at epoch 1" in err and "Traceback" not in err
 
 
 def test_cli_reports_bad_shard_in_one_line(tmp_path: Path, shards: dict[str, Path],

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_own_scans import readme_section_commands
 from test_workflow import ROOT, snakemake
 

@@ -8,7 +8,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-
 from test_workflow import ROOT, snakemake
 from user_task_data import mni_segmentation
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
-from genesis.models import KerasUNet3D, UNet3D, save_keras_weights, save_weights
 from test_workflow import ROOT, TINY, snakemake
 from user_task_data import mni_classification, mni_segmentation
+
+from genesis.models import KerasUNet3D, UNet3D, save_keras_weights, save_weights
 
 
 @pytest.fixture

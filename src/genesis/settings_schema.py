@@ -40,7 +40,7 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
         "genesis.tasks.prepare_classification:ClassificationSettings",
         ("cube_size",),
     ),
-    "finetune": ("genesis.tasks.finetune:FinetuneSettings", ("width", "cube_size")),
+    "finetune": ("genesis.tasks.finetune_settings:FinetuneSettings", ("width", "cube_size")),
     "evaluate": ("genesis.tasks.evaluate:EvaluateSettings", ("width", "cube_size")),
 }
 

@@ -1,4 +1,5 @@
-"""One training epoch and one validation pass of restoration pretraining.
+"""Restoration pretraining's epoch: seeded transformations, the training batches and
+loss handed to the shared step (``genesis.train.engine.train_epoch``), and the validation.
 
 Seeding of the transformations. Transforms run batched on the training device, after the
 batch is moved there, in groups of ``group`` consecutive cubes (``transform_group``; by
@@ -19,9 +20,7 @@ not depend on the validation batch size or the number of processes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -29,25 +28,24 @@ from torch.nn import functional as F
 
 from genesis.seeding import derive_seed
 from genesis.train.distributed import DistContext, all_reduce_sum
+from genesis.train.engine import BatchMean, StepOptions
+from genesis.train.engine import train_epoch as train_steps
+
+__all__ = [
+    "StepOptions",
+    "Transform",
+    "cube_seed",
+    "restoration_batches",
+    "restoration_loss",
+    "train_epoch",
+    "train_positions",
+    "transform_cubes",
+    "transform_groups",
+    "validate",
+]
 
 #: A batched restoration transform: (cubes (N, 1, X, Y, Z), generator) -> (inputs, targets).
 Transform = Callable[[Tensor, torch.Generator], tuple[Tensor, Tensor]]
-
-
-@dataclass(frozen=True)
-class StepOptions:
-    """How a step runs on this device: autocast dtype (None: fp32) and memory format."""
-
-    amp_dtype: torch.dtype | None = None
-    channels_last: bool = False
-
-    def autocast(self, device: torch.device) -> torch.autocast | nullcontext[None]:
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(device.type, dtype=self.amp_dtype)
-
-    def prepare(self, x: Tensor) -> Tensor:
-        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
 
 
 def cube_seed(seed: int, split: str, epoch: int | None, position: int) -> int:
@@ -93,6 +91,36 @@ def transform_groups(transform: Transform, cubes: Tensor, positions: Sequence[in
     return torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
 
 
+def restoration_batches(
+    batches: Iterable[Tensor],
+    transform: Transform,
+    *,
+    epoch: int,
+    seed: int,
+    steps: int,
+    global_batch: int,
+    ctx: DistContext,
+    device: torch.device,
+    group: int | None = None,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """(transformed input, original) pairs of ``steps`` batches, made on ``device``.
+
+    ``epoch`` is 0-based here (the loaders' and the transform seeds' count); ``group``:
+    transform group size (None: the whole per-process batch).
+    """
+    for step, cubes in zip(range(steps), batches, strict=False):
+        cubes = cubes.to(device, non_blocking=True)  # (b, 1, X, Y, Z), b = batch / world
+        positions = train_positions(step, global_batch, cubes.shape[0], ctx)
+        yield transform_groups(transform, cubes, positions, group or cubes.shape[0], seed,
+                               epoch)
+
+
+def restoration_loss(outputs: Tensor, targets: Tensor) -> Tensor:
+    """MSE between the sigmoid output and the original cube, in fp32 (DDP averages the
+    per-process means into the global-batch mean)."""
+    return F.mse_loss(outputs.float(), targets.float())
+
+
 def train_epoch(
     model: nn.Module,
     batches: Iterable[Tensor],
@@ -111,31 +139,14 @@ def train_epoch(
 ) -> float:
     """Train for ``steps`` global batches; the mean of the global-batch MSE losses.
 
-    ``group``: transform group size (None: the whole per-process batch).
+    ``epoch`` is 0-based; ``group``: transform group size (None: the whole per-process
+    batch).
     """
-    model.train()
-    total = torch.zeros((), device=device, dtype=torch.float64)
-    done = 0
-    for step, cubes in zip(range(steps), batches, strict=False):
-        cubes = cubes.to(device, non_blocking=True)  # (b, 1, X, Y, Z), b = batch / world
-        positions = train_positions(step, global_batch, cubes.shape[0], ctx)
-        inputs, targets = transform_groups(transform, cubes, positions,
-                                           group or cubes.shape[0], seed, epoch)
-        with options.autocast(device):
-            outputs = model(options.prepare(inputs))
-        # Loss in fp32 on the sigmoid output; DDP averages the per-process means.
-        loss = F.mse_loss(outputs.float(), targets.float())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach()
-        done += 1
-        if on_step is not None:
-            on_step(step)
-    if done == 0:
-        raise RuntimeError("the training loader yielded no batches")
-    all_reduce_sum(total, ctx)
-    return float(total.item()) / (done * ctx.world_size)
+    pairs = restoration_batches(batches, transform, epoch=epoch, seed=seed, steps=steps,
+                                global_batch=global_batch, ctx=ctx, device=device,
+                                group=group)
+    return train_steps(model, pairs, optimizer, restoration_loss, BatchMean(device, ctx),
+                       device=device, options=options, on_step=on_step)
 
 
 @torch.no_grad()

@@ -1,10 +1,12 @@
 """Models Genesis pretraining: restore transformed cubes with a 3D U-Net (facts §4).
 
-One readable loop (``pretrain``) around ``genesis.train.loop``: stream cube shards, transform
-them on the training device, minimise the MSE between the sigmoid output and the original
-cube with SGD, halve the learning rate on a validation plateau, stop early, and after every
-epoch write an atomic checkpoint from which a rerun resumes. The best weights are exported
-in the release layout with a provenance sidecar; per-epoch metrics go to ``metrics.csv``.
+The pretraining stage of the shared loop (``genesis.train.engine.Trainer``): stream cube
+shards, transform them on the training device (``genesis.train.loop``), minimise the MSE
+between the sigmoid output and the original cube with SGD. The engine halves the learning
+rate on a validation plateau, stops early, guards against divergence and after every epoch
+writes ``metrics.csv`` and an atomic checkpoint from which a rerun resumes. The best
+weights are exported in the release layout with a provenance sidecar, after every new best
+epoch (so a long run always has usable weights) and at the end.
 
 Determinism: on the CPU a resumed run ends with the same weights as an uninterrupted one
 (model, optimiser, scheduler, early-stopping and RNG states are all in the checkpoint; data
@@ -14,12 +16,8 @@ cuDNN autotuning and non-deterministic kernels for speed, so GPU runs agree only
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-import math
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,19 +28,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from genesis.atomic import write_text
 from genesis.errors import ConfigError, InputError
 from genesis.io.tables import PRETRAIN_METRICS_COLUMNS
 from genesis.models import UNet3D, save_weights
 from genesis.provenance import file_sha256, provenance_record
 from genesis.seeding import derive_seed, set_determinism
 from genesis.settings import from_mapping, to_mapping
-from genesis.train.checkpoint import (
-    load_checkpoint,
-    restore_rng_state,
-    rng_state,
-    save_checkpoint,
-)
+from genesis.train.checkpoint import finish_checkpoint
 from genesis.train.devices import lease_device
 from genesis.train.distributed import (
     DistContext,
@@ -53,10 +45,26 @@ from genesis.train.distributed import (
     init_process_group,
     shutdown,
 )
-from genesis.train.loaders import train_loader, val_loader, validation_indices
-from genesis.train.loop import StepOptions, Transform, train_epoch, validate
-from genesis.train.schedule import EarlyStopping, TimeBudget
-from genesis.train.settings import PretrainSettings
+from genesis.train.engine import (
+    DivergedError,
+    Run,
+    StepOptions,
+    Table,
+    Trainer,
+    amp_dtype,
+    changed_settings,
+    cpu_state,
+    unwrap,
+)
+from genesis.train.loaders import (
+    resolve_num_workers,
+    train_loader,
+    val_loader,
+    validation_indices,
+)
+from genesis.train.loop import Transform, train_epoch, validate
+from genesis.train.schedule import TimeBudget
+from genesis.train.settings import SECTION, PretrainSettings
 from genesis.train.shards import CubeDataset, ShardInfo, check_shards
 from genesis.transforms import (
     VARIANTS,
@@ -64,6 +72,22 @@ from genesis.transforms import (
     TransformSettings,
     settings_for_variant,
 )
+
+__all__ = [
+    "METRICS",
+    "RESUMABLE_CHANGES",
+    "DivergedError",
+    "PretrainResult",
+    "amp_dtype",
+    "build_transform",
+    "cpu_state",
+    "make_optimizer",
+    "metrics_csv",
+    "pretrain",
+    "resume_mismatch",
+    "unwrap",
+    "write_metrics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,24 +107,21 @@ class PretrainResult:
     identity_loss: float
     stopped_early: bool
     weights: list[Path]
+    #: Why training stopped (early stopping, max_epochs, the time budget).
+    stop_reason: str = ""
+
+
+#: ``metrics.csv``: one row per epoch, floats to 8 significant digits.
+METRICS = Table(PRETRAIN_METRICS_COLUMNS, digits=8)
 
 
 def metrics_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=PRETRAIN_METRICS_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: _format(row[key]) for key in PRETRAIN_METRICS_COLUMNS})
-    return buffer.getvalue()
-
-
-def _format(value: Any) -> str:
-    return f"{value:.8g}" if isinstance(value, float) else str(value)
+    return METRICS.render(rows)
 
 
 def write_metrics(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """Rewrite the whole CSV atomically from the history kept in the checkpoint."""
-    write_text(path, metrics_csv(rows))
+    METRICS.write(path, rows)
 
 
 def _stamp(path: Path) -> list[int]:
@@ -110,9 +131,7 @@ def _stamp(path: Path) -> list[int]:
 
 def resume_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Settings/run keys whose change makes a checkpoint belong to another experiment."""
-    keys = sorted(set(saved) | set(current))
-    return [key for key in keys
-            if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)]
+    return changed_settings(saved, current, RESUMABLE_CHANGES)
 
 
 def make_optimizer(settings: PretrainSettings, params: Any) -> torch.optim.Optimizer:
@@ -122,33 +141,9 @@ def make_optimizer(settings: PretrainSettings, params: Any) -> torch.optim.Optim
     return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
 
 
-def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bf16 autocast on CUDA (where supported), fp32 elsewhere."""
-    if setting == "fp32":
-        return None
-    if setting == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP and torch.compile wrappers, whose keys are the release's."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            return model
-        model = inner
-
-
-def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True).contiguous()
-            for k, v in unwrap(model).state_dict().items()}
-
-
 def build_transform(variant: str, overrides: Mapping[str, Any]) -> Transform:
-    """The variant's ``GenesisTransform``, with ``pretrain.transforms`` overrides applied.
+    """The variant's ``GenesisTransform``, with ``pretrain.settings.transforms`` overrides
+    applied.
 
     The variant alone decides which transformations are on, so ``enabled`` is refused
     here rather than silently replaced.
@@ -156,9 +151,9 @@ def build_transform(variant: str, overrides: Mapping[str, Any]) -> Transform:
     if variant not in VARIANTS:
         raise ConfigError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
     if "enabled" in overrides:
-        raise ConfigError("pretrain.transforms.enabled: choose transformations with the "
+        raise ConfigError(f"{SECTION}.transforms.enabled: choose transformations with the "
                           f"variant ({', '.join(VARIANTS)}), not with 'enabled'")
-    base = from_mapping(TransformSettings, overrides, "pretrain.transforms")
+    base = from_mapping(TransformSettings, overrides, f"{SECTION}.transforms")
     return GenesisTransform(settings_for_variant(variant, base))
 
 
@@ -181,11 +176,11 @@ def pretrain(
     settings = settings or PretrainSettings()
     ctx = context_from_env()
     if settings.batch_size % ctx.world_size:
-        raise ConfigError(f"pretrain.batch_size ({settings.batch_size}) must be divisible by "
+        raise ConfigError(f"{SECTION}.batch_size ({settings.batch_size}) must be divisible by "
                           f"the number of processes ({ctx.world_size}): it is the global batch")
     local_batch = settings.batch_size // ctx.world_size
     if settings.transform_group and local_batch % settings.transform_group:
-        raise ConfigError(f"pretrain.transform_group ({settings.transform_group}) must divide "
+        raise ConfigError(f"{SECTION}.transform_group ({settings.transform_group}) must divide "
                           f"the per-process batch ({local_batch} = batch_size / processes)")
     torch.set_num_threads(max(1, threads // ctx.local_world_size))
     with lease_device(gpu_slots) as device:
@@ -200,7 +195,8 @@ def pretrain(
 
 
 class _Run:
-    """The state of one pretraining run; ``fit`` is the loop."""
+    """One pretraining run: the data, model and optimiser the engine's loop trains."""
+
     def __init__(self, train: Sequence[str | Path], val: Sequence[str | Path], output_dir: Path,
                  variant: str, seed: int, settings: PretrainSettings, ctx: DistContext,
                  device: torch.device, progress: bool) -> None:
@@ -226,9 +222,6 @@ class _Run:
         memory_format = torch.channels_last_3d if channels_last else torch.preserve_format
         self.model = model.to(device, memory_format=memory_format)
         self.optimizer = make_optimizer(settings, self.model.parameters())
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=settings.lr_factor, patience=settings.lr_patience)
-        self.stopper = EarlyStopping(settings.early_stop_patience)
         self.manifests = [info.manifest for info in (*train_infos, *val_infos) if info.manifest]
         self.run_key = {
             "seed": seed, "variant": variant,
@@ -239,11 +232,13 @@ class _Run:
             # a rerun after Snakemake rebuilt the cubes must not resume on the old ones.
             "shard_stamps": [_stamp(info.path) for info in (*train_infos, *val_infos)],
         }
-        self.epoch = 0
-        self.rows: list[dict[str, Any]] = []
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.checkpoint_path = output_dir / "checkpoint.pt"
-        self._resume()
+        self.trainer = Trainer(self.model, self.optimizer, settings, Run(
+            name="pretrain", checkpoint=output_dir / "checkpoint.pt", table=METRICS,
+            table_path=output_dir / "metrics.csv", identity=self.run_key,
+            settings=to_mapping(settings), resumable=RESUMABLE_CHANGES,
+            lr_key=f"{SECTION}.lr", labels={"identity_loss": "identity"},
+        ), ctx=ctx, device=device)
+        self.trainer.resume(upgrade=_upgrade_checkpoint)
 
     def _check_cube_shapes(self, train_infos: Sequence[ShardInfo],
                            val_infos: Sequence[ShardInfo]) -> None:
@@ -251,64 +246,29 @@ class _Run:
         for info in (*train_infos, *val_infos):
             if tuple(info.cube_shape) != tuple(expected):
                 raise InputError(info.path, f"cubes are {info.cube_shape}, expected "
-                                 f"{tuple(expected)} (pretrain.cube_size / the training shards)")
-
-    # --- checkpoints ------------------------------------------------------------------
-
-    def _resume(self) -> None:
-        state = load_checkpoint(self.checkpoint_path)
-        if state is None:
-            return
-        changed = resume_mismatch({**state.get("settings", {}), **state.get("run", {})},
-                                  {**to_mapping(self.settings), **self.run_key})
-        if changed:
-            log.warning("%s was written with different %s; starting afresh (it will be "
-                        "overwritten)", self.checkpoint_path, ", ".join(changed))
-            return
-        unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.stopper.load_state_dict(state["early_stop"])
-        self.rows = list(state["metrics"])
-        self.best_state = state["best_model"]
-        self.epoch = int(state["epoch"])
-        restore_rng_state(state["rng"])
-        log.info("resuming from %s after epoch %d", self.checkpoint_path, self.epoch)
-
-    def _save_checkpoint(self) -> None:
-        save_checkpoint(self.checkpoint_path, {
-            "format": 1,
-            "epoch": self.epoch,
-            "model": cpu_state(self.model),
-            "best_model": self.best_state,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "early_stop": self.stopper.state_dict(),
-            "metrics": self.rows,
-            "rng": rng_state(),
-            "settings": to_mapping(self.settings),
-            "run": self.run_key,
-        })
+                                 f"{tuple(expected)} ({SECTION}.cube_size / the training "
+                                 "shards)")
 
     def _export(self) -> list[Path]:
         """Write the best weights (release layout + safetensors + provenance sidecar)."""
-        assert self.best_state is not None
+        trainer = self.trainer
+        assert trainer.best_state is not None
         model = UNet3D(width=self.settings.width)
-        model.load_state_dict(self.best_state)
-        last = self.rows[-1]
+        model.load_state_dict(trainer.best_state)
+        last = trainer.rows[-1]
         record = provenance_record(settings=to_mapping(self.settings), seeds={"seed": self.seed})
         record.update({
             "stage": "pretrain", "variant": self.variant,
             "data_manifests": {str(p): file_sha256(p) for p in self.manifests},
             "shards": {"train": self.run_key["train"], "val": self.run_key["val"]},
-            "best_epoch": self.stopper.best_epoch, "best_val_loss": self.stopper.best,
-            "identity_loss": last["identity_loss"], "epochs_run": self.epoch,
+            "best_epoch": trainer.stopper.best_epoch, "best_val_loss": trainer.stopper.best,
+            "identity_loss": last["identity_loss"], "epochs_run": trainer.epoch,
             "device": str(self.device), "world_size": self.ctx.world_size,
         })
         return save_weights(model, self.output_dir / "weights", provenance=record,
-                            epoch=self.stopper.best_epoch)
+                            epoch=trainer.stopper.best_epoch)
 
-    # --- the loop ---------------------------------------------------------------------
+    # --- the stage's parts of the loop --------------------------------------------------
 
     def fit(self) -> PretrainResult:
         settings, ctx, device = self.settings, self.ctx, self.device
@@ -320,16 +280,19 @@ class _Run:
                              f"than one batch of {global_batch}")
         steps = min(settings.steps_per_epoch or available, available)
         if settings.steps_per_epoch and settings.steps_per_epoch > available:
-            log.warning("pretrain.steps_per_epoch=%d exceeds one pass over the training "
-                        "cubes; using %d", settings.steps_per_epoch, available)
+            log.warning("%s.steps_per_epoch=%d exceeds one pass over the training cubes; "
+                        "using %d", SECTION, settings.steps_per_epoch, available)
         pin = device.type == "cuda"
         loader = train_loader(self.train_set, seed=self.seed,
                               local_batch=global_batch // ctx.world_size, ctx=ctx,
-                              num_workers=settings.num_workers, pin_memory=pin)
+                              num_workers=resolve_num_workers(settings.num_workers,
+                                                              self.ctx.local_world_size),
+                              pin_memory=pin)
         val_batches = val_loader(
             self.val_set, validation_indices(len(self.val_set), settings.val_cubes, self.seed),
             batch=settings.val_batch_size or global_batch, ctx=ctx,
-            num_workers=min(settings.num_workers, 2), pin_memory=pin)
+            num_workers=min(resolve_num_workers(settings.num_workers, ctx.local_world_size), 2),
+            pin_memory=pin)
         train_net, eval_net = self._networks()
         budget = TimeBudget(settings.max_minutes)
         if ctx.is_main:
@@ -337,64 +300,53 @@ class _Run:
                      "epoch, %d process(es)", self.variant, device, len(self.train_set),
                      len(self.val_set), "x".join(map(str, self.train_set.cube_shape)),
                      steps, global_batch, ctx.world_size)
-        while self.epoch < settings.max_epochs and not self.stopper.should_stop:
-            started = time.perf_counter()
-            loader.sampler.set_epoch(self.epoch)
-            lr = float(self.optimizer.param_groups[0]["lr"])
-            with self._progress(steps) as bar:
-                train_loss = train_epoch(
-                    train_net, loader, self.optimizer, self.transform, epoch=self.epoch,
+
+        def train(epoch: int) -> float:
+            # The loaders and transform seeds count epochs from 0.
+            loader.sampler.set_epoch(epoch - 1)
+            with self._progress(epoch, steps) as bar:
+                return train_epoch(
+                    train_net, loader, self.optimizer, self.transform, epoch=epoch - 1,
                     seed=self.seed, steps=steps, global_batch=global_batch, ctx=ctx,
                     device=device, options=self.options, group=settings.transform_group,
                     on_step=lambda _: bar.update())
-            val_loss, identity = validate(eval_net, val_batches, self.transform,
-                                          seed=self.seed, ctx=ctx, device=device,
-                                          options=self.options)
-            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-                raise ConfigError(f"pretrain.lr: training diverged at epoch {self.epoch + 1} "
-                                  f"(train loss {train_loss}, val loss {val_loss}); lower lr")
-            self.scheduler.step(val_loss)
-            self.epoch += 1
-            improved = self.stopper.update(val_loss, self.epoch)
-            if improved:
-                self.best_state = cpu_state(self.model)
-            seconds = time.perf_counter() - started
-            self.rows.append({"epoch": self.epoch, "train_loss": train_loss,
-                              "val_loss": val_loss, "identity_loss": identity, "lr": lr,
-                              "seconds": seconds})
-            if ctx.is_main:
-                if improved:
-                    self._export()
-                write_metrics(self.output_dir / "metrics.csv", self.rows)
-                self._save_checkpoint()
-                log.info("epoch %d: train %.5f, val %.5f (identity %.5f), lr %.3g, %.1f s%s",
-                         self.epoch, train_loss, val_loss, identity, lr, seconds,
-                         " *" if improved else "")
-            barrier(ctx, device)
-            more = self.epoch < settings.max_epochs and not self.stopper.should_stop
-            if more and any_process(budget.exhausted(seconds), ctx, device):
-                log.info("stopping: another epoch would exceed pretrain.max_minutes=%g",
-                         settings.max_minutes)
-                break
+
+        def validation() -> tuple[float, dict[str, float]]:
+            val_loss, identity = validate(eval_net, val_batches, self.transform, seed=self.seed,
+                                          ctx=ctx, device=device, options=self.options)
+            return val_loss, {"identity_loss": identity}
+
+        def invocation_budget(run_seconds: float, last_epoch: float | None) -> str:
+            """Per invocation: stop before an epoch as long as the last would overrun."""
+            if last_epoch is not None and any_process(budget.exhausted(last_epoch), ctx,
+                                                      device):
+                return (f"another epoch would exceed {SECTION}.max_minutes="
+                        f"{settings.max_minutes:g}")
+            return ""
+
+        self.trainer.fit(train, validation, budget=invocation_budget,
+                         on_best=lambda _: self._export())
         return self._finish()
 
     def _finish(self) -> PretrainResult:
-        if self.best_state is None:
-            raise ConfigError("pretrain.max_epochs: no epoch was run, so there are no "
+        trainer = self.trainer
+        if trainer.best_state is None:
+            raise ConfigError(f"{SECTION}.max_epochs: no epoch was run, so there are no "
                               "weights to export")
         weights: list[Path] = []
-        identity = float(self.rows[-1]["identity_loss"])
+        identity = float(trainer.rows[-1]["identity_loss"])
+        best, best_epoch = trainer.stopper.best, trainer.stopper.best_epoch
         if self.ctx.is_main:
             weights = self._export()
-            write_metrics(self.output_dir / "metrics.csv", self.rows)
-            if self.stopper.should_stop:
-                log.info("early stopping: no improvement for %d epochs", self.stopper.bad_epochs)
+            trainer.write_table()
+            finish_checkpoint(trainer.run.checkpoint)  # the spare .prev is not needed now
+            log.info("stopping: %s", trainer.stop_reason)
             log.info("best validation restoration loss %.5f at epoch %d; identity baseline "
-                     "(transformed input vs original) %.5f; ratio %.3f", self.stopper.best,
-                     self.stopper.best_epoch, identity, self.stopper.best / identity)
+                     "(transformed input vs original) %.5f; ratio %.3f", best, best_epoch,
+                     identity, best / identity)
         barrier(self.ctx, self.device)
-        return PretrainResult(self.epoch, self.stopper.best_epoch, self.stopper.best, identity,
-                              self.stopper.should_stop, weights)
+        return PretrainResult(trainer.epoch, best_epoch, best, identity,
+                              trainer.stopper.should_stop, weights, trainer.stop_reason)
 
     def _networks(self) -> tuple[nn.Module, nn.Module]:
         """The module to train (DDP-wrapped, compiled) and the one to validate."""
@@ -408,7 +360,17 @@ class _Run:
             eval_net = torch.compile(self.model)
         return train_net, eval_net
 
-    def _progress(self, steps: int) -> Any:
-        return tqdm(total=steps, desc=f"epoch {self.epoch + 1}", unit="step", file=sys.stderr,
+    def _progress(self, epoch: int, steps: int) -> Any:
+        return tqdm(total=steps, desc=f"epoch {epoch}", unit="step", file=sys.stderr,
                     leave=False, mininterval=2.0,
                     disable=not (self.progress and self.ctx.is_main))
+
+
+def _upgrade_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of the layout before the shared engine (``format`` 1), in today's."""
+    if state.get("format") != 1 or not {"run", "metrics"} <= set(state):
+        return state
+    upgraded = {key: value for key, value in state.items() if key not in ("run", "metrics")}
+    upgraded.update(format=2, identity=state["run"], rows=state["metrics"], seconds=0.0,
+                    stop_reason="")
+    return upgraded

@@ -1,11 +1,28 @@
-"""When to stop: early stopping on the validation loss and a wall-clock budget."""
+"""When to change the learning rate and when to stop: the plateau schedule, early stopping
+on the validation loss and wall-clock budgets, for pretraining and fine-tuning alike
+(``genesis.train.engine`` applies them)."""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+#: A wall-clock stop rule: (training seconds of the whole run, over every invocation;
+#: seconds of the epoch just run, None before this invocation's first) -> the reason to
+#: stop now, or "" to go on.
+Budget = Callable[[float, float | None], str]
+
+
+def plateau_schedule(optimizer: Any, factor: float, patience: int) -> Any:
+    """Multiply the learning rate by ``factor`` after ``patience`` epochs without a lower
+    validation loss (``ReduceLROnPlateau`` in min mode); step it with each epoch's loss."""
+    import torch
+
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=factor, patience=patience)
 
 
 @dataclass
@@ -64,3 +81,19 @@ class TimeBudget:
             return False
         return self.elapsed() + last_epoch_seconds > 60.0 * self.minutes
 
+
+def no_budget(run_seconds: float, last_epoch_seconds: float | None) -> str:
+    """The ``Budget`` of a run without a wall-clock limit."""
+    return ""
+
+
+def run_budget(minutes: float | None) -> Budget:
+    """A limit on the training time of the whole run, summed over its invocations (a
+    resumed run continues the count): stop after the epoch that exceeds it."""
+    if minutes is None:
+        return no_budget
+
+    def spent(run_seconds: float, last_epoch_seconds: float | None) -> str:
+        return f"time budget of {minutes} min spent" if run_seconds > 60 * minutes else ""
+
+    return spent

@@ -14,6 +14,9 @@ from typing import Any, Literal
 from genesis.errors import ConfigError
 from genesis.settings import from_mapping
 
+#: The config section of these settings; error messages name ``pretrain.settings.<key>``.
+SECTION = "pretrain.settings"
+
 
 @dataclass(frozen=True)
 class PretrainSettings:
@@ -37,7 +40,8 @@ class PretrainSettings:
     steps_per_epoch: int | None = None
     val_cubes: int | None = None
     val_batch_size: int | None = None
-    num_workers: int = 4
+    #: Data-loader worker processes; null adapts to the cores (genesis.train.loaders).
+    num_workers: int | None = None
     amp: Literal["auto", "bf16", "fp32"] = "auto"
     channels_last: bool | None = None
     compile: bool = False
@@ -51,20 +55,34 @@ class PretrainSettings:
         for key in ("width", "batch_size", "lr_patience", "early_stop_patience", "max_epochs",
                     "gpus"):
             if getattr(self, key) < 1:
-                raise ConfigError(f"pretrain.{key} must be at least 1, got {getattr(self, key)}")
+                raise ConfigError(f"{SECTION}.{key} must be at least 1, got {getattr(self, key)}")
         for key in ("steps_per_epoch", "val_cubes", "val_batch_size", "transform_group"):
             value = getattr(self, key)
             if value is not None and value < 1:
-                raise ConfigError(f"pretrain.{key} must be at least 1 or null, got {value}")
-        if self.num_workers < 0:
-            raise ConfigError(f"pretrain.num_workers must be >= 0, got {self.num_workers}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"pretrain.lr must be a positive number, got {self.lr}")
-        if not 0 < self.lr_factor < 1:
-            raise ConfigError(f"pretrain.lr_factor must lie in (0, 1), got {self.lr_factor}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise ConfigError(f"pretrain.max_minutes must be positive, got {self.max_minutes}")
+                raise ConfigError(f"{SECTION}.{key} must be at least 1 or null, got {value}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"{SECTION}.num_workers must be >= 0, got {self.num_workers}")
+        if self.cube_size is not None and min(self.cube_size) < 1:
+            raise ConfigError(f"{SECTION}.cube_size must be positive sizes, got "
+                              f"{list(self.cube_size)}")
+        _check_number("lr", self.lr, "(0, inf)")
+        _check_number("momentum", self.momentum, "[0, inf)")
+        _check_number("weight_decay", self.weight_decay, "[0, inf)")
+        _check_number("lr_factor", self.lr_factor, "(0, 1)")
+        if self.max_minutes is not None:
+            _check_number("max_minutes", self.max_minutes, "(0, inf)", null=True)
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None) -> PretrainSettings:
-        return from_mapping(cls, mapping, "pretrain")
+        return from_mapping(cls, mapping, SECTION)
+
+
+def _check_number(key: str, value: float, interval: str, null: bool = False) -> None:
+    """``value`` finite and in ``interval`` ("(0, 1)", "[0, inf)", ...), else a ConfigError
+    naming the key."""
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    above = value > low if interval[0] == "(" else value >= low
+    below = value < high if interval[-1] == ")" else value <= high
+    if not (math.isfinite(value) and above and below):
+        kind = "a finite number" + (" or null" if null else "")
+        raise ConfigError(f"{SECTION}.{key} must be {kind} in {interval}, got {value!r}")
