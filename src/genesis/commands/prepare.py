@@ -77,23 +77,13 @@ def prepare_task(task: str, kind: str, data: Path, output_dir: Path,
                  ) -> dict[str, Any]:
     """Dispatch to the preset's or the kind's preparation, settings checked by section."""
     from genesis.settings import from_mapping
+    from genesis.tasks.kinds import PRESETS, preset_preparation
 
     section = f"tasks.{task}.prepare"
-    if task == "ncc":
-        from genesis.tasks.prepare_ncc import NccSettings, prepare_ncc
-
-        return prepare_ncc(data, output_dir, from_mapping(NccSettings, settings, section),
-                           seed, split_file)
-    if task == "lcs":
-        from genesis.tasks.prepare_lcs import LcsSettings, prepare_lcs
-
-        return prepare_lcs(data, output_dir, from_mapping(LcsSettings, settings, section),
-                           seed, split_file)
-    if task == "bms":
-        from genesis.tasks.prepare_bms import BmsSettings, prepare_bms
-
-        return prepare_bms(data, output_dir, from_mapping(BmsSettings, settings, section),
-                           seed, split_file)
+    if task in PRESETS:
+        settings_class, prepare = preset_preparation(task)
+        parsed = from_mapping(settings_class, settings, section)
+        return prepare(data, output_dir, parsed, seed, split_file)  # type: ignore[operator]
     if kind == "segmentation":
         from genesis.tasks.prepare_segmentation import (
             SegmentationSettings,

@@ -12,7 +12,7 @@ from typing import Any
 
 from genesis.errors import ConfigError
 from genesis.settings import from_mapping
-from genesis.tasks.kinds import check_name
+from genesis.tasks.kinds import KIND_PRESETS, PRESETS, check_name
 
 #: Placeholder section in errors; ``resolve_settings`` names the task's real one.
 SECTION = "tasks.<task>.finetune"
@@ -110,15 +110,11 @@ def _check_number(key: str, value: float, interval: str, null: bool = False) -> 
 
 #: The paper's optimiser settings per task (facts §5); config keys override them.
 TASK_DEFAULTS: dict[str, FinetuneSettings] = {
-    "ncc": FinetuneSettings(lr=1e-3, batch_size=24, early_stop_patience=10, lr_patience=5),
-    "lcs": FinetuneSettings(lr=1e-2, batch_size=16, early_stop_patience=20, lr_patience=10),
-    "bms": FinetuneSettings(lr=1e-3, batch_size=16, early_stop_patience=30, lr_patience=15),
+    task: FinetuneSettings(**dict(preset.finetune)) for task, preset in PRESETS.items()
 }
-#: Defaults of a user's own task, by kind: the paper's NCC and BMS settings (Adam at
-#: 1e-3, which the paper uses for both kinds; LCS's 1e-2 is specific to its resized CT).
+#: Defaults of a user's own task, by kind (``genesis.tasks.kinds.KIND_PRESETS``).
 KIND_DEFAULTS: dict[str, FinetuneSettings] = {
-    "classification": TASK_DEFAULTS["ncc"],
-    "segmentation": TASK_DEFAULTS["bms"],
+    kind: TASK_DEFAULTS[task] for kind, task in KIND_PRESETS.items()
 }
 
 

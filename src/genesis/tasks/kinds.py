@@ -35,15 +35,28 @@ class Preset:
     """A built-in task: its kind and what its protocol needs beyond the kind's defaults."""
 
     kind: Kind
+    #: ``module:SettingsClass:function`` of its preparation (its own dataset layouts).
+    prepare: str
+    #: The paper's fine-tuning optimiser settings (facts §5); config keys override them.
+    finetune: tuple[tuple[str, float | int], ...]
     #: Segmentation patches cut from a larger random crop first (BMS: 100x100x50 -> 64x64x32).
     two_stage_crop: bool = False
 
 
 PRESETS: dict[str, Preset] = {
-    "ncc": Preset("classification"),
-    "lcs": Preset("segmentation"),
-    "bms": Preset("segmentation", two_stage_crop=True),
+    "ncc": Preset("classification", "genesis.tasks.prepare_ncc:NccSettings:prepare_ncc",
+                  (("lr", 1e-3), ("batch_size", 24), ("early_stop_patience", 10),
+                   ("lr_patience", 5))),
+    "lcs": Preset("segmentation", "genesis.tasks.prepare_lcs:LcsSettings:prepare_lcs",
+                  (("lr", 1e-2), ("batch_size", 16), ("early_stop_patience", 20),
+                   ("lr_patience", 10))),
+    "bms": Preset("segmentation", "genesis.tasks.prepare_bms:BmsSettings:prepare_bms",
+                  (("lr", 1e-3), ("batch_size", 16), ("early_stop_patience", 30),
+                   ("lr_patience", 15)), two_stage_crop=True),
 }
+#: The preset whose fine-tuning settings a user's task of each kind starts from: the
+#: paper's NCC and BMS (Adam at 1e-3 for both; LCS's 1e-2 is specific to its resized CT).
+KIND_PRESETS: dict[str, str] = {"classification": "ncc", "segmentation": "bms"}
 
 
 def check_name(task: str) -> None:
@@ -58,6 +71,15 @@ def check_kind(kind: str, key: str = "kind") -> Kind:
     if kind not in KINDS:
         raise ConfigError(f"{key} must be one of {list(KINDS)}, got {kind!r}")
     return kind  # type: ignore[return-value]
+
+
+def preset_preparation(task: str) -> tuple[type, object]:
+    """(settings class, prepare function) of a built-in task."""
+    import importlib
+
+    module, settings, function = PRESETS[task].prepare.split(":")
+    loaded = importlib.import_module(module)
+    return getattr(loaded, settings), getattr(loaded, function)
 
 
 def preset_kind(task: str) -> Kind | None:
