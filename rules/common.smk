@@ -63,6 +63,13 @@ def log_path(*parts):
 PROGRESS = "(grep --line-buffered -E 'INFO .* epoch [0-9]+: ' || true)"
 
 
+#: GPU units a fine-tuning or evaluation job counts against `--resources gpu=N`. Snakemake
+#: resources are integers, so jobs that share a GPU (tasks.jobs_per_gpu > 1) count 0
+#: there; the engine's slot leases then run N x jobs_per_gpu of them at once and make
+#: the rest wait for a free slot (and keep them off a GPU that a pretraining holds).
+TASK_GPU = 1 if config["tasks"]["jobs_per_gpu"] == 1 else 0
+
+
 def shell_paths(paths):
     """Paths quoted for the shell, for params that build an optional option."""
     if isinstance(paths, str):
@@ -399,49 +406,6 @@ def data_label():
 def output_stem(wildcards, output):
     """Figures are written as STEM.png and STEM.pdf; the engine takes the stem."""
     return str(Path(output.png).with_suffix(""))
-
-
-def notebook_inputs(wildcards):
-    """A report notebook runs after every file it reads exists."""
-    inputs = [
-        results_path("tables", "target_tasks.csv"),
-        results_path("tables", "target_tasks.provenance.json"),
-        results_path("tables", "ablation.csv"),
-        results_path("provenance.json"),
-    ]
-    if wildcards.name == "pretraining":
-        return [
-            *inputs,
-            results_path("figures", "transform_gallery.png"),
-            *(results_path("pretrain", v, "metrics.csv") for v in pretrain_variants()),
-            *(results_path("pretrain", v, "weights.json") for v in pretrain_variants()),
-        ]
-    if wildcards.name.startswith("target_task_"):
-        task = wildcards.name.removeprefix("target_task_")
-        inputs += [results_path("figures", f"curves_{task}.png")]
-        if task_kind(task) == "segmentation":
-            inputs += [results_path("figures", f"segmentation_{task}.png")]
-        return [
-            *inputs,
-            *(str(Path(run, "per_case.csv")) for run in run_dirs(task=task)),
-        ]
-    inputs += [results_path("figures", "target_tasks.png")]
-    if ablation_ran():
-        inputs += [results_path("figures", "ablation.png")]
-    return inputs
-
-
-def notebook_source(wildcards):
-    name = (
-        "target_task" if wildcards.name.startswith("target_task_") else wildcards.name
-    )
-    return repo_path("notebooks", f"{name}.ipynb")
-
-
-def notebook_parameters(wildcards):
-    if wildcards.name.startswith("target_task_"):
-        return f"-p task {wildcards.name.removeprefix('target_task_')}"
-    return ""
 
 
 # --- wildcards -------------------------------------------------------------------------

@@ -1,5 +1,24 @@
 # Stage 5, paper outputs: tables with significance, figures, notebook reports.
-# Everything here reads files under results/ only.
+# Every engine command and notebook reads only the files its rule declares as inputs,
+# passed to it as paths: nothing here searches results/, so a leftover run folder (run9
+# after tasks.runs shrank) cannot leak into a figure or report.
+
+
+# Report jobs read small files and draw: they run on the submitting machine, not as
+# cluster jobs. provenance is not listed: it records the hardware it runs on.
+localrules:
+    tables,
+    figure_label_efficiency,
+    figure_gallery,
+    figure_pretraining,
+    figure_tasks,
+    figure_curves,
+    figure_segmentations,
+    figure_ablation,
+    notebook_pretraining,
+    notebook_summary,
+    notebook_target_task,
+    notebook_html,
 
 
 rule provenance:
@@ -13,7 +32,8 @@ rule provenance:
     params:
         config=json.dumps(config, sort_keys=True),
     shell:
-        "genesis provenance --resolved-config {params.config:q} --output {output} > {log} 2>&1"
+        "genesis provenance --resolved-config {params.config:q} --output {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule tables:
@@ -96,7 +116,7 @@ rule figure_label_efficiency:
 
 rule figure_gallery:
     input:
-        gallery_shard(),
+        cubes=gallery_shard(),
     output:
         png=report(
             results_path("figures", "transform_gallery.png"),
@@ -113,14 +133,18 @@ rule figure_gallery:
         stem=output_stem,
         seed=config["seed"],
         settings=settings(config["pretrain"]["settings"].get("transforms", {})),
+        # LUNA16 is CT; own scans are of own_data.modality (auto: each scan's own).
+        modality="ct" if luna16_pretraining() else config["own_data"]["modality"],
+        data_label=data_label() if luna16_pretraining() else "own scans",
     shell:
-        "genesis figures gallery --cubes {input} --output {params.stem}"
-        " --seed {params.seed} --settings {params.settings:q} > {log} 2>&1"
+        "genesis figures gallery --cubes {input.cubes:q} --output {params.stem:q}"
+        " --seed {params.seed} --settings {params.settings:q}"
+        " --modality {params.modality} --data-label {params.data_label:q} > {log:q} 2>&1"
 
 
 rule figure_pretraining:
     input:
-        expand(
+        metrics=expand(
             results_path("pretrain", "{variant}", "metrics.csv"),
             variant=pretrain_variants(),
         ),
@@ -138,8 +162,15 @@ rule figure_pretraining:
     threads: 1
     params:
         stem=output_stem,
+        data_label=(
+            data_label()
+            + ("; pretraining also on own scans" if own_data_splits() else "")
+            if luna16_pretraining()
+            else "own scans"
+        ),
     shell:
-        "genesis figures pretraining --metrics {input} --output {params.stem} > {log} 2>&1"
+        "genesis figures pretraining --metrics {input.metrics:q}"
+        " --data-label {params.data_label:q} --output {params.stem:q} > {log:q} 2>&1"
 
 
 rule figure_tasks:
@@ -161,14 +192,17 @@ rule figure_tasks:
     threads: 1
     params:
         stem=output_stem,
+        data_label=data_label(),
     shell:
-        "genesis figures tasks --summary {input.summary} --published {input.published}"
-        " --output {params.stem} > {log} 2>&1"
+        "genesis figures tasks --summary {input.summary:q} --published {input.published:q}"
+        " --data-label {params.data_label:q} --output {params.stem:q} > {log:q} 2>&1"
 
 
 rule figure_curves:
     input:
-        lambda wc: [str(Path(run, "curves.csv")) for run in run_dirs(task=wc.task)],
+        curves=lambda wc: [
+            str(Path(run, "curves.csv")) for run in run_dirs(task=wc.task)
+        ],
     output:
         png=report(
             results_path("figures", "curves_{task}.png"),
@@ -184,16 +218,30 @@ rule figure_curves:
     threads: 1
     params:
         stem=output_stem,
-        runs_root=results_path("finetune"),
+        data_label=data_label(),
     shell:
-        "genesis figures curves --task {wildcards.task} --runs-root {params.runs_root}"
-        " --output {params.stem} > {log} 2>&1"
+        "genesis figures curves --task {wildcards.task} --curves {input.curves:q}"
+        " --data-label {params.data_label:q} --output {params.stem:q} > {log:q} 2>&1"
 
 
 rule figure_segmentations:
     input:
-        lambda wc: [str(Path(run, "metrics.json")) for run in run_dirs(task=wc.task)],
-        tasks=results_path("tasks", "{task}"),
+        # Run 0 of every configured init (ablation variants are not shown). Until evaluate
+        # declares predictions/ (rules/tasks.smk), per_case.csv, written with it, orders
+        # the jobs.
+        predictions=lambda wc: (
+            [
+                str(Path(run_dir(wc.task, init, 0), "predictions"))
+                for init in config["tasks"]["inits"]
+            ]
+            if "predictions" in rules.evaluate.output.keys()
+            else []
+        ),
+        per_case=lambda wc: [
+            str(Path(run_dir(wc.task, init, 0), "per_case.csv"))
+            for init in config["tasks"]["inits"]
+        ],
+        task_dir=results_path("tasks", "{task}"),
     output:
         png=report(
             results_path("figures", "segmentation_{task}.png"),
@@ -211,16 +259,20 @@ rule figure_segmentations:
     threads: 1
     params:
         stem=output_stem,
-        runs_root=results_path("finetune"),
-        tasks_root=lambda wc, input: Path(input.tasks).parent,
+        predictions=lambda wc, input: [
+            str(Path(path).with_name("predictions")) for path in input.per_case
+        ],
+        data_label=data_label(),
     shell:
-        "genesis figures segmentations --task {wildcards.task} --runs-root {params.runs_root}"
-        " --tasks-root {params.tasks_root} --output {params.stem} > {log} 2>&1"
+        "genesis figures segmentations --task {wildcards.task}"
+        " --predictions {params.predictions:q} --per-case {input.per_case:q}"
+        " --task-dir {input.task_dir:q} --data-label {params.data_label:q}"
+        " --output {params.stem:q} > {log:q} 2>&1"
 
 
 rule figure_ablation:
     input:
-        rules.aggregate.output[0],
+        summary=rules.aggregate.output[0],
     output:
         png=report(
             results_path("figures", "ablation.png"),
@@ -235,34 +287,102 @@ rule figure_ablation:
     threads: 1
     params:
         stem=output_stem,
+        data_label=data_label(),
     shell:
-        "genesis figures ablation --summary {input} --output {params.stem} > {log} 2>&1"
+        "genesis figures ablation --summary {input.summary:q}"
+        " --data-label {params.data_label:q} --output {params.stem:q} > {log:q} 2>&1"
 
 
-rule notebook:
+# Notebook reports: each notebook's parameters are exactly its rule's inputs (besides the
+# notebook and its helper module), by name, with the data label (and the task). papermill
+# runs the kernel in the working directory; PYTHONPATH makes notebooks/report_helpers.py
+# importable.
+rule notebook_summary:
     input:
-        notebook=notebook_source,
-        results=notebook_inputs,
+        notebook=repo_path("notebooks", "summary.ipynb"),
+        helpers=repo_path("notebooks", "report_helpers.py"),
+        target_table=rules.tables.output.csv,
+        ablation_table=rules.tables.output.ablation_csv,
+        tasks_figure=rules.figure_tasks.output.png,
+        ablation_figure=rules.figure_ablation.output.png if ablation_ran() else [],
+        records=[rules.tables.output.record, rules.provenance.output[0]],
     output:
-        results_path("reports", "{name}.ipynb"),
+        results_path("reports", "summary.ipynb"),
     log:
-        log_path("report", "notebook_{name}.log"),
+        log_path("report", "notebook_summary.log"),
     conda:
         "../envs/reports.yaml"
     threads: 1
     resources:
         notebook_kernels=1,
     params:
-        results=lambda wc, output: Path(output[0]).parents[1],
-        parameters=notebook_parameters,
+        helpers_dir=lambda wc, input: str(Path(input.helpers).parent),
+        parameters=lambda wc, input: json.dumps(
+            {
+                "data_label": data_label(),
+                **dict(wc.items()),
+                **{
+                    name: files if isinstance(files, str) else list(files)
+                    for name, files in input.items()
+                    if name not in ("notebook", "helpers") and files
+                },
+            },
+            sort_keys=True,
+        ),
     shell:
-        "papermill {input.notebook} {output} -k python3 --start-timeout 180"
-        " -p results_dir {params.results} {params.parameters} > {log} 2>&1"
+        "PYTHONPATH={params.helpers_dir:q}${{PYTHONPATH:+:$PYTHONPATH}}"
+        " papermill {input.notebook:q} {output:q} -k python3 --start-timeout 180"
+        " -y {params.parameters:q} > {log:q} 2>&1"
+
+
+use rule notebook_summary as notebook_pretraining with:
+    input:
+        notebook=repo_path("notebooks", "pretraining.ipynb"),
+        helpers=repo_path("notebooks", "report_helpers.py"),
+        pretrain_metrics=expand(
+            results_path("pretrain", "{variant}", "metrics.csv"),
+            variant=pretrain_variants(),
+        ),
+        pretrain_weights=expand(
+            results_path("pretrain", "{variant}", "weights.json"),
+            variant=pretrain_variants(),
+        ),
+        gallery_figure=rules.figure_gallery.output.png,
+        records=[rules.provenance.output[0]],
+    output:
+        results_path("reports", "pretraining.ipynb"),
+    log:
+        log_path("report", "notebook_pretraining.log"),
+
+
+use rule notebook_summary as notebook_target_task with:
+    input:
+        notebook=repo_path("notebooks", "target_task.ipynb"),
+        helpers=repo_path("notebooks", "report_helpers.py"),
+        summary=rules.aggregate.output[0],
+        target_table=rules.tables.output.csv,
+        ablation_table=rules.tables.output.ablation_csv,
+        curves=lambda wc: [
+            str(Path(run, "curves.csv")) for run in run_dirs(task=wc.task)
+        ],
+        per_case=lambda wc: [
+            str(Path(run, "per_case.csv")) for run in run_dirs(task=wc.task)
+        ],
+        segmentation_figure=lambda wc: (
+            results_path("figures", f"segmentation_{wc.task}.png")
+            if task_kind(wc.task) == "segmentation"
+            else []
+        ),
+        records=[rules.tables.output.record, rules.provenance.output[0]],
+    output:
+        results_path("reports", "target_task_{task}.ipynb"),
+    log:
+        log_path("report", "notebook_target_task_{task}.log"),
 
 
 rule notebook_html:
     input:
-        rules.notebook.output[0],
+        results_path("reports", "{name}.ipynb"),
     output:
         report(
             results_path("reports", "{name}.html"),
@@ -274,6 +394,8 @@ rule notebook_html:
     conda:
         "../envs/reports.yaml"
     threads: 1
+    params:
+        output_dir=lambda wc, output: str(Path(output[0]).parent),
     shell:
-        "jupyter nbconvert --to html --no-input --output-dir $(dirname {output})"
-        " {input} > {log} 2>&1"
+        "jupyter nbconvert --to html --no-input --output-dir {params.output_dir:q}"
+        " {input:q} > {log:q} 2>&1"

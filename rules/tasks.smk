@@ -41,7 +41,7 @@ rule finetune:
         "../envs/engine.yaml"
     threads: config["tasks"]["threads"]
     resources:
-        gpu=1,
+        gpu=TASK_GPU,
     params:
         settings=lambda wc: stage_settings(wc, "finetune"),
         seed=lambda wc: run_seed(wc.run),
@@ -51,10 +51,12 @@ rule finetune:
         ),
         output_dir=lambda wc, output: str(Path(output.weights).parent),
         progress=PROGRESS,
+        jobs_per_gpu=config["tasks"]["jobs_per_gpu"],
     shell:
         "genesis finetune --task {wildcards.task} --data {input.data:q}"
         " --init {wildcards.init} {params.weights} --output-dir {params.output_dir:q}"
         " --seed {params.seed} --label-fraction {params.fraction}"
+        " --jobs-per-gpu {params.jobs_per_gpu}"
         " --threads {threads} --settings {params.settings:q} 2>&1 | tee {log:q}"
         " | {params.progress}"
 
@@ -81,19 +83,25 @@ rule evaluate:
         per_case=results_path(
             "finetune", "{task}", "{init}", "run{run}", "per_case.csv"
         ),
+        # Segmentation: predictions/<case>.nii.gz; empty for classification.
+        predictions=directory(
+            results_path("finetune", "{task}", "{init}", "run{run}", "predictions")
+        ),
     log:
         log_path("evaluate", "{task}_{init}_run{run}.log"),
     conda:
         "../envs/engine.yaml"
     threads: config["tasks"]["threads"]
     resources:
-        gpu=1,
+        gpu=TASK_GPU,
     params:
         settings=lambda wc: stage_settings(wc, "evaluate"),
         run_dir=lambda wc, output: str(Path(output.metrics).parent),
+        jobs_per_gpu=config["tasks"]["jobs_per_gpu"],
     shell:
         "genesis evaluate --task {wildcards.task} --data {input.data:q}"
         " --run-dir {params.run_dir:q} --threads {threads}"
+        " --jobs-per-gpu {params.jobs_per_gpu}"
         " --settings {params.settings:q} > {log:q} 2>&1"
 
 
@@ -108,8 +116,22 @@ use rule evaluate as evaluate_labels with:
         per_case=results_path(
             "finetune", "{task}", "{init}", "labels{pct}", "run{run}", "per_case.csv"
         ),
+        predictions=directory(
+            results_path(
+                "finetune",
+                "{task}",
+                "{init}",
+                "labels{pct}",
+                "run{run}",
+                "predictions",
+            )
+        ),
     log:
         log_path("evaluate", "{task}_{init}_labels{pct}_run{run}.log"),
+
+
+localrules:
+    aggregate,
 
 
 rule aggregate:

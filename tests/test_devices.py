@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -108,3 +109,40 @@ def test_killed_holder_frees_its_slot(tmp_path: Path) -> None:
     with lease_device(lock_dir=tmp_path, timeout=0, cuda_available=True,
                       device_count=1) as device:
         assert device.index == 0
+
+
+def test_jobs_share_a_gpu_up_to_jobs_per_gpu(tmp_path: Path) -> None:
+    """2 GPUs x 4 jobs: eight leases at once, spread over both GPUs; the ninth waits."""
+    with contextlib.ExitStack() as stack:
+        devices = [stack.enter_context(lease_device(lock_dir=tmp_path, jobs_per_gpu=4, **FAKE))
+                   for _ in range(8)]
+        assert sorted(d.index for d in devices) == [0, 0, 0, 0, 1, 1, 1, 1]
+        assert [d.index for d in devices[:4]] == [0, 1, 0, 1]  # GPUs filled in turn
+        with pytest.raises(LeaseTimeoutError, match="8 GPU slot"), \
+                lease_device(lock_dir=tmp_path, jobs_per_gpu=4, timeout=0.1,
+                             poll_seconds=0.02, **FAKE):
+            pass
+
+
+def test_exclusive_and_shared_jobs_exclude_each_other(tmp_path: Path) -> None:
+    one_gpu = {**FAKE, "device_count": 1}
+    # A pretraining does not share a GPU that fine-tunes use ...
+    with lease_device(lock_dir=tmp_path, jobs_per_gpu=3, **one_gpu), \
+            pytest.raises(LeaseTimeoutError), \
+            lease_device(lock_dir=tmp_path, timeout=0.1, poll_seconds=0.02, **one_gpu):
+        pass
+    # ... nor does a fine-tune join a GPU that a pretraining holds.
+    with lease_device(lock_dir=tmp_path, **one_gpu), pytest.raises(LeaseTimeoutError), \
+            lease_device(lock_dir=tmp_path, jobs_per_gpu=3, timeout=0.1, poll_seconds=0.02,
+                         **one_gpu):
+        pass
+    with lease_device(lock_dir=tmp_path, jobs_per_gpu=3, **one_gpu) as a, \
+            lease_device(lock_dir=tmp_path, jobs_per_gpu=3, **one_gpu) as b:
+        assert a.index == b.index == 0  # after both are released, sharing works again
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_jobs_per_gpu_must_be_a_positive_integer(tmp_path: Path, bad: object) -> None:
+    with pytest.raises(ConfigError, match="jobs per GPU"), \
+            lease_device(lock_dir=tmp_path, jobs_per_gpu=bad, **FAKE):  # type: ignore[arg-type]
+        pass

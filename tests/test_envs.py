@@ -14,6 +14,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: Modules shipped beside the notebooks (notebooks/*.py), imported from there.
+LOCAL_MODULES = {path.stem for path in (ROOT / "notebooks").glob("*.py")}
+
 # Import name -> distribution name, where they differ.
 DISTRIBUTIONS = {
     "SimpleITK": "simpleitk",
@@ -33,7 +36,8 @@ def third_party_imports(sources: list[tuple[str, str]]) -> set[str]:
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 found.add(node.module.split(".")[0])
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
-    return {name for name in found if name not in stdlib and name != "genesis"}
+    local = {"genesis", *LOCAL_MODULES}
+    return {name for name in found if name not in stdlib and name not in local}
 
 
 def python_sources() -> list[tuple[str, str]]:
@@ -50,6 +54,7 @@ def notebook_sources() -> list[tuple[str, str]]:
             for c in cells if c["cell_type"] == "code"
         )
         sources.append((str(path), code))
+    sources += [(str(p), p.read_text()) for p in sorted((ROOT / "notebooks").glob("*.py"))]
     return sources
 
 

@@ -1,4 +1,5 @@
-"""Figures: every file is written, non-empty and not blank; overlays land on the right grid."""
+"""Figures: every file is written, non-empty and not blank; overlays land on the right grid;
+only the files given are read; titles say what the data are."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures.make_results import make_results
+from fixtures.make_results import add_stale_run, make_results, run_files
 from matplotlib.collections import PathCollection
 
 from genesis.cli import main
@@ -20,9 +21,28 @@ from genesis.report import figures, gallery, tables
 REPO = Path(__file__).resolve().parents[1]
 
 
+PHANTOMS = "synthetic phantoms"
+REAL = "LUNA16 and MSD data"
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_results(tmp_path_factory.mktemp("figures") / "results")
+    """The fake tree, with leftover runs no rule declares: run0 (before the declared runs
+    1-3, so "the first run" would pick it) and run9 (after them), both unreadable."""
+    root = make_results(tmp_path_factory.mktemp("figures") / "results")
+    for task in ("ncc", "lcs"):
+        for init in ("scratch", "genesis"):
+            for run in (0, 9):
+                add_stale_run(root, task, init, run)
+    return root
+
+
+def texts(figure) -> str:
+    """Every title, label and text of a figure, joined."""
+    found = [t.get_text() for t in figure.texts] + [figure.get_suptitle()]
+    for ax in figure.axes:
+        found += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+    return "\n".join(found)
 
 
 def assert_figure_files(stem: Path) -> None:
@@ -40,15 +60,86 @@ def test_figure_commands_write_png_and_pdf(results: Path, tmp_path: Path, kind: 
     stem = tmp_path / kind
     summary = str(results / "finetune" / "summary.csv")
     arguments = {
-        "pretraining": ["--metrics", *map(str, sorted(results.glob("pretrain/*/metrics.csv")))],
+        "pretraining": ["--metrics", *(str(results / "pretrain" / v / "metrics.csv")
+                                       for v in ("all", "nonlinear"))],
         "tasks": ["--summary", summary, "--published", str(REPO / "config" / "published.csv")],
         "ablation": ["--summary", summary],
-        "curves": ["--task", "lcs", "--runs-root", str(results / "finetune")],
-        "segmentations": ["--task", "lcs", "--runs-root", str(results / "finetune"),
-                          "--tasks-root", str(results / "tasks")],
+        "curves": ["--task", "lcs", "--curves", *run_files(results, "lcs", "curves.csv")],
+        "segmentations": ["--task", "lcs",
+                          "--predictions", *run_files(results, "lcs", "predictions"),
+                          "--per-case", *run_files(results, "lcs", "per_case.csv"),
+                          "--task-dir", str(results / "tasks" / "lcs")],
     }[kind]
-    assert main(["figures", kind, *arguments, "--output", str(stem)]) == 0
+    assert main(["figures", kind, *arguments, "--data-label", PHANTOMS,
+                 "--output", str(stem)]) == 0
     assert_figure_files(stem)
+
+
+def test_curves_read_only_the_declared_runs(results: Path) -> None:
+    """run0 and run9 lie beside the declared runs and cannot be read: none is."""
+    assert (results / "finetune" / "lcs" / "scratch" / "run9" / "curves.csv").is_dir()
+    curves = figures.read_curves(run_files(results, "lcs", "curves.csv"), "lcs")
+    assert list(curves) == ["scratch", "genesis", "released", "genesis-nonlinear"]
+    assert all(len(frames) == 3 for frames in curves.values())
+    figure = figures.curves_figure(curves, "lcs", "iou", PHANTOMS)
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert "scratch (n=3)" in legend
+
+
+def test_segmentations_read_only_the_declared_runs(results: Path) -> None:
+    """The first declared run of each init is shown, never the undeclared run0."""
+    shown = {"inits": ("scratch", "genesis"), "variants": ()}
+    rows = figures.segmentation_overlays(
+        run_files(results, "lcs", "predictions", **shown), results / "tasks" / "lcs",
+        task="lcs", per_case=run_files(results, "lcs", "per_case.csv", **shown))
+    assert [(p.init, p.run) for p in rows[0]] == [("scratch", "run1"), ("genesis", "run1")]
+    assert len(rows) == 3 and all(0 <= p.iou <= 1 for row in rows for p in row)
+    only = figures.segmentation_overlays(
+        run_files(results, "lcs", "predictions"), results / "tasks" / "lcs",
+        inits=["genesis"], n_cases=1)
+    assert [(p.init, p.run) for p in only[0]] == [("genesis", "run1")]
+
+
+def test_runs_are_named_by_their_folders(tmp_path: Path) -> None:
+    key = figures.run_key(tmp_path / "finetune" / "lcs" / "genesis" / "labels25" / "run2")
+    assert (key.task, key.init, key.run, key.labels) == ("lcs", "genesis", 2, "25")
+    assert key.name == "labels25/run2" and key.group == "genesis (25% labels)"
+    with pytest.raises(InputError, match="is not a run folder"):
+        figures.run_key(tmp_path / "lcs" / "genesis" / "latest")
+    with pytest.raises(InputError, match="run of task 'lcs', not 'bms'"):
+        figures.read_curves([tmp_path / "lcs" / "genesis" / "run0" / "curves.csv"], "bms")
+    twice = [tmp_path / "lcs" / "genesis" / "run0" / "curves.csv"] * 2
+    with pytest.raises(InputError, match=r"a second curves\.csv"):
+        figures.read_curves(twice, "lcs")
+
+
+def test_titles_say_phantoms_and_name_datasets_only_for_real_data(results: Path) -> None:
+    summary = tables.full_fraction(tables.load_summary(results / "finetune" / "summary.csv"))
+    curves = figures.read_curves(run_files(results, "lcs", "curves.csv"), "lcs")
+    rows = figures.segmentation_overlays(
+        run_files(results, "lcs", "predictions"), results / "tasks" / "lcs", n_cases=1)
+    metrics = figures.read_pretrain_metrics([results / "pretrain" / "all" / "metrics.csv"])
+
+    def drawn(label: str | None) -> list[str]:
+        return [texts(figure) for figure in (
+            figures.tasks_figure(summary, None, label),
+            figures.ablation_figure(summary, None, label),
+            figures.curves_figure(curves, "lcs", "iou", label),
+            figures.segmentation_figure(rows, "lcs", label),
+            figures.pretraining_figure(metrics, label),
+        )]
+
+    for text in drawn(PHANTOMS):
+        assert "synthetic phantoms" in text
+        assert not any(name in text for name in ("LiTS", "BraTS", "LUNA16"))
+    assert "LCS (liver segmentation)" in drawn(PHANTOMS)[2]
+    for text in drawn(None):
+        assert "LiTS" not in text  # no label: nothing says the data are real
+    real = drawn(REAL)
+    assert all(REAL in text for text in real)
+    assert "LiTS 2017" in real[0] and "LiTS 2017" in real[2] and "LiTS 2017" in real[3]
+    assert not figures.real_data("synthetic phantoms; own tasks: spleen (data/spleen)")
+    assert figures.task_title("spleen", REAL) == "spleen"
 
 
 def test_ablation_without_variants_draws_a_notice(tmp_path: Path) -> None:
@@ -85,18 +176,20 @@ def test_prediction_in_source_geometry_is_cropped_and_resampled(tmp_path: Path) 
     prepared = np.zeros((10, 10, 10), dtype=bool)
     prepared[:, :, 2:8] = True  # the crop halved in-plane: the block fills the plane
     runs_root, tasks_root = tmp_path / "finetune", tmp_path / "tasks"
-    for init in ("scratch", "genesis"):
+    predictions = []
+    for init in ("genesis", "scratch"):
         folder = runs_root / "lcs" / init / "run0" / "predictions"
         folder.mkdir(parents=True)
         nib.save(nib.Nifti1Image(source, np.eye(4)), folder / "c1.nii.gz")
+        predictions.append(folder)
     volumes = tasks_root / "lcs" / "volumes"
     volumes.mkdir(parents=True)
     np.savez(volumes / "c1.npz", image=prepared.astype(np.float32), label=prepared)
     geometry = {"crop": crop, "source_shape": [40, 40, 10], "prepared_shape": [10, 10, 10]}
     pd.DataFrame({"case": ["c1"], "geometry": [json.dumps(geometry)]}).to_csv(
         tasks_root / "lcs" / "cases.csv", index=False)
-    rows = figures.segmentation_overlays("lcs", runs_root, tasks_root)
-    assert [panel.init for panel in rows[0]] == ["scratch", "genesis"]
+    rows = figures.segmentation_overlays(predictions, tasks_root / "lcs", task="lcs")
+    assert [panel.init for panel in rows[0]] == ["scratch", "genesis"]  # init order
     panel = rows[0][0]
     assert panel.z in range(2, 8)
     np.testing.assert_array_equal(panel.prediction, panel.truth)
@@ -104,10 +197,12 @@ def test_prediction_in_source_geometry_is_cropped_and_resampled(tmp_path: Path) 
 
 
 def test_missing_curves_is_a_one_line_error(tmp_path: Path, capsys) -> None:
-    code = main(["figures", "curves", "--task", "bms", "--runs-root", str(tmp_path),
+    missing = tmp_path / "bms" / "scratch" / "run0" / "curves.csv"
+    code = main(["figures", "curves", "--task", "bms", "--curves", str(missing),
                  "--output", str(tmp_path / "x")])
     assert code == 2
-    assert "curves.csv" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "curves.csv" in error and "does not exist" in error
 
 
 GALLERY_SETTINGS = {"local_shuffle_blocks": 300}  # fewer blocks keep the test quick
@@ -117,8 +212,22 @@ def test_gallery_command_writes_png_and_pdf(results: Path, tmp_path: Path) -> No
     stem = tmp_path / "transform_gallery"
     assert main(["figures", "gallery", "--cubes", str(results / "cubes" / "own_val.npy"),
                  "--seed", "3", "--settings", json.dumps(GALLERY_SETTINGS),
+                 "--modality", "mri", "--data-label", "own scans",
                  "--output", str(stem)]) == 0
     assert_figure_files(stem)
+
+
+@pytest.mark.parametrize(("modality", "hu"), [("ct", True), ("mri", False), ("auto", True)])
+def test_gallery_labels_intensities_by_modality(modality: str, hu: bool) -> None:
+    """Only CT cubes get a Hounsfield colour bar; MRI intensities have no absolute unit."""
+    cube = np.random.default_rng(0).random((32, 32, 16)).astype(np.float32)
+    figure = gallery.gallery_figure(cube, seed=1, settings=GALLERY_SETTINGS,
+                                    modality=modality, data_label=PHANTOMS)
+    colour_bar = figure.axes[-1].get_ylabel()
+    assert ("HU" in colour_bar) is hu
+    if modality == "mri":
+        assert "per scan" in colour_bar
+    assert PHANTOMS in figure.get_suptitle()
 
 
 def test_gallery_panels_show_each_transformation(results: Path) -> None:

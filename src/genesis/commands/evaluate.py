@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu-slots", type=int, default=None,
                         help="number of GPU lock slots (default: $GENESIS_GPU_SLOTS or all "
                         "visible GPUs)")
+    parser.add_argument("--jobs-per-gpu", type=int, default=1,
+                        help="share each GPU with up to this many jobs (many small fine-tunes; "
+                        "an exclusive job such as pretraining never shares)")
     add_settings_argument(parser, "evaluation settings (tasks.<task>.evaluate)")
 
 
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     settings = from_mapping(EvaluateSettings, args.settings, f"tasks.{args.task}.evaluate")
-    with lease_device(args.gpu_slots) as device:
+    with lease_device(args.gpu_slots, jobs_per_gpu=args.jobs_per_gpu) as device:
         metrics = evaluate(args.task, args.data, args.run_dir, settings, device=device)
     print(json.dumps({key: metrics[key] for key in ("task", "init", "run", "metric", "value",
                                                     "n_cases")}, sort_keys=True))

@@ -2,9 +2,13 @@
 
 One KIND per figure: the transformation gallery, pretraining loss, per-task bars,
 fine-tuning curves, segmentation overlays, the ablation bars and label efficiency (the
-metric against the share of labelled training cases). All kinds except ``gallery`` (which
-runs the transformations themselves) read only files under results/. The bars use the runs
-on all training cases (fraction 1.0) of a label sweep.
+metric against the share of labelled training cases). Every kind reads only the files it
+is given (no results folder is searched): ``curves`` the runs' curves.csv, ``segmentations``
+the runs' predictions/ folders and per_case.csv with the prepared task folder; a run's task,
+init and number come from its folder, ``<task>/<init>/run<k>``. ``gallery`` runs the
+transformations themselves. The bars use the runs on all training cases (fraction 1.0) of a
+label sweep. ``--data-label`` says in every title what the data are ("synthetic phantoms");
+the paper's dataset names appear only for real data.
 """
 
 from __future__ import annotations
@@ -38,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         child.add_argument(
             "--output", type=Path, required=True, help="output stem: writes STEM.png and STEM.pdf"
         )
+        child.add_argument(
+            "--data-label",
+            metavar="TEXT",
+            help='what the data are, shown in the title, e.g. "synthetic phantoms"; the '
+            "paper's dataset names (LiTS 2017, BraTS 2018) appear only for real data",
+        )
         return child
 
     gallery = kind(
@@ -56,6 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     gallery.add_argument(
         "--index", type=int, default=None, help="cube to show; drawn from --seed when omitted"
+    )
+    gallery.add_argument(
+        "--modality",
+        choices=("ct", "mri", "auto"),
+        default="ct",
+        help="modality of the scans the cubes were cut from (labels the intensities: a "
+        "Hounsfield window for CT only; auto: a mix)",
     )
     gallery.add_argument(
         "--settings",
@@ -94,27 +111,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--summary", type=Path, required=True, help="results/finetune/summary.csv"
     )
     efficiency.add_argument("--task", required=True, help="task name, e.g. lcs or spleen")
-    efficiency.add_argument(
-        "--data-label",
-        metavar="TEXT",
-        help='what the data are, shown in the title, e.g. "synthetic phantoms"',
-    )
 
     curves = kind("curves", "fine-tuning curves of one task")
     curves.add_argument("--task", required=True, help="task name, e.g. ncc, lcs, bms")
-    curves.add_argument("--runs-root", type=Path, required=True, help="results/finetune")
+    curves.add_argument(
+        "--curves",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="the runs' curves.csv: results/finetune/<task>/<init>/run<k>/curves.csv (init "
+        "and run are read from the path); only these files are read",
+    )
 
     overlays = kind("segmentations", "test slices with ground truth and prediction contours")
     overlays.add_argument("--task", required=True, help="segmentation task, e.g. lcs or bms")
-    overlays.add_argument("--runs-root", type=Path, required=True, help="results/finetune")
     overlays.add_argument(
-        "--tasks-root", type=Path, required=True, help="results/tasks (prepared test volumes)"
+        "--predictions",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="runs' prediction folders results/finetune/<task>/<init>/run<k>/predictions; "
+        "each init's first run given is shown",
+    )
+    overlays.add_argument(
+        "--per-case",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="the same runs' per_case.csv, whose IoU is shown (recomputed without one)",
+    )
+    overlays.add_argument(
+        "--task-dir",
+        type=Path,
+        required=True,
+        help="the prepared task folder results/tasks/<task> (test volumes, cases.csv)",
     )
     overlays.add_argument(
         "--inits",
         nargs="+",
-        default=["scratch", "genesis"],
-        help="initialisations to compare, one column each",
+        help="initialisations to show, one column each, in this order (default: every init given)",
     )
     overlays.add_argument("--cases", type=int, default=3, help="test cases shown, one per row")
 
@@ -138,16 +173,24 @@ def _draw(args: argparse.Namespace) -> Any:
         from genesis.report.gallery import gallery_figure, load_cube
 
         cube = load_cube(args.cubes, index=args.index, seed=args.seed)
-        return gallery_figure(cube, seed=args.seed, settings=args.settings)
+        return gallery_figure(
+            cube,
+            seed=args.seed,
+            settings=args.settings,
+            modality=args.modality,
+            data_label=args.data_label,
+        )
     if args.kind == "pretraining":
-        return figures.pretraining_figure(figures.read_pretrain_metrics(args.metrics))
+        return figures.pretraining_figure(
+            figures.read_pretrain_metrics(args.metrics), args.data_label
+        )
     if args.kind in ("tasks", "ablation"):
         summary = tables.full_fraction(tables.load_summary(args.summary))
         if summary.empty:
             raise InputError(args.summary, "has no runs on all training cases (fraction 1.0)")
         published = tables.load_published(args.published) if args.published else None
         draw = figures.tasks_figure if args.kind == "tasks" else figures.ablation_figure
-        return draw(summary, published)
+        return draw(summary, published, args.data_label)
     if args.kind == "label-efficiency":
         from genesis.report.label_efficiency import label_efficiency_figure
 
@@ -160,11 +203,17 @@ def _draw(args: argparse.Namespace) -> Any:
         return label_efficiency_figure(summary, args.task, args.data_label)
     if args.kind == "curves":
         return figures.curves_figure(
-            figures.read_curves(args.runs_root, args.task),
+            figures.read_curves(args.curves, args.task),
             args.task,
             tables.TASK_METRICS.get(args.task),
+            args.data_label,
         )
     rows = figures.segmentation_overlays(
-        args.task, args.runs_root, args.tasks_root, args.inits, args.cases
+        args.predictions,
+        args.task_dir,
+        task=args.task,
+        per_case=args.per_case,
+        inits=args.inits,
+        n_cases=args.cases,
     )
-    return figures.segmentation_figure(rows, args.task)
+    return figures.segmentation_figure(rows, args.task, args.data_label)

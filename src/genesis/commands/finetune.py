@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu-slots", type=int, default=None,
                         help="number of GPU lock slots (default: $GENESIS_GPU_SLOTS or all "
                         "visible GPUs)")
+    parser.add_argument("--jobs-per-gpu", type=int, default=1,
+                        help="share each GPU with up to this many jobs (many small fine-tunes; "
+                        "an exclusive job such as pretraining never shares)")
     add_settings_argument(parser, "fine-tuning settings (tasks.<task>.finetune)")
 
 
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     settings = resolve_settings(args.task, args.settings, task_info(args.data).kind)
     init = Init(args.init, args.weights)
     number = args.run if args.run is not None else run_number(args.output_dir)
-    with lease_device(args.gpu_slots) as device:
+    with lease_device(args.gpu_slots, jobs_per_gpu=args.jobs_per_gpu) as device:
         result = finetune(args.task, args.data, args.output_dir, init, args.seed, settings,
                           run=number, label_fraction=args.label_fraction, device=device)
     print(json.dumps({"task": args.task, "init": args.init, "run": number,

@@ -1,7 +1,9 @@
 """Paper outputs: tables with significance, figures and the transformation gallery.
 
-Reports read only files under ``results/`` (summary CSVs, metrics, predictions), never the
-training code, so a table can be regenerated from a finished run on any machine. The one
+Reports read only the files they are given (the rule's declared inputs: summary CSVs,
+metrics, predictions), never a folder listing and never the training code, so a table
+can be regenerated from a finished run on any machine and a stale run folder is never
+read. The one
 exception is the gallery, which draws the transformations themselves and therefore imports
 ``genesis.transforms``.
 """

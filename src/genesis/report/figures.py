@@ -1,19 +1,20 @@
-"""The paper's figures, drawn from files under ``results/`` only.
+"""The paper's figures, drawn from data frames and arrays.
 
-Every figure is a ``matplotlib.figure.Figure`` built without pyplot, so no global backend
-or figure registry is touched, and is saved as PNG (for the report and notebooks) and PDF
-(for the paper). Titles, axis labels with units and legends make each one readable without
-the code. Colours are fixed per initialisation so all figures agree.
+Reading the workflow's files is ``genesis.report.gather``'s job (its readers are
+re-exported here); this module only draws. Every figure is a ``matplotlib.figure.Figure``
+built without pyplot, so no global backend or figure registry is touched, and is saved as
+PNG (for the report and notebooks) and PDF (for the paper). Titles, axis labels with units
+and legends make each one readable without the code; a ``data_label`` says in every title
+what the data are ("synthetic phantoms"), and the paper's dataset names (LUNA16, LiTS 2017,
+BraTS 2018) appear only when it names real data. Colours are fixed per initialisation so
+all figures agree.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,20 +24,78 @@ from matplotlib.lines import Line2D
 
 from genesis.atomic import atomic_path
 from genesis.errors import InputError
-from genesis.io.tables import FINETUNE_CURVE_COLUMNS, PRETRAIN_METRICS_COLUMNS, read_csv
+from genesis.report.gather import (
+    Overlay,
+    RunKey,
+    read_curves,
+    read_pretrain_metrics,
+    run_key,
+    segmentation_overlays,
+)
 from genesis.report.tables import (
     METRIC_LABELS,
     PUBLISHED_INIT,
     TASK_NAMES,
     init_order,
+    task_label,
     task_order,
 )
+
+__all__ = [
+    "FIXED_COLOURS",
+    "MAIN_INITS",
+    "OTHER_COLOURS",
+    "Overlay",
+    "RunKey",
+    "ablation_figure",
+    "bars_figure",
+    "colour",
+    "curves_figure",
+    "notice_figure",
+    "pretraining_figure",
+    "read_curves",
+    "read_pretrain_metrics",
+    "real_data",
+    "run_key",
+    "save_figure",
+    "segmentation_figure",
+    "segmentation_overlays",
+    "task_title",
+    "tasks_figure",
+    "titled",
+]
 
 log = logging.getLogger(__name__)
 
 FIXED_COLOURS = {"scratch": "#7f7f7f", "genesis": "#1f77b4", "released": "#ff7f0e"}
 OTHER_COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 MAIN_INITS = ("scratch", "genesis", "released")
+#: The public dataset in each paper task's name (genesis.report.tables.TASK_NAMES), shown
+#: only when the data label says the figure was made from real data.
+TASK_DATASETS = {"ncc": "LUNA16", "ncs": "LIDC-IDRI", "lcs": "LiTS 2017", "bms": "BraTS 2018"}
+SYNTHETIC_WORDS = re.compile(r"phantom|synthetic", re.IGNORECASE)
+
+
+def real_data(data_label: str | None) -> bool:
+    """Whether the label says real data: given, and no phantom or synthetic data in it."""
+    return bool(data_label) and SYNTHETIC_WORDS.search(data_label or "") is None
+
+
+def task_title(task: str, data_label: str | None = None) -> str:
+    """The task's name for a title: the paper's dataset named only for real data."""
+    name = TASK_NAMES.get(task)
+    if name is None:
+        return task_label(task)
+    dataset = TASK_DATASETS.get(task)
+    if dataset and not real_data(data_label):
+        name = name.replace(f", {dataset}", "")
+    return name
+
+
+def titled(head: str, data_label: str | None, rest: str = "") -> str:
+    """``head on <data label>: rest``, so that every title says what the data are."""
+    title = f"{head} on {data_label}" if data_label else head
+    return f"{title}: {rest}" if rest else title
 
 
 def colour(name: str, others: Sequence[str] = ()) -> str:
@@ -61,18 +120,8 @@ def save_figure(figure: Figure, stem: str | Path) -> list[Path]:
 
 # --- pretraining ---------------------------------------------------------------------------
 
-def read_pretrain_metrics(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
-    """``pretrain/<variant>/metrics.csv`` files, keyed by variant (the folder name)."""
-    metrics = {}
-    for path in sorted(map(Path, paths)):
-        frame = read_csv(path, PRETRAIN_METRICS_COLUMNS, allow_empty=False)
-        metrics[path.parent.name] = frame.sort_values("epoch")
-    if not metrics:
-        raise InputError(None, "no pretraining metrics.csv given")
-    return metrics
-
-
-def pretraining_figure(metrics: Mapping[str, pd.DataFrame]) -> Figure:
+def pretraining_figure(metrics: Mapping[str, pd.DataFrame],
+                       data_label: str | None = None) -> Figure:
     """Train and validation restoration loss per epoch, identity baseline dashed."""
     variants = sorted(metrics, key=lambda v: (v != "all", v))
     figure = Figure(figsize=(11, 4.4), layout="constrained")
@@ -98,7 +147,8 @@ def pretraining_figure(metrics: Mapping[str, pd.DataFrame]) -> Figure:
                           label="identity baseline (output = distorted input)"))
     figure.legend(handles=handles, fontsize=8, loc="outside lower center",
                   ncol=min(len(handles), 4))
-    figure.suptitle("Pretraining by image restoration: loss per epoch", fontweight="bold")
+    figure.suptitle(titled("Pretraining by image restoration", data_label, "loss per epoch"),
+                    fontweight="bold")
     return figure
 
 
@@ -109,6 +159,7 @@ def bars_figure(
     inits: Sequence[str],
     published: pd.DataFrame | None,
     title: str,
+    data_label: str | None = None,
 ) -> Figure:
     """One panel per task: mean ± std bars, runs as dots, published numbers as diamonds."""
     tasks = task_order(summary["task"])
@@ -138,7 +189,7 @@ def bars_figure(
         ax.set_xlim(-0.6, len(shown) - 0.2)
         ax.set_ylim(0, 105)
         ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
-        ax.set_title(TASK_NAMES.get(task, task.upper()), fontsize=10)
+        ax.set_title(task_title(task, data_label), fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     handles = [
         Line2D([], [], color="black", marker="|", ls="", ms=10,
@@ -153,29 +204,31 @@ def bars_figure(
     return figure
 
 
-def tasks_figure(summary: pd.DataFrame, published: pd.DataFrame | None = None) -> Figure:
+def tasks_figure(summary: pd.DataFrame, published: pd.DataFrame | None = None,
+                 data_label: str | None = None) -> Figure:
     inits = [init for init in init_order(summary["init"]) if init in MAIN_INITS]
     if not inits:
         raise InputError(None, "summary has none of the initialisations scratch, genesis, "
                          "released")
-    return bars_figure(summary, inits, published,
-                       "Target tasks: fine-tuning from scratch vs pretrained weights")
+    title = titled("Target tasks", data_label, "fine-tuning from scratch vs pretrained weights")
+    return bars_figure(summary, inits, published, title, data_label)
 
 
-def ablation_figure(summary: pd.DataFrame, published: pd.DataFrame | None = None) -> Figure:
+def ablation_figure(summary: pd.DataFrame, published: pd.DataFrame | None = None,
+                    data_label: str | None = None) -> Figure:
     """Bars for scratch, genesis (all) and each variant; a notice when none ran."""
     inits = init_order(summary["init"])
     variants = [init for init in inits if init.startswith("genesis-")]
     if not variants:
         return notice_figure(
-            "Ablation: no ablation variants ran",
+            titled("Ablation", data_label, "no ablation variants ran"),
             "config pretrain.variants listed only 'all', so no model was pretrained with a "
             "single transformation.\nAdd e.g. nonlinear, local_shuffle, inpainting or "
             "outpainting to run the ablation.",
         )
     chosen = [init for init in inits if init in ("scratch", "genesis")] + variants
-    return bars_figure(summary, chosen, published,
-                       "Ablation: pretraining with one transformation at a time")
+    title = titled("Ablation", data_label, "pretraining with one transformation at a time")
+    return bars_figure(summary, chosen, published, title, data_label)
 
 
 def notice_figure(title: str, message: str) -> Figure:
@@ -188,27 +241,8 @@ def notice_figure(title: str, message: str) -> Figure:
 
 # --- learning curves -----------------------------------------------------------------------
 
-def read_curves(runs_root: str | Path, task: str) -> dict[str, list[pd.DataFrame]]:
-    """``<runs_root>/<task>/<init>/run<k>/curves.csv``, grouped by init in run order."""
-    folder = Path(runs_root) / task
-    paths = sorted(folder.glob("*/run*/curves.csv"), key=_run_key)
-    if not paths:
-        raise InputError(folder, "holds no <init>/run<k>/curves.csv")
-    curves: dict[str, list[pd.DataFrame]] = {}
-    for path in paths:
-        frame = read_csv(path, FINETUNE_CURVE_COLUMNS, allow_empty=False).sort_values("epoch")
-        curves.setdefault(path.parents[1].name, []).append(frame)
-    return {init: curves[init] for init in init_order(curves)}
-
-
-def _run_key(path: Path) -> tuple[str, int]:
-    """Sort run folders numerically (run2 before run10), within each init."""
-    match = re.fullmatch(r"run(\d+)", path.parent.name)
-    return path.parents[1].name, int(match.group(1)) if match else -1
-
-
 def curves_figure(curves: Mapping[str, Sequence[pd.DataFrame]], task: str,
-                  metric: str | None = None) -> Figure:
+                  metric: str | None = None, data_label: str | None = None) -> Figure:
     """Validation metric, validation loss and training loss per epoch for every init."""
     figure = Figure(figsize=(14, 4.3), layout="constrained")
     axes = figure.subplots(1, 3)
@@ -230,145 +264,16 @@ def curves_figure(curves: Mapping[str, Sequence[pd.DataFrame]], task: str,
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, title="initialisation", title_fontsize=8)
-    figure.suptitle(f"Fine-tuning curves, {TASK_NAMES.get(task, task.upper())}: thin lines "
-                    "= runs, thick = mean over the runs still training", fontweight="bold")
+    figure.suptitle(titled(f"Fine-tuning curves, {task_title(task, data_label)}", data_label,
+                           "thin lines = runs, thick = mean over the runs still training"),
+                    fontweight="bold")
     return figure
 
 
 # --- segmentations -------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Overlay:
-    """One panel: an axial slice with its ground truth and one run's prediction."""
-
-    case: str
-    init: str
-    run: str
-    z: int
-    image: np.ndarray  # (X, Y) slice
-    truth: np.ndarray  # (X, Y) bool
-    prediction: np.ndarray  # (X, Y) bool
-    iou: float
-
-
-def first_run_with_predictions(runs_root: Path, task: str, init: str) -> Path | None:
-    runs = sorted((runs_root / task / init).glob("run*/predictions"), key=_run_key)
-    return runs[0].parent if runs else None
-
-
-def segmentation_overlays(
-    task: str,
-    runs_root: str | Path,
-    tasks_root: str | Path,
-    inits: Sequence[str] = ("scratch", "genesis"),
-    n_cases: int = 3,
-) -> list[list[Overlay]]:
-    """Rows of overlays (one row per case, one panel per init) for the first runs.
-
-    The slice shown is the axial slice with the most ground-truth foreground.
-    """
-    runs_root, tasks_root = Path(runs_root), Path(tasks_root)
-    volumes = tasks_root / task / "volumes"
-    runs = {init: first_run_with_predictions(runs_root, task, init) for init in inits}
-    runs = {init: run for init, run in runs.items() if run is not None}
-    if not runs:
-        raise InputError(runs_root / task, f"no run of {list(inits)} has predictions/")
-    cases = sorted(
-        set.intersection(*({_case_name(p) for p in (run / "predictions").glob("*.nii*")}
-                           for run in runs.values()))
-        & {path.stem for path in volumes.glob("*.npz")}
-    )
-    if not cases:
-        raise InputError(volumes, "no test case has both a prepared volume and predictions")
-    geometry = _case_geometry(tasks_root / task)
-    rows = []
-    for case in cases[:n_cases]:
-        image, truth = _prepared_case(volumes / f"{case}.npz")
-        z = int(np.argmax(truth.sum(axis=(0, 1))))
-        row = []
-        for init, run in runs.items():
-            prediction = _prediction(run / "predictions", case, truth.shape,
-                                     geometry.get(case))
-            row.append(Overlay(case, init, run.name, z, image[:, :, z], truth[:, :, z],
-                               prediction[:, :, z], _case_iou(run, case, truth, prediction)))
-        rows.append(row)
-    return rows
-
-
-def _case_name(path: Path) -> str:
-    return path.name.removesuffix(".gz").removesuffix(".nii")
-
-
-def _prepared_case(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(image, label) of a prepared test case; a multi-channel image shows channel 0."""
-    try:
-        with np.load(path) as archive:
-            image, label = archive["image"], archive["label"]
-    except (OSError, ValueError, KeyError) as error:
-        raise InputError(path, f"cannot read image and label: {error}") from None
-    if image.ndim == 4:  # (x, y, z, c): channel 0 (FLAIR for BraTS) shows the tumour best
-        image = image[..., 0]
-    if image.ndim != 3 or image.shape != label.shape:
-        raise InputError(path, f"image {image.shape} and label {label.shape} do not match")
-    return image.astype(np.float32), label > 0
-
-
-def _prediction(folder: Path, case: str, shape: tuple[int, ...],
-                geometry: Mapping[str, object] | None) -> np.ndarray:
-    """The saved binary prediction, brought onto the prepared grid for display.
-
-    Predictions are saved in the source geometry; the prepared volume may be cropped to
-    the foreground and resized (LCS: 256 x 256 in-plane), as ``cases.csv`` records. The
-    crop is applied, then nearest-neighbour index mapping (nearest-exact: the source voxel
-    whose centre is closest) aligns the mask with the prepared image.
-    """
-    from genesis.io.volume import load_volume
-
-    path = sorted(folder.glob(f"{case}.nii*"))[0]
-    data = load_volume(path).data
-    if data.ndim == 4:
-        data = data[..., 0]
-    mask = data > 0.5
-    if mask.shape == shape:
-        return mask
-    crop = (geometry or {}).get("crop")
-    source_shape = tuple((geometry or {}).get("source_shape") or ())
-    if crop is not None and source_shape == mask.shape:
-        mask = mask[tuple(slice(int(lo), int(hi)) for lo, hi in crop)]
-    log.info("%s: prediction %s shown on the prepared grid %s", path, mask.shape, shape)
-    index = [np.minimum(((np.arange(n) + 0.5) * m / n).astype(int), m - 1)
-             for n, m in zip(shape, mask.shape, strict=True)]
-    return mask[np.ix_(*index)]
-
-
-def _case_geometry(task_dir: Path) -> dict[str, dict[str, object]]:
-    """Per-case geometry (crop box, shapes) from ``cases.csv``, when prepare wrote one."""
-    path = task_dir / "cases.csv"
-    if not path.is_file():
-        return {}
-    frame = pd.read_csv(path, dtype=str)
-    if not {"case", "geometry"} <= set(frame.columns):
-        return {}
-    try:
-        return {row.case: json.loads(row.geometry) for row in frame.itertuples()}
-    except json.JSONDecodeError as error:
-        raise InputError(path, f"column 'geometry' is not JSON: {error}") from None
-
-
-def _case_iou(run: Path, case: str, truth: np.ndarray, prediction: np.ndarray) -> float:
-    """The evaluated IoU from per_case.csv, else recomputed on the prepared grid."""
-    per_case = run / "per_case.csv"
-    if per_case.is_file():
-        frame = pd.read_csv(per_case)
-        if {"case", "iou"} <= set(frame.columns):
-            match = frame.loc[frame["case"].astype(str) == case, "iou"]
-            if not match.empty:
-                return float(match.iloc[0])
-    union = np.logical_or(truth, prediction).sum()
-    return float(np.logical_and(truth, prediction).sum() / union) if union else math.nan
-
-
-def segmentation_figure(rows: Sequence[Sequence[Overlay]], task: str) -> Figure:
+def segmentation_figure(rows: Sequence[Sequence[Overlay]], task: str,
+                        data_label: str | None = None) -> Figure:
     """Grid of axial slices: ground truth (green) and prediction (magenta) contours."""
     n_rows, n_cols = len(rows), max(len(row) for row in rows)
     figure = Figure(figsize=(3.6 * n_cols + 0.4, 3.6 * n_rows + 0.8), layout="constrained")
@@ -393,7 +298,7 @@ def segmentation_figure(rows: Sequence[Sequence[Overlay]], task: str) -> Figure:
     handles = [Line2D([], [], color="#2ca02c", lw=1.6, label="ground truth"),
                Line2D([], [], color="#e377c2", lw=1.6, ls="--", label="prediction")]
     figure.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=9)
-    figure.suptitle(f"Example test segmentations, {TASK_NAMES.get(task, task.upper())}\n"
-                    "slice with the most ground-truth foreground per case", fontsize=11,
-                    fontweight="bold")
+    head = titled(f"Example test segmentations, {task_title(task, data_label)}", data_label)
+    figure.suptitle(f"{head}\nslice with the most ground-truth foreground per case",
+                    fontsize=11, fontweight="bold")
     return figure

@@ -3,7 +3,8 @@
 One extracted cube, then each transformation alone and all combined, each in three
 orthogonal mid-slices. Every panel uses the pretraining code itself (``genesis.transforms``)
 with the shown transformation's rate forced to 1, so the figure shows what the model
-really sees, and a seed makes it reproducible.
+really sees, and a seed makes it reproducible. The colour bar says what an intensity of 0
+and 1 means for the cubes' modality: a Hounsfield window for CT, a per-scan range for MRI.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ PANELS: tuple[tuple[str, dict[str, Any] | None], ...] = (
                                   "outpainting")}),
 )
 VIEWS = ("axial", "coronal", "sagittal")
+#: What the [0, 1] intensities of a cube mean, by the modality of its scans (genesis cubes
+#: --modality; ``auto``: each scan's own, CT or MRI).
+INTENSITY_LABELS = {
+    "ct": "intensity (0 = -1000 HU, 1 = +1000 HU)",
+    "mri": "MRI intensity scaled per scan to [0, 1] (no absolute unit)",
+    "auto": "intensity scaled to [0, 1]: CT from -1000 to +1000 HU, MRI per scan",
+}
 
 
 def load_cube(path: str | Path, *, index: int | None = None, seed: int = 0) -> np.ndarray:
@@ -93,8 +101,15 @@ def mid_slices(cube: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def gallery_figure(cube: np.ndarray, *, seed: int = 0,
-                   settings: Mapping[str, Any] | None = None) -> Figure:
-    """Columns: original, each transformation alone, all combined; rows: three views."""
+                   settings: Mapping[str, Any] | None = None, modality: str = "ct",
+                   data_label: str | None = None) -> Figure:
+    """Columns: original, each transformation alone, all combined; rows: three views.
+
+    ``modality`` (ct, mri or auto) labels the intensities; ``data_label`` says in the
+    title what the cube was cut from.
+    """
+    if modality not in INTENSITY_LABELS:
+        raise ValueError(f"modality must be one of {sorted(INTENSITY_LABELS)}, got {modality!r}")
     panels = transformed_panels(cube, seed, settings)
     X, Y, Z = cube.shape
     heights = (Y, Z, Z)  # rows keep one voxel = one unit on screen
@@ -114,8 +129,8 @@ def gallery_figure(cube: np.ndarray, *, seed: int = 0,
                 ax.set_title(title, fontsize=9)
             if c == 0:
                 ax.set_ylabel(view, fontsize=9)
-    figure.colorbar(image, ax=axes[:, -1], shrink=0.8,
-                    label="intensity (0 = -1000 HU, 1 = +1000 HU)")
-    figure.suptitle(f"Models Genesis transformations of one {X}x{Y}x{Z} cube (voxel units), "
-                    "each alone and combined; mid-slices", fontweight="bold")
+    figure.colorbar(image, ax=axes[:, -1], shrink=0.8, label=INTENSITY_LABELS[modality])
+    source = f" of {data_label}" if data_label else ""
+    figure.suptitle(f"Models Genesis transformations of one {X}x{Y}x{Z} cube{source} (voxel "
+                    "units), each alone and combined; mid-slices", fontweight="bold")
     return figure

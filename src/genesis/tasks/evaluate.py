@@ -150,6 +150,7 @@ def evaluate(task: str, data_dir: str | Path, run_dir: str | Path,
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     run = read_run(run_dir)
     check_consistent(run, task, settings)
+    (run_dir / PREDICTIONS_DIR).mkdir(exist_ok=True)  # a declared output, even if empty
     info = task_info(data_dir)
     model = build_run_model(run).to(
         device, memory_format=memory_format(bool(run.settings.get("channels_last", True))))

@@ -18,6 +18,13 @@ Rules, in order:
    ``$GENESIS_GPU_SLOTS``, else ``torch.cuda.device_count()``. All busy: poll until a slot
    frees up or ``timeout`` seconds have passed.
 
+Sharing a GPU (``jobs_per_gpu`` k > 1, for many small fine-tunes): each GPU then has k
+share slots, files ``gpu{i}.share{j}.lock``; a sharing job holds one of them exclusively
+and ``gpu{i}.lock`` *shared*, while an exclusive job (pretraining) holds ``gpu{i}.lock``
+exclusively. So k small jobs run together on one GPU, and never beside a pretraining
+that wants the whole device. Sharing jobs fill the GPUs in turn (slot j of GPU i is tried
+in the order j = 0, i = 0..N-1, then j = 1, ...), so 4 jobs on 2 GPUs run 2 + 2.
+
 Library code never sets ``CUDA_VISIBLE_DEVICES``: it would break other code in the same
 process that already initialised CUDA.
 """
@@ -68,11 +75,15 @@ def lease_device(
     poll_seconds: float = 2.0,
     cuda_available: bool | None = None,
     device_count: Callable[[], int] | int | None = None,
+    jobs_per_gpu: int = 1,
 ) -> Iterator[torch.device]:
     """Hold a GPU for the duration of the ``with`` block and yield its ``torch.device``.
 
+    ``jobs_per_gpu`` > 1 shares the GPU with up to that many jobs (see the module docs).
     ``cuda_available`` and ``device_count`` exist so tests can fake GPUs on a CPU machine.
     """
+    if isinstance(jobs_per_gpu, bool) or not isinstance(jobs_per_gpu, int) or jobs_per_gpu < 1:
+        raise ConfigError(f"jobs per GPU must be a positive integer, got {jobs_per_gpu!r}")
     if cuda_available is None:
         cuda_available = torch.cuda.is_available()
     if not cuda_available:
@@ -89,14 +100,17 @@ def lease_device(
     count = _slot_count(slots, device_count)
     folder = Path(lock_dir) if lock_dir is not None else default_lock_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    index, handle = _acquire(folder, count,
-                             default_timeout() if timeout is None else timeout, poll_seconds)
+    index, handles = _acquire(folder, count,
+                              default_timeout() if timeout is None else timeout, poll_seconds,
+                              jobs_per_gpu)
     try:
-        log.info("leased GPU slot %d of %d (lock %s)", index, count, _lock_file(folder, index))
+        log.info("leased GPU %d of %d (%s)", index, count,
+                 "exclusive" if jobs_per_gpu == 1 else f"shared by up to {jobs_per_gpu} jobs")
         yield torch.device("cuda", index)
     finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        for handle in handles:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
 
 def _slot_count(slots: int | None, device_count: Callable[[], int] | int | None) -> int:
@@ -123,13 +137,36 @@ def _lock_file(folder: Path, index: int) -> Path:
     return folder / f"gpu{index}.lock"
 
 
-def _try_lock(folder: Path, index: int) -> IO[str] | None:
-    handle = open(_lock_file(folder, index), "a+", encoding="utf-8")  # noqa: SIM115 - held past this function
+def _share_file(folder: Path, index: int, share: int) -> Path:
+    return folder / f"gpu{index}.share{share}.lock"
+
+
+def _try_lock(folder: Path, index: int, share: int | None = None) -> list[IO[str]] | None:
+    """Lock GPU ``index`` exclusively, or (``share`` given) its share slot exclusively and
+    the GPU shared; the held files, or None when busy."""
+    if share is None:
+        device = _try_flock(_lock_file(folder, index), fcntl.LOCK_EX)
+        return None if device is None else [device]
+    slot = _try_flock(_share_file(folder, index, share), fcntl.LOCK_EX)
+    if slot is None:
+        return None
+    device = _try_flock(_lock_file(folder, index), fcntl.LOCK_SH, note=False)
+    if device is None:  # an exclusive job holds the whole GPU
+        fcntl.flock(slot, fcntl.LOCK_UN)
+        slot.close()
+        return None
+    return [slot, device]
+
+
+def _try_flock(path: Path, mode: int, note: bool = True) -> IO[str] | None:
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held past this function
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, mode | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
         return None
+    if not note:
+        return handle
     # The pid is only a hint for a human looking at the folder; the lock is what counts.
     handle.seek(0)
     handle.truncate()
@@ -138,20 +175,22 @@ def _try_lock(folder: Path, index: int) -> IO[str] | None:
     return handle
 
 
-def _acquire(folder: Path, count: int, timeout: float,
-             poll_seconds: float) -> tuple[int, IO[str]]:
+def _acquire(folder: Path, count: int, timeout: float, poll_seconds: float,
+             jobs_per_gpu: int = 1) -> tuple[int, list[IO[str]]]:
     deadline = time.monotonic() + timeout
     waiting_logged = False
+    slots = ([(index, None) for index in range(count)] if jobs_per_gpu == 1 else
+             [(index, share) for share in range(jobs_per_gpu) for index in range(count)])
     while True:
-        for index in range(count):
-            handle = _try_lock(folder, index)
-            if handle is not None:
-                return index, handle
+        for index, share in slots:
+            handles = _try_lock(folder, index, share)
+            if handles is not None:
+                return index, handles
         if time.monotonic() >= deadline:
-            raise LeaseTimeoutError(f"all {count} GPU slot(s) in {folder} stayed busy for "
+            raise LeaseTimeoutError(f"all {len(slots)} GPU slot(s) in {folder} stayed busy for "
                                f"{timeout:g} s; another job holds them")
         if not waiting_logged:
             log.info("all %d GPU slot(s) in %s are busy; waiting up to %g s",
-                     count, folder, timeout)
+                     len(slots), folder, timeout)
             waiting_logged = True
         time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
