@@ -40,3 +40,15 @@ def test_dry_run_refuses_bad_values(tmp_path: Path, override: str, message: str)
     assert result.returncode != 0, output[-2000:]
     assert message in output, output[-2000:]
     assert not (tmp_path / "results").exists()
+
+
+def test_validation_experiment_plans(tmp_path: Path) -> None:
+    """config/validation.yaml, layered over the default, plans its label sweeps."""
+    from test_workflow import ROOT
+
+    result = dry_run(ROOT / "config" / "validation.yaml", tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-2000:]
+    # 3 tasks x 2 inits x 10 runs at all labels; LCS 3 and BMS 2 fractions below 1.
+    assert "finetune                      60" in output
+    assert "finetune_labels              100" in output
