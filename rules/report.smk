@@ -305,6 +305,10 @@ rule notebook_summary:
         ablation_table=rules.tables.output.ablation_csv,
         tasks_figure=rules.figure_tasks.output.png,
         ablation_figure=rules.figure_ablation.output.png if ablation_ran() else [],
+        label_table=rules.tables.output.label_csv,
+        label_figures=[
+            results_path("figures", f"label_efficiency_{t}.png") for t in sweep_tasks()
+        ],
         records=[rules.tables.output.record, rules.provenance.output[0]],
     output:
         results_path("reports", "summary.ipynb"),

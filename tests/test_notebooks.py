@@ -87,6 +87,9 @@ def full_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
                  "--predictions", *run_files(results, "lcs", "predictions"),
                  "--task-dir", str(results / "tasks" / "lcs"),
                  "--output", str(results / "figures" / "segmentation_lcs")]) == 0
+    assert main(["figures", "tasks", "--summary", str(results / "finetune" / "summary.csv"),
+                 "--published", str(REPO / "config" / "published.csv"),
+                 "--output", str(results / "figures" / "target_tasks")]) == 0
     for task in ("lcs", "ncc"):
         for init in ("scratch", "genesis-nonlinear"):
             for run in (0, 9):
