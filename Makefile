@@ -58,7 +58,7 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -n $(CORES) -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+METRIC_NAMES = {"auc": "AUC", "iou": "IoU"}
 BEGIN = "<!-- demo-results:begin -->"
 END = "<!-- demo-results:end -->"
 
@@ -39,6 +40,10 @@ def _p(value: float) -> str:
     return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
 
 
+def metric_name(metric: str) -> str:
+    return METRIC_NAMES.get(metric, metric)
+
+
 def target_rows(table: pd.DataFrame) -> list[str]:
     """One Markdown row per task: scratch and genesis, n, paired and Welch p."""
     lines = ["| task | metric | n | scratch | genesis | paired t-test p | Welch p |",
@@ -49,7 +54,7 @@ def target_rows(table: pd.DataFrame) -> list[str]:
             continue
         scratch, genesis = by_init["scratch"], by_init["genesis"]
         lines.append(
-            f"| {task.upper()} (phantom) | {str(genesis['metric']).upper()} % "
+            f"| {task.upper()} (phantom) | {metric_name(genesis['metric'])} % "
             f"| {int(genesis['n'])} | {_pct(scratch['mean_pct'], scratch['std_pct'])} "
             f"| {_pct(genesis['mean_pct'], genesis['std_pct'])} "
             f"| {_p(genesis.get('p_paired', math.nan))} | {_p(genesis['p_value'])} |")

@@ -361,9 +361,11 @@ class _Run:
         return train_net, eval_net
 
     def _progress(self, epoch: int, steps: int) -> Any:
+        """A step bar on a terminal only: in a log file (a workflow job) its carriage-return
+        updates would bury the epoch lines, which say the same once per epoch."""
         return tqdm(total=steps, desc=f"epoch {epoch}", unit="step", file=sys.stderr,
                     leave=False, mininterval=2.0,
-                    disable=not (self.progress and self.ctx.is_main))
+                    disable=not (self.progress and self.ctx.is_main and sys.stderr.isatty()))
 
 
 def _upgrade_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
