@@ -81,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
         args.config,
         args.seeds,
         data_label=args.data_label,
-        label_efficiency_stem=args.label_efficiency,
     )
+    if args.label_efficiency is not None:
+        from genesis.report.label_efficiency import write_stage
+
+        paths += write_stage(args.summary, args.provenance, args.label_efficiency,
+                             args.config, args.seeds, args.data_label)
     log.info("wrote %s", ", ".join(str(path) for path in paths))
     return 0

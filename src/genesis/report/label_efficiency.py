@@ -458,3 +458,23 @@ def _tick(fraction: float, table: pd.DataFrame) -> str:
         return format_fraction(fraction)
     count = f"{int(low)}" if low == high else f"{int(low)}–{int(high)}"
     return f"{format_fraction(fraction)}\nn={count}"
+
+
+def write_stage(
+    summary_path: str | Path,
+    provenance_path: str | Path,
+    stem: str | Path,
+    config_path: str | Path | None = None,
+    seeds: Mapping[str, Any] | None = None,
+    data_label: str | None = None,
+) -> list[Path]:
+    """``genesis tables --label-efficiency STEM``: the sweep's table with its record (every
+    run's seed, at every fraction)."""
+    from genesis.report.tables import load_summary
+
+    summary = load_summary(summary_path)
+    provenance = records.load_record(provenance_path)
+    sweep_seeds = {**(seeds or {}), "finetune_runs": run_seeds(summary)}
+    record = records.complete_record(provenance, config_path, None, sweep_seeds)
+    return write_label_efficiency(label_efficiency_table(summary), stem, data_label,
+                                  record=record)

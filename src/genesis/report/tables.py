@@ -536,12 +536,11 @@ def write_tables(
     seeds: Mapping[str, Any] | None = None,
     *,
     data_label: str | None = None,
-    label_efficiency_stem: str | Path | None = None,
 ) -> list[Path]:
     """The ``genesis tables`` stage: target-task and ablation tables with their records.
 
-    ``data_label`` (e.g. "synthetic phantoms") goes into every title and the notes;
-    ``label_efficiency_stem`` also writes the label-efficiency table there.
+    ``data_label`` (e.g. "synthetic phantoms") goes into every title and the notes. The
+    label-efficiency table is ``genesis.report.label_efficiency.write_stage``'s.
     """
     summary = load_summary(summary_path)
     published = load_published(published_path)
@@ -571,15 +570,4 @@ def write_tables(
         empty_note="No ablation variants ran: config `pretrain.variants` lists only `all`.",
         data_label=data_label,
     )
-    if label_efficiency_stem is not None:
-        from genesis.report import label_efficiency
-
-        sweep_seeds = {**(seeds or {}), "finetune_runs": label_efficiency.run_seeds(summary)}
-        sweep_record = records.complete_record(provenance, config_path, None, sweep_seeds)
-        paths += label_efficiency.write_label_efficiency(
-            label_efficiency.label_efficiency_table(summary),
-            label_efficiency_stem,
-            data_label,
-            record=sweep_record,
-        )
     return paths
