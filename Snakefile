@@ -22,6 +22,23 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/validate.smk"
+
+
+# One global set of constraints for every rule: a task is a configured task name, an init
+# one of the initialisations, a run and a sweep's percentage are numbers, and so on. (A
+# rule may narrow one further, e.g. segmentation figures to segmentation tasks.)
+wildcard_constraints:
+    task=wildcard_choice(config["tasks"]["names"]),
+    init=r"scratch|released|released_keras|genesis(-[a-z_]+)?",
+    run=r"\d+",
+    pct=r"\d+(\.\d+)?",
+    variant="all|nonlinear|local_shuffle|inpainting|outpainting",
+    split="train|val",
+    subset=r"\d",
+    msd_task="Task03_Liver|Task01_BrainTumour",
+    released_file=r"Genesis_Chest_CT\.pt|Genesis_Chest_CT\.h5|genesis_nnunet_luna16_006\.model",
+
+
 include: "rules/data.smk"
 include: "rules/cubes.smk"
 include: "rules/pretrain.smk"

@@ -70,6 +70,57 @@ PROGRESS = "(grep --line-buffered -E 'INFO .* epoch [0-9]+: ' || true)"
 TASK_GPU = 1 if config["tasks"]["jobs_per_gpu"] == 1 else 0
 
 
+def run_folder(*parts, sweep=False):
+    """A run folder's pattern in outputs: finetune/{task}/{init}/run{run}/..., or
+    finetune/{task}/{init}/labels{pct}/run{run}/... for a sweep (see run_dir)."""
+    level = ["labels{pct}"] if sweep else []
+    return results_path("finetune", "{task}", "{init}", *level, "run{run}", *parts)
+
+
+# --- job resources, estimated from the settings ---------------------------------------
+
+
+def _voxels():
+    x, y, z = config["cube_size"]
+    return x * y * z
+
+
+def training_mem_mb(batch_size, width=None):
+    """Memory of a training job: libraries (~1.5 GB), plus the U-Net's activations,
+    about 60 floats per voxel and base channel per sample (measured order of magnitude
+    for the 3D U-Net with batch norm), with a factor 2 of headroom."""
+    width = width or config["model"]["width"]
+    activations = 60 * 4 * _voxels() * width * batch_size / 2**20
+    return int(1536 + 2 * activations)
+
+
+#: Cube extraction streams one scan at a time: a 512 x 512 x 600 CT as float32 and its
+#: windowed copy, plus the libraries.
+CUBES_MEM_MB = 4096
+
+
+def pretrain_runtime(wildcards=None):
+    """Minutes a pretraining job may take: a CPU step of the width-32 paper model is about
+    8 s, scaled by width and cube size; the epoch cap times the steps per epoch."""
+    s = config["pretrain"]["settings"]
+    steps = (s.get("steps_per_epoch") or 200) * s.get("max_epochs", 10000)
+    per_step = 8 * (config["model"]["width"] / 32) ** 2 * _voxels() / (64 * 64 * 32)
+    return int(min(60 * 24 * 7, max(10, 2 * steps * per_step / 60)))
+
+
+def finetune_runtime(wildcards):
+    """Minutes a fine-tuning job may take, from its epoch cap and steps per epoch."""
+    s = task_section(wildcards.task).get("finetune") or {}
+    steps = (s.get("steps_per_epoch") or 100) * min(s.get("max_epochs", 200), 200)
+    per_step = 8 * (config["model"]["width"] / 32) ** 2 * _voxels() / (64 * 64 * 32)
+    return int(min(60 * 24, max(10, 2 * steps * per_step / 60)))
+
+
+def finetune_mem_mb(wildcards):
+    s = task_section(wildcards.task).get("finetune") or {}
+    return training_mem_mb(s.get("batch_size", 16))
+
+
 def shell_paths(paths):
     """Paths quoted for the shell, for params that build an optional option."""
     if isinstance(paths, str):
@@ -406,15 +457,3 @@ def data_label():
 def output_stem(wildcards, output):
     """Figures are written as STEM.png and STEM.pdf; the engine takes the stem."""
     return str(Path(output.png).with_suffix(""))
-
-
-# --- wildcards -------------------------------------------------------------------------
-
-
-# One global set of constraints: a task is a configured task name, an init one of the
-# initialisations, a run and a sweep's percentage are numbers.
-wildcard_constraints:
-    task=wildcard_choice(config["tasks"]["names"]),
-    init=r"scratch|released|released_keras|genesis(-[a-z_]+)?",
-    run=r"\d+",
-    pct=r"\d+(\.\d+)?",

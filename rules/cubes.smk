@@ -10,9 +10,13 @@ rule extract_cubes:
         manifest=results_path("cubes", "subset{subset}.csv"),
     log:
         log_path("cubes", "subset{subset}.log"),
+    benchmark:
+        log_path("benchmarks", "cubes", "subset{subset}.tsv")
     conda:
         "../envs/engine.yaml"
     threads: 1
+    resources:
+        mem_mb=CUBES_MEM_MB,
     params:
         # LUNA16 is cut with the paper's recipe (border and min_slices as given).
         settings=settings(
@@ -35,11 +39,13 @@ rule extract_own_cubes:
         manifest=results_path("cubes", "own_{split}.csv"),
     log:
         log_path("cubes", "own_{split}.log"),
-    wildcard_constraints:
-        split="train|val",
+    benchmark:
+        log_path("benchmarks", "cubes", "own_{split}.tsv")
     conda:
         "../envs/engine.yaml"
     threads: 1
+    resources:
+        mem_mb=CUBES_MEM_MB,
     params:
         settings=settings(config["cubes"], cube_size=config["cube_size"]),
         seed=config["seed"],

@@ -98,8 +98,6 @@ else:
             directory(data_path("{msd_task}")),
         log:
             log_path("data", "download_{msd_task}.log"),
-        wildcard_constraints:
-            msd_task="Task03_Liver|Task01_BrainTumour",
         retries: 2
         conda:
             "../envs/engine.yaml"
@@ -130,11 +128,9 @@ else:
 
 rule fetch_released:
     output:
-        data_path("released", "{name}"),
+        data_path("released", "{released_file}"),
     log:
-        log_path("data", "fetch_released_{name}.log"),
-    wildcard_constraints:
-        name=r"Genesis_Chest_CT\.pt|Genesis_Chest_CT\.h5|genesis_nnunet_luna16_006\.model",
+        log_path("data", "fetch_released_{released_file}.log"),
     retries: 2
     conda:
         "../envs/engine.yaml"
@@ -143,5 +139,5 @@ rule fetch_released:
         settings=settings(config["data"].get("released", {})),
         root=lambda wc, output: Path(output[0]).parent.parent,
     shell:
-        "genesis fetch released --output {params.root:q} --files {wildcards.name:q}"
+        "genesis fetch released --output {params.root:q} --files {wildcards.released_file:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"

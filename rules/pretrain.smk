@@ -12,13 +12,15 @@ rule pretrain:
         metrics=results_path("pretrain", "{variant}", "metrics.csv"),
     log:
         log_path("pretrain", "{variant}.log"),
-    wildcard_constraints:
-        variant="all|nonlinear|local_shuffle|inpainting|outpainting",
+    benchmark:
+        log_path("benchmarks", "pretrain", "{variant}.tsv")
     conda:
         "../envs/engine.yaml"
     threads: config["pretrain"]["threads"]
     resources:
         gpu=config["pretrain"]["gpus"],
+        mem_mb=training_mem_mb(config["pretrain"]["settings"].get("batch_size", 6)),
+        runtime=pretrain_runtime,
     params:
         settings=settings(config["pretrain"]["settings"], **shared_model_settings()),
         seed=config["seed"],

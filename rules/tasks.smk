@@ -33,15 +33,20 @@ rule finetune:
         data=results_path("tasks", "{task}"),
         weights=init_weights,
     output:
-        weights=results_path("finetune", "{task}", "{init}", "run{run}", "weights.pt"),
-        curves=results_path("finetune", "{task}", "{init}", "run{run}", "curves.csv"),
+        # The whole weight set: evaluation reads the model and run record from the .json.
+        weights=multiext(run_folder("weights"), ".pt", ".safetensors", ".json"),
+        curves=run_folder("curves.csv"),
     log:
         log_path("finetune", "{task}_{init}_run{run}.log"),
+    benchmark:
+        log_path("benchmarks", "finetune", "{task}_{init}_run{run}.tsv")
     conda:
         "../envs/engine.yaml"
     threads: config["tasks"]["threads"]
     resources:
         gpu=TASK_GPU,
+        mem_mb=finetune_mem_mb,
+        runtime=finetune_runtime,
     params:
         settings=lambda wc: stage_settings(wc, "finetune"),
         seed=lambda wc: run_seed(wc.run),
@@ -49,7 +54,7 @@ rule finetune:
         weights=lambda wc, input: (
             f"--weights {shell_paths(input.weights)}" if input.weights else ""
         ),
-        output_dir=lambda wc, output: str(Path(output.weights).parent),
+        output_dir=lambda wc, output: str(Path(output.curves).parent),
         progress=PROGRESS,
         jobs_per_gpu=config["tasks"]["jobs_per_gpu"],
     shell:
@@ -64,14 +69,14 @@ rule finetune:
 # A label sweep's run: the same job on a nested subset of the training cases.
 use rule finetune as finetune_labels with:
     output:
-        weights=results_path(
-            "finetune", "{task}", "{init}", "labels{pct}", "run{run}", "weights.pt"
+        weights=multiext(
+            run_folder("weights", sweep=True), ".pt", ".safetensors", ".json"
         ),
-        curves=results_path(
-            "finetune", "{task}", "{init}", "labels{pct}", "run{run}", "curves.csv"
-        ),
+        curves=run_folder("curves.csv", sweep=True),
     log:
         log_path("finetune", "{task}_{init}_labels{pct}_run{run}.log"),
+    benchmark:
+        log_path("benchmarks", "finetune", "{task}_{init}_labels{pct}_run{run}.tsv")
 
 
 rule evaluate:
@@ -79,21 +84,20 @@ rule evaluate:
         data=results_path("tasks", "{task}"),
         weights=rules.finetune.output.weights,
     output:
-        metrics=results_path("finetune", "{task}", "{init}", "run{run}", "metrics.json"),
-        per_case=results_path(
-            "finetune", "{task}", "{init}", "run{run}", "per_case.csv"
-        ),
+        metrics=run_folder("metrics.json"),
+        per_case=run_folder("per_case.csv"),
         # Segmentation: predictions/<case>.nii.gz; empty for classification.
-        predictions=directory(
-            results_path("finetune", "{task}", "{init}", "run{run}", "predictions")
-        ),
+        predictions=directory(run_folder("predictions")),
     log:
         log_path("evaluate", "{task}_{init}_run{run}.log"),
+    benchmark:
+        log_path("benchmarks", "evaluate", "{task}_{init}_run{run}.tsv")
     conda:
         "../envs/engine.yaml"
     threads: config["tasks"]["threads"]
     resources:
         gpu=TASK_GPU,
+        mem_mb=lambda wc: training_mem_mb(1),
     params:
         settings=lambda wc: stage_settings(wc, "evaluate"),
         run_dir=lambda wc, output: str(Path(output.metrics).parent),
@@ -110,24 +114,13 @@ use rule evaluate as evaluate_labels with:
         data=results_path("tasks", "{task}"),
         weights=rules.finetune_labels.output.weights,
     output:
-        metrics=results_path(
-            "finetune", "{task}", "{init}", "labels{pct}", "run{run}", "metrics.json"
-        ),
-        per_case=results_path(
-            "finetune", "{task}", "{init}", "labels{pct}", "run{run}", "per_case.csv"
-        ),
-        predictions=directory(
-            results_path(
-                "finetune",
-                "{task}",
-                "{init}",
-                "labels{pct}",
-                "run{run}",
-                "predictions",
-            )
-        ),
+        metrics=run_folder("metrics.json", sweep=True),
+        per_case=run_folder("per_case.csv", sweep=True),
+        predictions=directory(run_folder("predictions", sweep=True)),
     log:
         log_path("evaluate", "{task}_{init}_labels{pct}_run{run}.log"),
+    benchmark:
+        log_path("benchmarks", "evaluate", "{task}_{init}_labels{pct}_run{run}.tsv")
 
 
 localrules:

@@ -52,3 +52,33 @@ def test_validation_experiment_plans(tmp_path: Path) -> None:
     # 3 tasks x 2 inits x 10 runs at all labels; LCS 3 and BMS 2 fractions below 1.
     assert "finetune                      60" in output
     assert "finetune_labels              100" in output
+
+
+def _resources(output: str, rule: str) -> dict[str, str]:
+    block = output.split(f"rule {rule}:", 1)[1].split("\n\n", 1)[0]
+    line = next(line for line in block.splitlines() if "resources:" in line)
+    return dict(item.strip().split("=", 1) for item in line.split(":", 1)[1].split(","))
+
+
+def test_heavy_jobs_have_benchmarks_and_resources_from_the_settings(tmp_path: Path) -> None:
+    """Extraction, pretraining, fine-tuning and evaluation write a benchmark file, and their
+    memory and time come from the cube size, width and batch, not from a constant."""
+    from test_workflow import ROOT
+
+    def plan(override: str) -> str:
+        config = tmp_path / "c.yaml"
+        config.write_text(override)
+        result = dry_run(config, tmp_path)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-2000:]
+        return result.stdout + result.stderr
+
+    small = plan("model: {width: 8}\n")
+    for rule in ("extract_cubes", "pretrain", "finetune", "evaluate"):
+        block = small.split(f"rule {rule}:", 1)[1].split("\n\n", 1)[0]
+        assert "benchmark: results/logs/benchmarks/" in block, rule
+    wide = plan("model: {width: 16}\npretrain: {settings: {batch_size: 12}}\n")
+    assert int(_resources(wide, "pretrain")["mem_mb"]) > int(
+        _resources(small, "pretrain")["mem_mb"])
+    assert int(_resources(wide, "finetune")["runtime"]) >= int(
+        _resources(small, "finetune")["runtime"])
+    assert (ROOT / "Snakefile").read_text().count("wildcard_constraints:") == 1
