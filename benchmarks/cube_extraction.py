@@ -63,8 +63,9 @@ def list_tissue_score(window: np.ndarray, threshold: float, cube_depth: int) -> 
     return total
 
 
-def one_at_a_time(raw: np.ndarray, settings: CubeSettings, score: Callable[..., float],
-                  cubes: int) -> tuple[float, int]:
+def one_at_a_time(
+    raw: np.ndarray, settings: CubeSettings, score: Callable[..., float], cubes: int
+) -> tuple[float, int]:
     """The straightforward extractor: window the scan, draw a corner, score its window,
     keep it or not. Windowing is timed, as for the vectorised extractor.
     Returns cubes/s and the windows scored; stops after ``cubes`` cubes.
@@ -82,7 +83,7 @@ def one_at_a_time(raw: np.ndarray, settings: CubeSettings, score: Callable[..., 
     while len(kept) < cubes and tried < settings.attempts_per_cube * cubes:
         x, y, z = rng.integers(low, high + 1)
         tried += 1
-        window = scaled[x:x + wx, y:y + wy, z:z + wz]
+        window = scaled[x : x + wx, y : y + wy, z : z + wz]
         if score(window, settings.tissue_threshold, depth) <= limit:
             kept.append(window[:, :, :depth].astype(np.float16))
     return len(kept) / (time.process_time() - start), tried
@@ -90,8 +91,10 @@ def one_at_a_time(raw: np.ndarray, settings: CubeSettings, score: Callable[..., 
 
 def speed(raw: np.ndarray, reference_cubes: int, repeats: int) -> dict[str, float]:
     settings = CubeSettings(recipe="paper")
-    print(f"phantom {raw.shape}, {raw.nbytes / 2**20:.0f} MiB int16; "
-          f"{(raw < -500).mean():.0%} of voxels at or below -500 HU")
+    print(
+        f"phantom {raw.shape}, {raw.nbytes / 2**20:.0f} MiB int16; "
+        f"{(raw < -500).mean():.0%} of voxels at or below -500 HU"
+    )
     timings, produced = [], []
     for seed in range(repeats):
         data = raw.astype(np.float32)  # as the reader returns it; windowed in place
@@ -101,21 +104,30 @@ def speed(raw: np.ndarray, reference_cubes: int, repeats: int) -> dict[str, floa
         produced.append(len(result.cubes))
     # The median is robust to load spikes (cache and memory-bandwidth contention).
     fast = float(np.median(produced) / np.median(timings))
-    print(f"vectorised: {produced[0]} cubes per scan, median {np.median(timings) * 1e3:.0f} ms "
-          f"CPU per scan over {repeats} runs (windowing, integral image, sampling, float16 "
-          f"cubes) -> {fast:.1f} cubes/s")
+    print(
+        f"vectorised: {produced[0]} cubes per scan, median {np.median(timings) * 1e3:.0f} ms "
+        f"CPU per scan over {repeats} runs (windowing, integral image, sampling, float16 "
+        f"cubes) -> {fast:.1f} cubes/s"
+    )
     direct, n_direct = one_at_a_time(raw, settings, direct_tissue_score, 32)
-    print(f"per-window numpy filter (no integral image): {direct:.2f} cubes/s "
-          f"({n_direct} windows scored)")
+    print(
+        f"per-window numpy filter (no integral image): {direct:.2f} cubes/s "
+        f"({n_direct} windows scored)"
+    )
     loops, n_loops = one_at_a_time(raw, settings, reference_tissue_score, reference_cubes)
-    print(f"per-voxel Python loops over the array (reference): {loops:.3f} cubes/s "
-          f"({n_loops} windows scored)")
+    print(
+        f"per-voxel Python loops over the array (reference): {loops:.3f} cubes/s "
+        f"({n_loops} windows scored)"
+    )
     lists, n_lists = one_at_a_time(raw, settings, list_tissue_score, reference_cubes)
-    print(f"per-voxel Python loops over nested lists: {lists:.3f} cubes/s "
-          f"({n_lists} windows scored)")
-    print(f"speed-up of the vectorised extractor: {fast / loops:.0f}x vs the per-voxel "
-          f"reference, {fast / lists:.0f}x vs the list variant, {fast / direct:.1f}x vs "
-          "per-window numpy")
+    print(
+        f"per-voxel Python loops over nested lists: {lists:.3f} cubes/s ({n_lists} windows scored)"
+    )
+    print(
+        f"speed-up of the vectorised extractor: {fast / loops:.0f}x vs the per-voxel "
+        f"reference, {fast / lists:.0f}x vs the list variant, {fast / direct:.1f}x vs "
+        "per-window numpy"
+    )
     # Few windows pass (a body-heavy scan): the sampler tries up to 50 * N candidates. The
     # integral image costs the same; per-window scoring grows with the attempts.
     strict = replace(settings, tissue_fraction=0.02)
@@ -124,12 +136,18 @@ def speed(raw: np.ndarray, reference_cubes: int, repeats: int) -> dict[str, floa
     hard_fast = time.process_time() - start
     hard_rate, hard_tried = one_at_a_time(raw, strict, direct_tissue_score, 32)
     hard_slow = len(hard.cubes) / hard_rate if hard_rate else float("nan")
-    print(f"low acceptance (tissue_fraction 0.02): vectorised {len(hard.cubes)} cubes in "
-          f"{hard.attempts} attempts, {hard_fast * 1e3:.0f} ms CPU; per-window numpy "
-          f"{hard_tried} attempts, {hard_slow * 1e3:.0f} ms CPU "
-          f"({hard_slow / hard_fast:.1f}x)")
-    return {"vectorised": fast, "per_window_numpy": direct, "per_voxel_loops": loops,
-            "per_voxel_lists": lists}
+    print(
+        f"low acceptance (tissue_fraction 0.02): vectorised {len(hard.cubes)} cubes in "
+        f"{hard.attempts} attempts, {hard_fast * 1e3:.0f} ms CPU; per-window numpy "
+        f"{hard_tried} attempts, {hard_slow * 1e3:.0f} ms CPU "
+        f"({hard_slow / hard_fast:.1f}x)"
+    )
+    return {
+        "vectorised": fast,
+        "per_window_numpy": direct,
+        "per_voxel_loops": loops,
+        "per_voxel_lists": lists,
+    }
 
 
 def write_scans(folder: Path, raw: np.ndarray, count: int) -> None:
@@ -153,8 +171,9 @@ def peak_rss() -> int:
         for line in status.read_text(encoding="utf-8").splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin"
-                                                                 else 1024)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
+        1 if sys.platform == "darwin" else 1024
+    )
 
 
 def child(folder: Path, count: int, output: Path) -> None:
@@ -165,13 +184,23 @@ def child(folder: Path, count: int, output: Path) -> None:
     scans = [ScanInput(p, p.name) for p in sorted(folder.glob("*.mhd"))[:count]]
     tracemalloc.start()
     start = time.process_time()
-    summary = extract_to_shard(scans, output, split="train", modality="ct", seed=0,
-                               settings=CubeSettings(recipe="paper"))
+    summary = extract_to_shard(
+        scans, output, split="train", modality="ct", seed=0, settings=CubeSettings(recipe="paper")
+    )
     seconds = time.process_time() - start
     _, peak = tracemalloc.get_traced_memory()
     rss = peak_rss()
-    print(json.dumps({"scans": count, "cubes": summary.cubes, "seconds": seconds,
-                      "traced_peak": peak, "max_rss": rss}))
+    print(
+        json.dumps(
+            {
+                "scans": count,
+                "cubes": summary.cubes,
+                "seconds": seconds,
+                "traced_peak": peak,
+                "max_rss": rss,
+            }
+        )
+    )
 
 
 def memory(raw: np.ndarray, many: int) -> list[dict[str, float]]:
@@ -183,20 +212,31 @@ def memory(raw: np.ndarray, many: int) -> list[dict[str, float]]:
         scan_mib = raw.size * 4 / 2**20
         for count in (1, many):
             out = Path(tmp) / f"out{count}.npy"
-            line = subprocess.run([sys.executable, __file__, "--child", str(folder),
-                                   str(count), str(out)], check=True, capture_output=True,
-                                  text=True).stdout.strip().splitlines()[-1]
+            line = (
+                subprocess.run(
+                    [sys.executable, __file__, "--child", str(folder), str(count), str(out)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             record = json.loads(line)
             results.append(record)
-            print(f"{count:3d} scans: {record['cubes']:4d} cubes, {record['seconds']:.1f} CPU s, "
-                  f"shard {out.stat().st_size / 2**20:.0f} MiB, peak traced "
-                  f"{record['traced_peak'] / 2**20:.0f} MiB, max RSS "
-                  f"{record['max_rss'] / 2**20:.0f} MiB (one scan as float32: "
-                  f"{scan_mib:.0f} MiB)")
+            print(
+                f"{count:3d} scans: {record['cubes']:4d} cubes, {record['seconds']:.1f} CPU s, "
+                f"shard {out.stat().st_size / 2**20:.0f} MiB, peak traced "
+                f"{record['traced_peak'] / 2**20:.0f} MiB, max RSS "
+                f"{record['max_rss'] / 2**20:.0f} MiB (one scan as float32: "
+                f"{scan_mib:.0f} MiB)"
+            )
     one, more = results
     traced = more["traced_peak"] / one["traced_peak"]
-    print(f"peak memory {many} scans / 1 scan: traced {traced:.2f}, "
-          f"RSS {more['max_rss'] / one['max_rss']:.2f}")
+    print(
+        f"peak memory {many} scans / 1 scan: traced {traced:.2f}, "
+        f"RSS {more['max_rss'] / one['max_rss']:.2f}"
+    )
     return results
 
 
@@ -204,12 +244,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 128))
     parser.add_argument("--scans", type=int, default=20, help="scans for the memory run")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="times the vectorised extractor runs on the scan (seeds differ)")
-    parser.add_argument("--reference-cubes", type=int, default=32,
-                        help="cubes the per-voxel references produce (fewer: faster run)")
-    parser.add_argument("--child", nargs=3, metavar=("FOLDER", "COUNT", "OUT"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="times the vectorised extractor runs on the scan (seeds differ)",
+    )
+    parser.add_argument(
+        "--reference-cubes",
+        type=int,
+        default=32,
+        help="cubes the per-voxel references produce (fewer: faster run)",
+    )
+    parser.add_argument(
+        "--child", nargs=3, metavar=("FOLDER", "COUNT", "OUT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         child(Path(args.child[0]), int(args.child[1]), Path(args.child[2]))

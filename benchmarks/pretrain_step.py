@@ -58,17 +58,23 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def make_model(width: int, device: torch.device,
-               options: StepOptions) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+def make_model(
+    width: int, device: torch.device, options: StepOptions
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
     memory_format = torch.channels_last_3d if options.channels_last else torch.preserve_format
     model = UNet3D(width=width).to(device, memory_format=memory_format)
     return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
 
-def model_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                options: StepOptions, inputs: torch.Tensor, targets: torch.Tensor,
-                steps: int) -> Callable[[], None]:
+def model_steps(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    options: StepOptions,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    steps: int,
+) -> Callable[[], None]:
     """``steps`` training steps on tensors that are already prepared on the device."""
     device = inputs.device
     inputs = options.prepare(inputs)
@@ -86,26 +92,52 @@ def model_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return run
 
 
-def full_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               options: StepOptions, transform: Transform, dataset: CubeDataset,
-               batch: int, steps: int, workers: int, device: torch.device) -> Callable[[], None]:
+def full_steps(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    options: StepOptions,
+    transform: Transform,
+    dataset: CubeDataset,
+    batch: int,
+    steps: int,
+    workers: int,
+    device: torch.device,
+) -> Callable[[], None]:
     """One epoch of ``steps`` steps of the real training loop, data and transforms included."""
-    loader = train_loader(dataset, seed=0, local_batch=batch, ctx=DistContext(),
-                          num_workers=workers, pin_memory=device.type == "cuda")
+    loader = train_loader(
+        dataset,
+        seed=0,
+        local_batch=batch,
+        ctx=DistContext(),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
     epoch = 0
 
     def run() -> None:
         nonlocal epoch
         loader.sampler.set_epoch(epoch)
-        train_epoch(model, loader, optimizer, transform, epoch=epoch, seed=0, steps=steps,
-                    global_batch=batch, ctx=DistContext(), device=device, options=options)
+        train_epoch(
+            model,
+            loader,
+            optimizer,
+            transform,
+            epoch=epoch,
+            seed=0,
+            steps=steps,
+            global_batch=batch,
+            ctx=DistContext(),
+            device=device,
+            options=options,
+        )
         epoch += 1
 
     return run
 
 
-def alternate(runs: dict[str, Callable[[], None]], device: torch.device,
-              rounds: int) -> dict[str, float]:
+def alternate(
+    runs: dict[str, Callable[[], None]], device: torch.device, rounds: int
+) -> dict[str, float]:
     """Fastest of ``rounds`` timings of each run, the runs interleaved round by round."""
     for run in runs.values():  # warm-up: allocator, cuDNN autotuning, loader workers
         run()
@@ -120,8 +152,9 @@ def alternate(runs: dict[str, Callable[[], None]], device: torch.device,
     return best
 
 
-def transform_pairs_per_second(transform: Transform, cubes: torch.Tensor, per_cube: bool,
-                               repeats: int) -> float:
+def transform_pairs_per_second(
+    transform: Transform, cubes: torch.Tensor, per_cube: bool, repeats: int
+) -> float:
     """Transformed pairs per second, per cube with seeded generators or one batched call."""
     seeds = list(range(cubes.shape[0]))
 
@@ -134,9 +167,19 @@ def transform_pairs_per_second(transform: Transform, cubes: torch.Tensor, per_cu
     return cubes.shape[0] / timed(run, cubes.device, repeats)
 
 
-def measure(shape: tuple[int, int, int], width: int, batch: int, steps: int, workers: int,
-            device: torch.device, amp: str, channels_last: bool | None,
-            variant: str, folder: Path, rounds: int = 3) -> dict[str, Any]:
+def measure(
+    shape: tuple[int, int, int],
+    width: int,
+    batch: int,
+    steps: int,
+    workers: int,
+    device: torch.device,
+    amp: str,
+    channels_last: bool | None,
+    variant: str,
+    folder: Path,
+    rounds: int = 3,
+) -> dict[str, Any]:
     """All three measurements for one configuration, as a JSON-ready dict."""
     cl = device.type == "cuda" if channels_last is None else channels_last
     options = StepOptions(amp_dtype(amp, device), cl)
@@ -148,30 +191,45 @@ def measure(shape: tuple[int, int, int], width: int, batch: int, steps: int, wor
     cubes = torch.stack([dataset[i] for i in range(batch)]).to(device)
     inputs, targets = transform_cubes(transform, cubes, list(range(batch)))
     model, optimizer = make_model(width, device, options)
-    best = alternate({
-        "model": model_steps(model, optimizer, options, inputs, targets, steps),
-        "full": full_steps(model, optimizer, options, transform, dataset, batch, steps,
-                           workers, device),
-    }, device, rounds)
+    best = alternate(
+        {
+            "model": model_steps(model, optimizer, options, inputs, targets, steps),
+            "full": full_steps(
+                model, optimizer, options, transform, dataset, batch, steps, workers, device
+            ),
+        },
+        device,
+        rounds,
+    )
     model_s, full_s = best["model"] / steps, best["full"] / steps
     per_cube = transform_pairs_per_second(transform, cubes, True, max(2, steps // 4))
     batched = transform_pairs_per_second(transform, cubes, False, max(2, steps // 4))
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(), "shape": list(shape), "width": width,
-        "batch": batch, "steps": steps, "rounds": rounds, "num_workers": workers,
+        "threads": torch.get_num_threads(),
+        "shape": list(shape),
+        "width": width,
+        "batch": batch,
+        "steps": steps,
+        "rounds": rounds,
+        "num_workers": workers,
         "variant": variant,
-        "amp": "bf16" if options.amp_dtype == torch.bfloat16 else "fp32", "channels_last": cl,
-        "model_step_s": model_s, "full_step_s": full_s, "full_over_model": full_s / model_s,
-        "model_pairs_per_s": batch / model_s, "full_pairs_per_s": batch / full_s,
+        "amp": "bf16" if options.amp_dtype == torch.bfloat16 else "fp32",
+        "channels_last": cl,
+        "model_step_s": model_s,
+        "full_step_s": full_s,
+        "full_over_model": full_s / model_s,
+        "model_pairs_per_s": batch / model_s,
+        "full_pairs_per_s": batch / full_s,
         "transform_pairs_per_s_per_cube": per_cube,
         "transform_pairs_per_s_batched": batched,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shape", type=int, nargs=3, default=[32, 32, 16])
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--batch", type=int, default=6)
@@ -186,17 +244,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
-        result = measure(tuple(args.shape), args.width, args.batch, args.steps, args.workers,
-                         torch.device(args.device), args.amp, None, args.variant, Path(folder),
-                         args.rounds)
-    print(f"{result['device']}, {result['threads']} thread(s), width {args.width}, "
-          f"batch {args.batch}, cubes {'x'.join(map(str, args.shape))}, "
-          f"best of {args.rounds} rounds of {args.steps} steps")
+        result = measure(
+            tuple(args.shape),
+            args.width,
+            args.batch,
+            args.steps,
+            args.workers,
+            torch.device(args.device),
+            args.amp,
+            None,
+            args.variant,
+            Path(folder),
+            args.rounds,
+        )
+    print(
+        f"{result['device']}, {result['threads']} thread(s), width {args.width}, "
+        f"batch {args.batch}, cubes {'x'.join(map(str, args.shape))}, "
+        f"best of {args.rounds} rounds of {args.steps} steps"
+    )
     print(f"model step (ready tensors): {result['model_step_s'] * 1e3:9.1f} ms")
     print(f"full step (loader+transforms): {result['full_step_s'] * 1e3:6.1f} ms")
     print(f"full / model: {result['full_over_model']:.3f}  (goal <= 1.10)")
-    print(f"transforms: {result['transform_pairs_per_s_per_cube']:.1f} pairs/s per cube, "
-          f"{result['transform_pairs_per_s_batched']:.1f} pairs/s batched")
+    print(
+        f"transforms: {result['transform_pairs_per_s_per_cube']:.1f} pairs/s per cube, "
+        f"{result['transform_pairs_per_s_batched']:.1f} pairs/s batched"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

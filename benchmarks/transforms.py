@@ -44,10 +44,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=6, help="cubes per batch (release: 6)")
     parser.add_argument("--repeats", type=int, default=30, help="timed rounds")
-    parser.add_argument("--size", type=int, nargs=3, default=(64, 64, 32),
-                        metavar=("X", "Y", "Z"), help="cube size")
-    parser.add_argument("--device", default=None,
-                        help="extra device to time, e.g. cuda (default: cuda if available)")
+    parser.add_argument(
+        "--size", type=int, nargs=3, default=(64, 64, 32), metavar=("X", "Y", "Z"), help="cube size"
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="extra device to time, e.g. cuda (default: cuda if available)",
+    )
     parser.add_argument("--gpu-batch", type=int, default=32, help="batch size on the GPU")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -62,8 +66,12 @@ def smooth_cubes(n: int, size: tuple[int, int, int], seed: int) -> torch.Tensor:
     return ((cubes - low) / (high - low)).contiguous()
 
 
-def time_batched(transform: GenesisTransform, cubes: torch.Tensor,
-                 generator: torch.Generator, clock: Clock = time.process_time) -> float:
+def time_batched(
+    transform: GenesisTransform,
+    cubes: torch.Tensor,
+    generator: torch.Generator,
+    clock: Clock = time.process_time,
+) -> float:
     """Seconds for one batch."""
     if cubes.is_cuda:
         torch.cuda.synchronize()
@@ -82,8 +90,9 @@ def time_oracle(cubes: np.ndarray, rng: np.random.Generator) -> float:
     return time.process_time() - start
 
 
-def stage_times(transform: GenesisTransform, cubes: torch.Tensor,
-                generator: torch.Generator) -> dict[str, float]:
+def stage_times(
+    transform: GenesisTransform, cubes: torch.Tensor, generator: torch.Generator
+) -> dict[str, float]:
     """CPU seconds of each step of one batch: where the batched time goes. The steps run
     as in ``GenesisTransform.apply``: in place on one working copy, made with the flip."""
     times: dict[str, float] = {}
@@ -131,14 +140,20 @@ def main(argv: list[str] | None = None) -> int:
     ours = args.batch * args.repeats / sum(batched)
     theirs = args.batch * args.repeats / sum(reference)
     ratios = [r / b for r, b in zip(reference, batched, strict=True)]
-    print(f"cube {size[0]}x{size[1]}x{size[2]}, batch {args.batch}, {args.repeats} rounds, "
-          f"torch {torch.__version__}, 1 CPU thread")
+    print(
+        f"cube {size[0]}x{size[1]}x{size[2]}, batch {args.batch}, {args.repeats} rounds, "
+        f"torch {torch.__version__}, 1 CPU thread"
+    )
     print(f"batched torch (CPU): {ours:8.1f} pairs per CPU second")
     print(f"NumPy oracle  (CPU): {theirs:8.1f} pairs per CPU second")
-    print(f"speed-up per core:   {ours / theirs:8.1f}x (per-round ratios: median "
-          f"{statistics.median(ratios):.1f}x, range {min(ratios):.1f}-{max(ratios):.1f}x)")
-    parts = ", ".join(f"{name} {1000 * sum(s[name] for s in stages) / len(stages) / args.batch:.2f}"
-                      for name in stages[0])
+    print(
+        f"speed-up per core:   {ours / theirs:8.1f}x (per-round ratios: median "
+        f"{statistics.median(ratios):.1f}x, range {min(ratios):.1f}-{max(ratios):.1f}x)"
+    )
+    parts = ", ".join(
+        f"{name} {1000 * sum(s[name] for s in stages) / len(stages) / args.batch:.2f}"
+        for name in stages[0]
+    )
     print(f"batched CPU ms per pair (mean, rates included): {parts}")
     device = args.device or ("cuda" if torch.cuda.is_available() else None)
     if device and device != "cpu":
@@ -146,18 +161,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report_device(transform: GenesisTransform, device: str, batch: int,
-                  size: tuple[int, int, int], args: argparse.Namespace) -> None:
+def report_device(
+    transform: GenesisTransform,
+    device: str,
+    batch: int,
+    size: tuple[int, int, int],
+    args: argparse.Namespace,
+) -> None:
     """Pairs/s on an accelerator, with a generator on that device (no host transfers)."""
     cubes = smooth_cubes(batch, size, args.seed).to(device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     for _ in range(2):
         time_batched(transform, cubes, generator, time.perf_counter)
-    seconds = [time_batched(transform, cubes, generator, time.perf_counter)
-               for _ in range(args.repeats)]
+    seconds = [
+        time_batched(transform, cubes, generator, time.perf_counter) for _ in range(args.repeats)
+    ]
     name = torch.cuda.get_device_name() if device.startswith("cuda") else device
-    print(f"batched torch ({name}, batch {batch}): "
-          f"{batch / statistics.median(seconds):8.1f} pairs/s")
+    print(
+        f"batched torch ({name}, batch {batch}): {batch / statistics.median(seconds):8.1f} pairs/s"
+    )
 
 
 if __name__ == "__main__":

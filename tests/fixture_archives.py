@@ -6,8 +6,9 @@ import io
 import tarfile
 
 
-def tar_bytes(entries: dict[str, bytes], links: dict[str, tuple[bytes, str]] | None = None,
-              mode: str = "w") -> bytes:
+def tar_bytes(
+    entries: dict[str, bytes], links: dict[str, tuple[bytes, str]] | None = None, mode: str = "w"
+) -> bytes:
     """A tar holding ``entries`` (name -> content) and ``links`` (name -> (type, target))."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode=mode) as bundle:

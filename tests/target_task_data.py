@@ -36,8 +36,9 @@ def make_ncc_task(root: Path, seed: int = 0, counts: tuple[int, int, int] = (16,
     task_dir.mkdir(parents=True)
     row = 0
     for split, n in zip(("train", "val", "test"), counts, strict=True):
-        size = tuple(c + 2 * s for c, s in zip(CUBE, SHIFT, strict=True)) if split == "train" \
-            else CUBE
+        size = (
+            tuple(c + 2 * s for c, s in zip(CUBE, SHIFT, strict=True)) if split == "train" else CUBE
+        )
         labels = (np.arange(n) % 2).astype(np.uint8)
         cubes = 0.3 * rng.random((n, *size))
         centre = np.asarray(size) / 2 - 0.5
@@ -45,16 +46,27 @@ def make_ncc_task(root: Path, seed: int = 0, counts: tuple[int, int, int] = (16,
         np.save(ncc_cubes_path(task_dir, split), cubes.astype(np.float16))
         candidates = np.arange(row, row + n, dtype=np.int64) * 7  # arbitrary CSV rows
         row += n
-        np.savez(ncc_arrays_path(task_dir, split), labels=labels, candidate=candidates,
-                 voxel=np.zeros((n, 3), np.int64))
-    write_json(task_dir / PREPARE_JSON, {"task": "ncc", "settings": {
-        "cube_size": list(CUBE), "max_shift": list(SHIFT)}})
+        np.savez(
+            ncc_arrays_path(task_dir, split),
+            labels=labels,
+            candidate=candidates,
+            voxel=np.zeros((n, 3), np.int64),
+        )
+    write_json(
+        task_dir / PREPARE_JSON,
+        {"task": "ncc", "settings": {"cube_size": list(CUBE), "max_shift": list(SHIFT)}},
+    )
     return task_dir
 
 
-def make_seg_task(root: Path, task: str = "lcs", seed: int = 0, n_cases: int = 7,
-                  shape: tuple[int, int, int] = (24, 22, 12),
-                  inplane_size: int | None = None) -> Path:
+def make_seg_task(
+    root: Path,
+    task: str = "lcs",
+    seed: int = 0,
+    n_cases: int = 7,
+    shape: tuple[int, int, int] = (24, 22, 12),
+    inplane_size: int | None = None,
+) -> Path:
     """Source NIfTI volumes with one bright ellipsoid each, prepared like LCS/BMS.
 
     Cases 0-3 train, 4-5 validation, the rest test.
@@ -70,24 +82,32 @@ def make_seg_task(root: Path, task: str = "lcs", seed: int = 0, n_cases: int = 7
         name = f"case_{k:02d}"
         paths = source / f"{name}.nii.gz", source / f"{name}_label.nii.gz"
         for path, data in zip(paths, (image.astype(np.float32), label), strict=True):
-            save_nifti(path, data, spacing=SOURCE_SPACING, origin=SOURCE_ORIGIN,
-                       direction=SOURCE_DIRECTION)
+            save_nifti(
+                path, data, spacing=SOURCE_SPACING, origin=SOURCE_ORIGIN, direction=SOURCE_DIRECTION
+            )
         cases.append(SourceCase(name, *paths))
         assignment[name] = "train" if k < 4 else "val" if k < 6 else "test"
-    prep = Preprocessing(normalise=lambda data, path: np.clip(data, 0.0, 1.0),
-                         allowed_labels=(0, 1), inplane_size=inplane_size)
+    prep = Preprocessing(
+        normalise=lambda data, path: np.clip(data, 0.0, 1.0),
+        allowed_labels=(0, 1),
+        inplane_size=inplane_size,
+    )
     task_dir = root / task
     task_dir.mkdir()
-    prepare_cases(task, cases, assignment, task_dir, prep, skip_bad=False,
-                  summary={"task": task})
+    prepare_cases(task, cases, assignment, task_dir, prep, skip_bad=False, summary={"task": task})
     return task_dir
 
 
 def tiny_settings(**overrides: object) -> dict[str, object]:
     """Fine-tuning settings for a width-2 model on 16x16x8 cubes, two short epochs."""
     settings: dict[str, object] = {
-        "width": 2, "hidden": 8, "cube_size": list(CUBE), "batch_size": 4,
-        "steps_per_epoch": 2, "max_epochs": 2, "patches_per_case": 2,
+        "width": 2,
+        "hidden": 8,
+        "cube_size": list(CUBE),
+        "batch_size": 4,
+        "steps_per_epoch": 2,
+        "max_epochs": 2,
+        "patches_per_case": 2,
         "val_patches_per_case": 2,
     }
     settings.update(overrides)

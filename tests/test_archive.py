@@ -29,8 +29,12 @@ def write_zip(path: Path, entries: dict[str, bytes], modes: dict[str, int] | Non
     return path
 
 
-def write_tar(path: Path, entries: dict[str, bytes],
-              links: dict[str, tuple[bytes, str]] | None = None, mode: str = "w") -> Path:
+def write_tar(
+    path: Path,
+    entries: dict[str, bytes],
+    links: dict[str, tuple[bytes, str]] | None = None,
+    mode: str = "w",
+) -> Path:
     path.write_bytes(tar_bytes(entries, links, mode))
     return path
 
@@ -44,12 +48,12 @@ def test_tar_and_zip_extract(tmp_path: Path, mode: str) -> None:
         assert (root / "top" / "sub" / "b.txt").read_bytes() == b"bb"
 
 
-@pytest.mark.parametrize("name", ["../escape.txt", "/abs.txt", "a/../../escape.txt",
-                                  "C:/windows.txt"])
+@pytest.mark.parametrize(
+    "name", ["../escape.txt", "/abs.txt", "a/../../escape.txt", "C:/windows.txt"]
+)
 def test_escaping_names_are_refused_before_writing(tmp_path: Path, name: str) -> None:
     entries = {"first.txt": b"ok", name: b"evil"}
-    for archive in (write_zip(tmp_path / "x.zip", entries),
-                    write_tar(tmp_path / "x.tar", entries)):
+    for archive in (write_zip(tmp_path / "x.zip", entries), write_tar(tmp_path / "x.tar", entries)):
         destination = tmp_path / f"out_{archive.suffix[1:]}"
         with pytest.raises(InputError, match=f"refusing entry {name!r}"):
             extract_archive(archive, destination)
@@ -74,8 +78,11 @@ def test_links_and_devices_are_refused(tmp_path: Path) -> None:
 
 
 def test_macos_junk_is_skipped(tmp_path: Path) -> None:
-    entries = {"T/imagesTr/x.nii.gz": b"x", "T/imagesTr/._x.nii.gz": b"apple",
-               "__MACOSX/T/._x": b"apple"}
+    entries = {
+        "T/imagesTr/x.nii.gz": b"x",
+        "T/imagesTr/._x.nii.gz": b"apple",
+        "__MACOSX/T/._x": b"apple",
+    }
     extract_archive(write_zip(tmp_path / "j.zip", entries), tmp_path / "z")
     extract_archive(write_tar(tmp_path / "j.tar", entries), tmp_path / "t")
     for root in (tmp_path / "z", tmp_path / "t"):

@@ -18,13 +18,24 @@ REPO = Path(__file__).resolve().parents[1]
 def test_device_check_runs_every_step_in_smoke_mode(tmp_path: Path) -> None:
     """The prepared GPU check must not rot while no GPU is lent: its CPU smoke mode runs
     the same steps at tiny sizes (the CUDA test skips) and writes every log and the JSON."""
-    env = {**os.environ, "DEVICE_CHECK_SMOKE": "1", "OUT": str(tmp_path),
-           "PYTHON": sys.executable}
-    result = subprocess.run(["bash", "benchmarks/device_check.sh"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=600, check=False)
+    env = {**os.environ, "DEVICE_CHECK_SMOKE": "1", "OUT": str(tmp_path), "PYTHON": sys.executable}
+    result = subprocess.run(
+        ["bash", "benchmarks/device_check.sh"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "device.log", "gpu_pretrain.json", "gpu_pretrain.log", "tests.log", "transforms.log"]
+        "device.log",
+        "gpu_pretrain.json",
+        "gpu_pretrain.log",
+        "tests.log",
+        "transforms.log",
+    ]
     assert "passed" in (tmp_path / "tests.log").read_text(encoding="utf-8")
     record = json.loads((tmp_path / "gpu_pretrain.json").read_text(encoding="utf-8"))
     assert sorted(record["bf16_over_fp32"]) == ["2", "4"]

@@ -31,8 +31,9 @@ def test_round_trip_and_previous_kept(tmp_path: Path) -> None:
     save_checkpoint(path, {"epoch": 2, "weights": torch.zeros(3)})
     assert load_checkpoint(path)["epoch"] == 2
     assert torch.load(previous_path(path), weights_only=True)["epoch"] == 1
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name not in {"checkpoint.pt",
-                                                                       "checkpoint.pt.prev"}]
+    leftovers = [
+        p.name for p in tmp_path.iterdir() if p.name not in {"checkpoint.pt", "checkpoint.pt.prev"}
+    ]
     assert leftovers == []
 
 
@@ -45,8 +46,9 @@ def test_failed_save_keeps_old_latest(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
 
 
-def test_corrupt_latest_falls_back_to_previous(tmp_path: Path,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_latest_falls_back_to_previous(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"epoch": 1})
     save_checkpoint(path, {"epoch": 2})
@@ -80,8 +82,13 @@ def test_rng_state_round_trip_through_file(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "c.pt", {"rng": rng_state(gens)})
 
     def draw() -> list[float]:
-        return [torch.rand(1, generator=torch_gen).item(), numpy_gen.random(),
-                torch.rand(1).item(), np.random.rand(), random.random()]
+        return [
+            torch.rand(1, generator=torch_gen).item(),
+            numpy_gen.random(),
+            torch.rand(1).item(),
+            np.random.rand(),
+            random.random(),
+        ]
 
     first = draw()
     restore_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"], gens)

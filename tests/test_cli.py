@@ -25,25 +25,33 @@ def test_every_stage_has_a_subcommand_with_help() -> None:
 
 
 def test_help_does_not_import_torch() -> None:
-    code = "import sys; from genesis.cli import build_parser; build_parser(); " \
-           "print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+    code = (
+        "import sys; from genesis.cli import build_parser; build_parser(); "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["synth", "liver", "--output", "x", "--settings", '{"cases": "many"}'],
-         "cases must be an integer"),
+        (
+            ["synth", "liver", "--output", "x", "--settings", '{"cases": "many"}'],
+            "cases must be an integer",
+        ),
         (["synth", "liver", "--output", "x", "--settings", "{not json"], "not valid JSON"),
-        (["cubes", "--inputs", "missing-folder", "--output", "c.npy", "--split", "train"],
-         "missing-folder"),
+        (
+            ["cubes", "--inputs", "missing-folder", "--output", "c.npy", "--split", "train"],
+            "missing-folder",
+        ),
     ],
 )
-def test_bad_input_is_one_line_without_traceback(tmp_path: Path, argv: list[str],
-                                                 message: str) -> None:
+def test_bad_input_is_one_line_without_traceback(
+    tmp_path: Path, argv: list[str], message: str
+) -> None:
     result = subprocess.run([GENESIS, *argv], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr

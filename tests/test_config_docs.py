@@ -87,8 +87,9 @@ class Section:
     stage: str | None
 
 
-def resolve(node: dict[str, Any], doc: str, docs: Mapping[str, Any]
-            ) -> tuple[dict[str, Any], str, str | None]:
+def resolve(
+    node: dict[str, Any], doc: str, docs: Mapping[str, Any]
+) -> tuple[dict[str, Any], str, str | None]:
     """Follow ``$ref``s; return the merged node, its document and its stage section name."""
     stage = None
     while "$ref" in node:
@@ -214,17 +215,20 @@ def is_mapping(schema: Mapping[str, Any]) -> bool:
 
 def test_stage_schema_is_current() -> None:
     assert STAGES_SCHEMA.read_text() == render(), (
-        "config/stages.schema.yaml is stale: run `python -m genesis.settings_schema`")
+        "config/stages.schema.yaml is stale: run `python -m genesis.settings_schema`"
+    )
 
 
 def test_every_schema_section_has_a_readme_heading() -> None:
     assert set(SECTIONS) == set(HEADINGS), (
         "map each schema section to its README heading in HEADINGS: "
         f"unmapped {sorted(set(SECTIONS) - set(HEADINGS))}, "
-        f"stale {sorted(set(HEADINGS) - set(SECTIONS))}")
+        f"stale {sorted(set(HEADINGS) - set(SECTIONS))}"
+    )
     reached = {section.stage for section in SECTIONS.values()} - {None}
     assert reached == set(STAGES), (
-        f"stage sections not used by config/schema.yaml: {sorted(set(STAGES) - reached)}")
+        f"stage sections not used by config/schema.yaml: {sorted(set(STAGES) - reached)}"
+    )
     missing = sorted(set(HEADINGS.values()) - set(readme_sections()))
     assert not missing, f"config/README.md lacks heading(s) {missing}"
 
@@ -240,14 +244,16 @@ def test_every_key_is_documented_in_its_section(path: str) -> None:
         assert f"`{key}`" in body, f"{where}: `{key}` ({path or 'top level'}) is undocumented"
         if not is_mapping(schema):
             assert key in rows, (
-                f"{where}: `{key}` needs a table row (key, type, default, demo, paper, meaning)")
+                f"{where}: `{key}` needs a table row (key, type, default, demo, paper, meaning)"
+            )
     if section.stage:
         for key in STAGES[section.stage][1]:
             assert f"`{key}`" in body, f"{where}: say that `{key}` is filled in by the workflow"
 
 
-def check_row(heading: str, row: dict[str, str], paths: list[str],
-              configs: Mapping[str, Mapping[str, Any]]) -> None:
+def check_row(
+    heading: str, row: dict[str, str], paths: list[str], configs: Mapping[str, Mapping[str, Any]]
+) -> None:
     """One documented key: it exists, and its default / demo / paper cells are true."""
     assert {"type", "demo", "paper", "meaning"} <= set(row), f"{heading}: columns {list(row)}"
     match = re.fullmatch(r"`(\w+)`", row["key"])
@@ -263,31 +269,39 @@ def check_row(heading: str, row: dict[str, str], paths: list[str],
         for path in where:
             if task and not path.endswith(f".{task}.finetune"):
                 continue
-            expected = task_default(path, key) if task else \
-                documented_default(SECTIONS[path].properties[key])
+            expected = (
+                task_default(path, key)
+                if task
+                else documented_default(SECTIONS[path].properties[key])
+            )
             assert cell_value(row[column]) == expected, (
                 f"{heading}: `{key}` {column} is documented as {row[column]!r}, "
-                f"but {path} has {expected!r}")
+                f"but {path} has {expected!r}"
+            )
     for column, config in configs.items():
         documented = cell_value(row[column])
-        differing = {path: value for path in where
-                     if (value := config_value(config, path, key)) is not MISSING
-                     and value != task_default(path, key)}
+        differing = {
+            path: value
+            for path in where
+            if (value := config_value(config, path, key)) is not MISSING
+            and value != task_default(path, key)
+        }
         values = list(differing.values())
         if not differing:
             assert documented is MISSING, (
-                f"{heading}: `{key}` {column} cell should be empty (the file keeps the default)")
+                f"{heading}: `{key}` {column} cell should be empty (the file keeps the default)"
+            )
         elif len(differing) == len(where) and all(v == values[0] for v in values):
             assert documented == values[0], (
-                f"{heading}: `{key}` {column} cell is {row[column]!r}, the file has {values[0]!r}")
+                f"{heading}: `{key}` {column} cell is {row[column]!r}, the file has {values[0]!r}"
+            )
         else:
             assert documented is not MISSING, f"{heading}: `{key}` differs in {column}"
 
 
 @pytest.mark.parametrize("heading", sorted(set(HEADINGS.values())))
 def test_documented_values_match_schema_engine_and_configs(heading: str) -> None:
-    configs = {"demo": load_yaml(CONFIG / "config.yaml"),
-               "paper": load_yaml(CONFIG / "paper.yaml")}
+    configs = {"demo": load_yaml(CONFIG / "config.yaml"), "paper": load_yaml(CONFIG / "paper.yaml")}
     for row in table_rows(readme_sections()[heading]):
         if "key" in row:
             check_row(heading, row, paths_of(heading), configs)
@@ -331,7 +345,6 @@ def schema_files_parsed_once() -> Iterator[None]:
 
     with mock.patch.object(snakemake.utils, "_load_configfile", load):
         yield
-
 
 
 def documented_default(prop: dict[str, Any]) -> Any:
@@ -383,16 +396,25 @@ def leaves(config: Mapping[str, Any], path: str = "") -> list[tuple[str, str, An
 def test_paper_config_leaves_no_demo_value_in_place() -> None:
     """Every demo value paper.yaml does not restate must be the default anyway."""
     demo, paper = load_yaml(CONFIG / "config.yaml"), load_yaml(CONFIG / "paper.yaml")
-    inherited = [f"{path}.{key}: {value!r}" for path, key, value in leaves(demo)
-                 if not path.startswith("data.synthetic")  # unused with data.source: real
-                 and config_value(paper, path, key) is MISSING
-                 and value != task_default(path, key)]
+    inherited = [
+        f"{path}.{key}: {value!r}"
+        for path, key, value in leaves(demo)
+        if not path.startswith("data.synthetic")  # unused with data.source: real
+        and config_value(paper, path, key) is MISSING
+        and value != task_default(path, key)
+    ]
     assert not inherited, f"--configfile config/paper.yaml keeps demo values {inherited}"
 
 
-@pytest.mark.parametrize("name,path", [
-    (name, path) for name in ("demo", "paper") for path in sorted(SECTIONS)
-    if SECTIONS[path].stage])
+@pytest.mark.parametrize(
+    "name,path",
+    [
+        (name, path)
+        for name in ("demo", "paper")
+        for path in sorted(SECTIONS)
+        if SECTIONS[path].stage
+    ],
+)
 def test_schema_defaults_do_not_change_engine_settings(name: str, path: str) -> None:
     """Validation writes schema defaults into the config; the engine must see no change."""
     raw, filled = merged(*CONFIGS[name]), validated(name)

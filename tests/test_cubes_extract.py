@@ -20,8 +20,9 @@ from genesis.errors import InputError
 from genesis.io import save_metaimage, save_nifti
 
 TINY = {"cube_size": [8, 8, 4], "border": [2, 2, 1], "min_slices": 9, "cubes_per_scan": 4}
-SETTINGS = CubeSettings(recipe="paper", cube_size=(8, 8, 4), border=(2, 2, 1), min_slices=9,
-                        cubes_per_scan=4)
+SETTINGS = CubeSettings(
+    recipe="paper", cube_size=(8, 8, 4), border=(2, 2, 1), min_slices=9, cubes_per_scan=4
+)
 SPACING = (0.8, 0.8, 2.0)
 
 
@@ -29,7 +30,7 @@ def chest(seed: int, shape: tuple[int, int, int] = (28, 24, 16)) -> np.ndarray:
     """Lung (about -850 HU) with a block of soft tissue, as float32 HU."""
     rng = np.random.default_rng(seed)
     hu = np.full(shape, -850.0, np.float32)
-    hu[shape[0] // 2:, :, :] = 40.0
+    hu[shape[0] // 2 :, :, :] = 40.0
     return np.round(hu + rng.normal(0, 60, shape)).astype(np.float32)
 
 
@@ -44,10 +45,16 @@ def write_dicom(folder: Path, hu: np.ndarray) -> None:
         position = (0.0, 0.0, z * SPACING[2])
         image.SetSpacing(SPACING)
         image.SetOrigin(position)
-        tags = {"0008|0060": "CT", "0020|000d": f"{uid}.0", "0020|000e": uid,
-                "0008|0018": f"{uid}.{z + 1}", "0020|0013": str(z + 1),
-                "0020|0032": "\\".join(f"{v:.4f}" for v in position),
-                "0020|0037": "1\\0\\0\\0\\1\\0", "0028|0030": f"{SPACING[1]}\\{SPACING[0]}"}
+        tags = {
+            "0008|0060": "CT",
+            "0020|000d": f"{uid}.0",
+            "0020|000e": uid,
+            "0008|0018": f"{uid}.{z + 1}",
+            "0020|0013": str(z + 1),
+            "0020|0032": "\\".join(f"{v:.4f}" for v in position),
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0028|0030": f"{SPACING[1]}\\{SPACING[0]}",
+        }
         for key, value in tags.items():
             image.SetMetaData(key, value)
         writer.SetFileName(str(folder / f"IM{z:04d}"))  # no suffix: found by the DICM preamble
@@ -59,8 +66,12 @@ def subset(tmp_path: Path) -> Path:
     folder = tmp_path / "subset0"
     folder.mkdir()
     for k in range(3):
-        save_metaimage(folder / f"1.2.{k}.mhd", chest(k).astype(np.int16), spacing=SPACING,
-                       origin=(0.0, 0.0, 0.0))
+        save_metaimage(
+            folder / f"1.2.{k}.mhd",
+            chest(k).astype(np.int16),
+            spacing=SPACING,
+            origin=(0.0, 0.0, 0.0),
+        )
     return folder
 
 
@@ -75,8 +86,20 @@ def test_shard_and_manifest_round_trip(subset: Path, tmp_path: Path) -> None:
     shard = open_shard(output)
     rows = read_manifest(output.with_suffix(".csv"))
     assert shard.dtype == np.float16 and shard.shape == (12, 8, 8, 4)
-    assert list(rows[0]) == ["index", "source", "split", "x", "y", "z", "scale", "status",
-                             "reason", "modality", "border", "min_slices"]
+    assert list(rows[0]) == [
+        "index",
+        "source",
+        "split",
+        "x",
+        "y",
+        "z",
+        "scale",
+        "status",
+        "reason",
+        "modality",
+        "border",
+        "min_slices",
+    ]
     assert {(r["modality"], r["border"], r["min_slices"]) for r in rows} == {("ct", "2/2/1", "9")}
     assert [int(r["index"]) for r in rows] == list(range(12))
     assert {r["source"] for r in rows} == {f"subset0/1.2.{k}.mhd" for k in range(3)}
@@ -85,9 +108,10 @@ def test_shard_and_manifest_round_trip(subset: Path, tmp_path: Path) -> None:
     for row in rows:
         scan = ct_window(chest(int(row["source"][-5])))
         x, y, z = int(row["x"]), int(row["y"]), int(row["z"])
-        np.testing.assert_array_equal(shard[int(row["index"])],
-                                      scan[x:x + 8, y:y + 8, z:z + 4].astype(np.float16))
-        window = scan[x:x + 8, y:y + 8, z:z + 7]
+        np.testing.assert_array_equal(
+            shard[int(row["index"])], scan[x : x + 8, y : y + 8, z : z + 4].astype(np.float16)
+        )
+        window = scan[x : x + 8, y : y + 8, z : z + 7]
         assert reference_tissue_score(window, SETTINGS.tissue_threshold, 4) <= limit
     assert not [p for p in output.parent.iterdir() if p.name.startswith(".")]
 
@@ -102,8 +126,9 @@ def test_same_seed_same_bytes_and_scans_are_independent(subset: Path, tmp_path: 
     # A scan's cubes do not depend on the other scans in the shard.
     (subset / "1.2.0.mhd").unlink()
     run([subset], tmp_path / "d.npy")
-    np.testing.assert_array_equal(open_shard(tmp_path / "d.npy"),
-                                  open_shard(tmp_path / "a.npy")[4:])
+    np.testing.assert_array_equal(
+        open_shard(tmp_path / "d.npy"), open_shard(tmp_path / "a.npy")[4:]
+    )
 
 
 def test_mixed_folder(tmp_path: Path) -> None:
@@ -112,21 +137,44 @@ def test_mixed_folder(tmp_path: Path) -> None:
     save_metaimage(mixed / "a_scan.mhd", chest(10), spacing=SPACING, origin=(0.0, 0.0, 0.0))
     save_nifti(mixed / "b_scan.nii.gz", chest(11), spacing=SPACING, origin=(0.0, 0.0, 0.0))
     write_dicom(mixed / "c_series", chest(12))
-    save_nifti(mixed / "d_small.nii", chest(13, (28, 24, 6)), spacing=SPACING,
-               origin=(0.0, 0.0, 0.0))
+    save_nifti(
+        mixed / "d_small.nii", chest(13, (28, 24, 6)), spacing=SPACING, origin=(0.0, 0.0, 0.0)
+    )
     (mixed / "notes.txt").write_text("not a scan")
     (mixed / "labelsTr").mkdir()
-    save_nifti(mixed / "labelsTr" / "a_label.nii.gz", np.zeros((28, 24, 16), np.uint8),
-               spacing=SPACING, origin=(0.0, 0.0, 0.0))
+    save_nifti(
+        mixed / "labelsTr" / "a_label.nii.gz",
+        np.zeros((28, 24, 16), np.uint8),
+        spacing=SPACING,
+        origin=(0.0, 0.0, 0.0),
+    )
     output = tmp_path / "own_train.npy"
-    assert main(["cubes", "--inputs", str(mixed), "--output", str(output), "--modality",
-                 "auto", "--settings", json.dumps(TINY)]) == 0
+    assert (
+        main(
+            [
+                "cubes",
+                "--inputs",
+                str(mixed),
+                "--output",
+                str(output),
+                "--modality",
+                "auto",
+                "--settings",
+                json.dumps(TINY),
+            ]
+        )
+        == 0
+    )
     rows = read_manifest(output.with_suffix(".csv"))
     by_source: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         by_source.setdefault(row["source"], []).append(row)
-    assert list(by_source) == ["mine/a_scan.mhd", "mine/b_scan.nii.gz", "mine/c_series",
-                               "mine/d_small.nii"]
+    assert list(by_source) == [
+        "mine/a_scan.mhd",
+        "mine/b_scan.nii.gz",
+        "mine/c_series",
+        "mine/d_small.nii",
+    ]
     assert all(len(by_source[s]) == 4 for s in list(by_source)[:3])
     [small] = by_source["mine/d_small.nii"]  # recipe auto: only a window that does not fit
     assert small["status"] == "skipped"
@@ -136,8 +184,9 @@ def test_mixed_folder(tmp_path: Path) -> None:
 
 
 def test_too_small_in_plane_is_skipped_with_reason(tmp_path: Path) -> None:
-    save_nifti(tmp_path / "narrow.nii.gz", chest(1, (10, 24, 16)), spacing=SPACING,
-               origin=(0.0, 0.0, 0.0))
+    save_nifti(
+        tmp_path / "narrow.nii.gz", chest(1, (10, 24, 16)), spacing=SPACING, origin=(0.0, 0.0, 0.0)
+    )
     run([tmp_path / "narrow.nii.gz"], tmp_path / "out.npy", allow_empty=True)
     [row] = read_manifest(tmp_path / "out.csv")
     assert row["status"] == "skipped"
@@ -148,8 +197,12 @@ def test_too_small_in_plane_is_skipped_with_reason(tmp_path: Path) -> None:
 
 
 def test_all_tissue_scan_gives_up_after_the_budget(tmp_path: Path) -> None:
-    save_nifti(tmp_path / "solid.nii.gz", np.full((28, 24, 16), 40.0, np.float32),
-               spacing=SPACING, origin=(0.0, 0.0, 0.0))
+    save_nifti(
+        tmp_path / "solid.nii.gz",
+        np.full((28, 24, 16), 40.0, np.float32),
+        spacing=SPACING,
+        origin=(0.0, 0.0, 0.0),
+    )
     with pytest.raises(EmptyShardError, match=r"cubes\.ct_filter: none"):
         run([tmp_path / "solid.nii.gz"], tmp_path / "out.npy")
     assert not (tmp_path / "out.npy").exists() and not (tmp_path / "out.csv").exists()
@@ -158,14 +211,22 @@ def test_all_tissue_scan_gives_up_after_the_budget(tmp_path: Path) -> None:
     assert "cubes.ct_filter: none" in row["reason"]
 
 
-def test_nan_scan_errors_or_is_skipped(subset: Path, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_nan_scan_errors_or_is_skipped(
+    subset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = chest(5)
     bad[3, 4, 5] = np.nan
     save_nifti(subset / "1.2.9.nii.gz", bad, spacing=SPACING, origin=(0.0, 0.0, 0.0))
     output = tmp_path / "out.npy"
-    args = ["cubes", "--inputs", str(subset), "--output", str(output), "--settings",
-            json.dumps(TINY)]
+    args = [
+        "cubes",
+        "--inputs",
+        str(subset),
+        "--output",
+        str(output),
+        "--settings",
+        json.dumps(TINY),
+    ]
     assert main([*args, "--no-skip-bad"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "1.2.9.nii.gz" in err[0] and "NaN" in err[0]
@@ -209,7 +270,8 @@ def test_csv_list_with_split_and_modality(tmp_path: Path) -> None:
     mri = np.abs(np.random.default_rng(2).normal(300, 80, (28, 24, 16, 2))).astype(np.float32)
     save_nifti(tmp_path / "mr.nii.gz", mri, spacing=SPACING, origin=(0.0, 0.0, 0.0))
     (tmp_path / "list.csv").write_text(
-        "path,modality,split\nct.nii.gz,ct,train\nmr.nii.gz,,train\nct.nii.gz,ct,val\n")
+        "path,modality,split\nct.nii.gz,ct,train\nmr.nii.gz,,train\nct.nii.gz,ct,val\n"
+    )
     scans = discover_scans([tmp_path / "list.csv"], split="train")
     assert [(s.source, s.modality) for s in scans] == [("ct.nii.gz", "ct"), ("mr.nii.gz", None)]
     output = tmp_path / "own_train.npy"
@@ -221,8 +283,9 @@ def test_csv_list_with_split_and_modality(tmp_path: Path) -> None:
     scaled = mri_window(mri[..., 0].copy())
     for row in mr_rows:
         x, y, z = int(row["x"]), int(row["y"]), int(row["z"])
-        np.testing.assert_array_equal(shard[int(row["index"])],
-                                      scaled[x:x + 8, y:y + 8, z:z + 4].astype(np.float16))
+        np.testing.assert_array_equal(
+            shard[int(row["index"])], scaled[x : x + 8, y : y + 8, z : z + 4].astype(np.float16)
+        )
     with pytest.raises(InputError, match=r"no rows with split 'test'"):
         discover_scans([tmp_path / "list.csv"], split="test")
     (tmp_path / "bad.csv").write_text("path,modality\nct.nii.gz,pet\n")
@@ -256,23 +319,42 @@ def test_bad_settings_name_the_key() -> None:
 
 
 def test_no_cubes_at_all_fails_with_the_reasons_counted(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     scans = tmp_path / "scans"
     scans.mkdir()
     for k in range(2):
-        save_nifti(scans / f"thin{k}.nii.gz", chest(k, (28, 24, 8)), spacing=SPACING,
-                   origin=(0.0, 0.0, 0.0))
-    save_nifti(scans / "solid.nii.gz", np.full((28, 24, 16), 40.0, np.float32),
-               spacing=SPACING, origin=(0.0, 0.0, 0.0))
+        save_nifti(
+            scans / f"thin{k}.nii.gz",
+            chest(k, (28, 24, 8)),
+            spacing=SPACING,
+            origin=(0.0, 0.0, 0.0),
+        )
+    save_nifti(
+        scans / "solid.nii.gz",
+        np.full((28, 24, 16), 40.0, np.float32),
+        spacing=SPACING,
+        origin=(0.0, 0.0, 0.0),
+    )
     (scans / "broken.nii.gz").write_bytes(b"not a volume")
     output = tmp_path / "cubes" / "train.npy"
-    args = ["cubes", "--inputs", str(scans), "--output", str(output), "--modality", "ct",
-            "--settings", json.dumps({**TINY, "recipe": "paper"})]
+    args = [
+        "cubes",
+        "--inputs",
+        str(scans),
+        "--output",
+        str(output),
+        "--modality",
+        "ct",
+        "--settings",
+        json.dumps({**TINY, "recipe": "paper"}),
+    ]
     assert main(args) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"genesis cubes: error: {output}: 0 cubes from 4 scans: ")
-    assert ("2 with fewer slices than cubes.min_slices (set cubes.min_slices, or "
-            "cubes.recipe: auto)") in line
+    assert (
+        "2 with fewer slices than cubes.min_slices (set cubes.min_slices, or cubes.recipe: auto)"
+    ) in line
     assert "1 where no window passed the CT tissue filter" in line
     assert "cubes.ct_filter: none" in line and "1 unreadable or with NaNs" in line
     assert "train.failed.csv" in line and "--allow-empty" in line
@@ -301,7 +383,8 @@ def test_a_failed_run_leaves_the_old_pair_untouched(subset: Path, tmp_path: Path
 
 
 def test_a_kill_between_the_renames_leaves_no_stale_manifest(
-        subset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    subset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from genesis import atomic
     from genesis.train.shards import check_shard
 

@@ -45,7 +45,7 @@ def test_integral_scores_equal_direct_and_reference(seed: int) -> None:
     fast = tissue.scores(corners)
     for corner, score in zip(corners, fast, strict=True):
         x, y, z = corner
-        window = volume[x:x + 6, y:y + 5, z:z + 10]
+        window = volume[x : x + 6, y : y + 5, z : z + 10]
         assert score == direct_tissue_score(window, T, 7)
         assert score == reference_tissue_score(window, T, 7)
     assert len(set(fast.tolist())) > 5  # the volume really exercises the filter
@@ -58,7 +58,7 @@ def test_window_sums_are_exact_box_sums() -> None:
     assert table.dtype == np.int32 and table.shape == (10, 9, 8)
     corners = rng.integers(0, 4, size=(30, 3))
     sums = window_sums(table, corners, (5, 4, 3))
-    expected = [values[x:x + 5, y:y + 4, z:z + 3].sum() for x, y, z in corners]
+    expected = [values[x : x + 5, y : y + 4, z : z + 3].sum() for x, y, z in corners]
     assert sums.tolist() == expected
 
 
@@ -81,21 +81,22 @@ def test_accepted_windows_meet_the_criterion_and_rejected_do_not() -> None:
     assert 0 < accepted.sum() < len(corners)
     for corner, ok in zip(corners, accepted, strict=True):
         x, y, z = corner
-        score = reference_tissue_score(scaled[x:x + 10, y:y + 10, z:z + 9], T, 6)
+        score = reference_tissue_score(scaled[x : x + 10, y : y + 10, z : z + 9], T, 6)
         assert (score <= limit) == ok
 
 
 def test_chosen_corners_pass_the_reference_filter() -> None:
     rng = np.random.default_rng(8)
     scaled = lung_and_tissue(rng)
-    settings = CubeSettings(cube_size=(10, 10, 6), border=(2, 2, 1), cubes_per_scan=6,
-                            min_slices=10)
+    settings = CubeSettings(
+        cube_size=(10, 10, 6), border=(2, 2, 1), cubes_per_scan=6, min_slices=10
+    )
     tissue = TissueFilter.for_scan(scaled, settings.cube_size, T, 0.15)
     corners, attempts = choose_corners(tissue, scaled.shape, settings, rng)
     assert len(corners) == 6 and attempts >= 6
     for x, y, z in corners:
         assert 2 <= x <= 40 - 10 - 2 and 1 <= z <= 30 - 9 - 1
-        window = scaled[x:x + 10, y:y + 10, z:z + 9]
+        window = scaled[x : x + 10, y : y + 10, z : z + 9]
         assert reference_tissue_score(window, T, 6) <= 0.15 * 600
 
 
@@ -112,12 +113,15 @@ class EveryThird:
 
 
 @pytest.mark.parametrize(("attempts_per_cube", "found", "attempts"), [(50, 4, 12), (1, 1, 4)])
-def test_attempts_are_counted_one_by_one(attempts_per_cube: int, found: int,
-                                         attempts: int) -> None:
-    settings = CubeSettings(cube_size=(2, 2, 2), border=(0, 0, 0), min_slices=5,
-                            cubes_per_scan=4, attempts_per_cube=attempts_per_cube)
-    corners, used = choose_corners(EveryThird(), (10, 10, 10), settings,
-                                   np.random.default_rng(0))
+def test_attempts_are_counted_one_by_one(attempts_per_cube: int, found: int, attempts: int) -> None:
+    settings = CubeSettings(
+        cube_size=(2, 2, 2),
+        border=(0, 0, 0),
+        min_slices=5,
+        cubes_per_scan=4,
+        attempts_per_cube=attempts_per_cube,
+    )
+    corners, used = choose_corners(EveryThird(), (10, 10, 10), settings, np.random.default_rng(0))
     assert (len(corners), used) == (found, attempts)
 
 
@@ -126,8 +130,7 @@ def test_nothing_accepted_uses_the_whole_budget() -> None:
         def accepts(self, corners: np.ndarray) -> np.ndarray:
             return np.zeros(len(corners), bool)
 
-    settings = CubeSettings(cube_size=(2, 2, 2), border=(0, 0, 0), min_slices=5,
-                            cubes_per_scan=7)
+    settings = CubeSettings(cube_size=(2, 2, 2), border=(0, 0, 0), min_slices=5, cubes_per_scan=7)
     corners, used = choose_corners(Never(), (10, 10, 10), settings, np.random.default_rng(0))
     assert len(corners) == 0 and used == 50 * 7
 
@@ -137,4 +140,8 @@ def test_foreground_filter_counts() -> None:
     scaled[:6] = 0.8
     fg = ForegroundFilter.for_scan(scaled, (6, 6, 6), 0.05, 0.5)
     assert fg.accepts(np.array([[0, 0, 0], [3, 0, 0], [4, 0, 0], [6, 0, 0]])).tolist() == [
-        True, True, False, False]
+        True,
+        True,
+        False,
+        False,
+    ]

@@ -45,16 +45,23 @@ def _batchnorm_worker(rank: int, port: int, x: torch.Tensor, folder: str) -> Non
         assert isinstance(norm[0], GlobalBatchNorm3d)
         with torch.no_grad():
             norm[0].weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
-        part = x[rank * 2:(rank + 1) * 2].clone().requires_grad_(True)
+        part = x[rank * 2 : (rank + 1) * 2].clone().requires_grad_(True)
         out = norm(part)
         weights = torch.arange(out.numel(), dtype=torch.float32).view_as(out) / out.numel()
         # The global loss is the sum over processes, as DDP's gradient average assumes.
         (out * weights).sum().backward()
         for p in norm.parameters():  # what DDP does: sum parameter gradients over ranks
             dist.all_reduce(p.grad)
-        torch.save({"out": out.detach(), "grad": part.grad, "wgrad": norm[0].weight.grad,
-                    "mean": norm[0].running_mean, "var": norm[0].running_var},
-                   Path(folder) / f"rank{rank}.pt")
+        torch.save(
+            {
+                "out": out.detach(),
+                "grad": part.grad,
+                "wgrad": norm[0].weight.grad,
+                "mean": norm[0].running_mean,
+                "var": norm[0].running_var,
+            },
+            Path(folder) / f"rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 
@@ -62,8 +69,13 @@ def _batchnorm_worker(rank: int, port: int, x: torch.Tensor, folder: str) -> Non
 def test_global_batchnorm_matches_one_process(tmp_path: Path) -> None:
     x = torch.randn(4, 3, 2, 2, 2) * 3 + 5
     # fork: the children inherit the imported torch instead of paying for it again.
-    mp.start_processes(_batchnorm_worker, args=(_free_port(), x, str(tmp_path)), nprocs=2,
-                       join=True, start_method="fork")
+    mp.start_processes(
+        _batchnorm_worker,
+        args=(_free_port(), x, str(tmp_path)),
+        nprocs=2,
+        join=True,
+        start_method="fork",
+    )
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
     reference = nn.BatchNorm3d(3)
@@ -71,8 +83,7 @@ def test_global_batchnorm_matches_one_process(tmp_path: Path) -> None:
         reference.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
     full = x.clone().requires_grad_(True)
     out = reference(full)
-    weights = torch.arange(out[:2].numel(), dtype=torch.float32).view_as(out[:2]) \
-        / out[:2].numel()
+    weights = torch.arange(out[:2].numel(), dtype=torch.float32).view_as(out[:2]) / out[:2].numel()
     (out * torch.cat([weights, weights])).sum().backward()
 
     torch.testing.assert_close(torch.cat([r["out"] for r in ranks]), out.detach())
@@ -94,33 +105,63 @@ def test_torchrun_command() -> None:
 def _losses(path: Path) -> np.ndarray:
     with open(path, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return np.array([[float(r[k]) for k in ("train_loss", "val_loss", "identity_loss", "lr")]
-                     for r in rows])
+    return np.array(
+        [[float(r[k]) for k in ("train_loss", "val_loss", "identity_loss", "lr")] for r in rows]
+    )
 
 
 def _pretrain_worker(rank: int, port: int, train: Path, val: Path, out: Path) -> None:
     """One rank of a 2-process run, with the environment torchrun would set."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    pretrain([train], [val], out, seed=3, progress=False,
-             settings=PretrainSettings.from_mapping({**TINY, "max_epochs": 1}))
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    pretrain(
+        [train],
+        [val],
+        out,
+        seed=3,
+        progress=False,
+        settings=PretrainSettings.from_mapping({**TINY, "max_epochs": 1}),
+    )
 
 
 def test_two_processes_match_one_and_resume_with_one(tmp_path: Path) -> None:
     train = write_synthetic_shard(tmp_path / "train.npy", 12, SHAPE, seed=1)
     val = write_synthetic_shard(tmp_path / "val.npy", 5, SHAPE, seed=2, split="val")
     two = tmp_path / "two"
-    mp.start_processes(_pretrain_worker, args=(_free_port(), train, val, two), nprocs=2,
-                       join=True, start_method="fork")
+    mp.start_processes(
+        _pretrain_worker,
+        args=(_free_port(), train, val, two),
+        nprocs=2,
+        join=True,
+        start_method="fork",
+    )
     assert len(_losses(two / "metrics.csv")) == 1
 
     # One process, straight for two epochs, with the same global batch of 4.
     one = tmp_path / "one"
-    pretrain([train], [val], one, seed=3, progress=False,
-             settings=PretrainSettings.from_mapping({**TINY, "max_epochs": 2}))
+    pretrain(
+        [train],
+        [val],
+        one,
+        seed=3,
+        progress=False,
+        settings=PretrainSettings.from_mapping({**TINY, "max_epochs": 2}),
+    )
     # Resume the two-process checkpoint with one process for the second epoch.
-    pretrain([train], [val], two, seed=3, progress=False,
-             settings=PretrainSettings.from_mapping({**TINY, "max_epochs": 2}))
+    pretrain(
+        [train],
+        [val],
+        two,
+        seed=3,
+        progress=False,
+        settings=PretrainSettings.from_mapping({**TINY, "max_epochs": 2}),
+    )
 
     expected, got = _losses(one / "metrics.csv"), _losses(two / "metrics.csv")
     assert got.shape == expected.shape == (2, 4)
@@ -138,15 +179,37 @@ def test_cli_reexecutes_under_torchrun(tmp_path: Path, monkeypatch: pytest.Monke
     for name in ("WORLD_SIZE", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(os, "execv", fake_execv)
-    argv = ["pretrain", "--train", "a.npy", "b.npy", "--val", "c.npy", "--output-dir",
-            str(tmp_path), "--variant", "nonlinear", "--seed", "7", "--threads", "4",
-            "--gpus", "2", "--settings", '{"batch_size": 8}']
+    argv = [
+        "pretrain",
+        "--train",
+        "a.npy",
+        "b.npy",
+        "--val",
+        "c.npy",
+        "--output-dir",
+        str(tmp_path),
+        "--variant",
+        "nonlinear",
+        "--seed",
+        "7",
+        "--threads",
+        "4",
+        "--gpus",
+        "2",
+        "--settings",
+        '{"batch_size": 8}',
+    ]
     with pytest.raises(SystemExit):
         main(argv)
     (command,) = calls
-    assert command[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node=2"]
-    relaunched = build_parser().parse_args(command[command.index("genesis.cli") + 1:])
+    assert command[:5] == [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+    ]
+    relaunched = build_parser().parse_args(command[command.index("genesis.cli") + 1 :])
     original = build_parser().parse_args(argv)
     assert vars(relaunched).keys() == vars(original).keys()
     for key in ("train", "val", "output_dir", "variant", "seed", "threads", "gpus", "settings"):

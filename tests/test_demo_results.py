@@ -23,9 +23,11 @@ def test_readme_quotes_docs_demo_results_verbatim() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     document = (ROOT / "docs" / "demo-results.md").read_text(encoding="utf-8")
     assert demo_results.block_of(readme, "README.md") == demo_results.block_of(
-        document, "docs/demo-results.md"), (
+        document, "docs/demo-results.md"
+    ), (
         "README.md's demo block differs from docs/demo-results.md: run `make demo` and "
-        "`make demo-results`, never edit the numbers by hand")
+        "`make demo-results`, never edit the numbers by hand"
+    )
 
 
 def _results(tmp_path: Path) -> Path:
@@ -40,16 +42,34 @@ def _results(tmp_path: Path) -> Path:
     summary["fraction"], summary["n_labelled"] = 1.0, 10
     pd.concat([summary, sweep]).to_csv(results / "finetune" / "summary.csv", index=False)
     if not (results / "provenance.json").is_file():
-        (results / "provenance.json").write_text(json.dumps(
-            {"git_commit": "0123456789abcdef", "hardware": {"cpus": 2}}))
-    assert genesis(["tables", "--summary", str(results / "finetune" / "summary.csv"),
-                    "--provenance", str(results / "provenance.json"),
-                    "--published", str(ROOT / "config" / "published.csv"),
-                    "--output-dir", str(results / "tables"), "--data-label",
-                    "synthetic phantoms", "--label-efficiency",
-                    str(results / "tables" / "label_efficiency")]) == 0
-    (results / "demo_time.json").write_text(json.dumps(
-        {"workflow_seconds": 600, "install_seconds": 90.0, "cores": 2, "date": "2026-12-06"}))
+        (results / "provenance.json").write_text(
+            json.dumps({"git_commit": "0123456789abcdef", "hardware": {"cpus": 2}})
+        )
+    assert (
+        genesis(
+            [
+                "tables",
+                "--summary",
+                str(results / "finetune" / "summary.csv"),
+                "--provenance",
+                str(results / "provenance.json"),
+                "--published",
+                str(ROOT / "config" / "published.csv"),
+                "--output-dir",
+                str(results / "tables"),
+                "--data-label",
+                "synthetic phantoms",
+                "--label-efficiency",
+                str(results / "tables" / "label_efficiency"),
+            ]
+        )
+        == 0
+    )
+    (results / "demo_time.json").write_text(
+        json.dumps(
+            {"workflow_seconds": 600, "install_seconds": 90.0, "cores": 2, "date": "2026-12-06"}
+        )
+    )
     return results
 
 
@@ -58,18 +78,22 @@ def test_generated_from_the_run_files(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{demo_results.BEGIN}\nstale numbers\n{demo_results.END}\nrest\n")
     output = tmp_path / "demo-results.md"
-    assert demo_results.main(["--results", str(results), "--output", str(output),
-                              "--readme", str(readme)]) == 0
+    assert (
+        demo_results.main(
+            ["--results", str(results), "--output", str(output), "--readme", str(readme)]
+        )
+        == 0
+    )
     text = output.read_text(encoding="utf-8")
     table = pd.read_csv(results / "tables" / "target_tasks.csv")
     genesis_lcs = table[(table.task == "lcs") & (table.init == "genesis")].iloc[0]
     assert f"{genesis_lcs['mean_pct']:.1f} ± {genesis_lcs['std_pct']:.1f}" in text
     assert "LCS (phantom) | 50%" in text and "install 1.5 min, workflow 10.0 min" in text
     assert "stale numbers" not in readme.read_text(encoding="utf-8")
-    assert demo_results.block_of(readme.read_text(encoding="utf-8"), "README") == \
-        demo_results.block_of(text, "doc")
+    assert demo_results.block_of(
+        readme.read_text(encoding="utf-8"), "README"
+    ) == demo_results.block_of(text, "doc")
     # Same files, same document: nothing depends on the time of the call.
     shutil.copy(output, tmp_path / "first.md")
-    demo_results.main(["--results", str(results), "--output", str(output),
-                       "--readme", str(readme)])
+    demo_results.main(["--results", str(results), "--output", str(output), "--readme", str(readme)])
     assert output.read_text(encoding="utf-8") == (tmp_path / "first.md").read_text()

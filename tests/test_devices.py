@@ -34,8 +34,9 @@ def test_no_gpu_gives_cpu(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     assert list(tmp_path.iterdir()) == []
 
 
-def test_visible_devices_respected_without_lock(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_visible_devices_respected_without_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     with lease_device(lock_dir=tmp_path, **FAKE) as device:
         assert device == torch.device("cuda", 0)
@@ -43,11 +44,15 @@ def test_visible_devices_respected_without_lock(tmp_path: Path,
 
 
 def test_nested_leases_differ_then_time_out(tmp_path: Path) -> None:
-    with lease_device(lock_dir=tmp_path, **FAKE) as first, \
-            lease_device(lock_dir=tmp_path, **FAKE) as second:
+    with (
+        lease_device(lock_dir=tmp_path, **FAKE) as first,
+        lease_device(lock_dir=tmp_path, **FAKE) as second,
+    ):
         assert {first.index, second.index} == {0, 1}
-        with pytest.raises(LeaseTimeoutError, match="2 GPU slot"), \
-                lease_device(lock_dir=tmp_path, timeout=0.2, poll_seconds=0.05, **FAKE):
+        with (
+            pytest.raises(LeaseTimeoutError, match="2 GPU slot"),
+            lease_device(lock_dir=tmp_path, timeout=0.2, poll_seconds=0.05, **FAKE),
+        ):
             pass
     with lease_device(lock_dir=tmp_path, timeout=0, **FAKE) as again:
         assert again.index == 0
@@ -59,8 +64,10 @@ def test_slot_count_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert device.index == 0
         with pytest.raises(LeaseTimeoutError), lease_device(lock_dir=tmp_path, timeout=0, **FAKE):
             pass
-    with pytest.raises(ConfigError, match="exceed"), \
-            lease_device(slots=3, lock_dir=tmp_path, **FAKE):
+    with (
+        pytest.raises(ConfigError, match="exceed"),
+        lease_device(slots=3, lock_dir=tmp_path, **FAKE),
+    ):
         pass
 
 
@@ -73,8 +80,7 @@ def _hold(lock_dir: str, queue: mp.Queue, barrier: mp.Barrier) -> None:
 def test_concurrent_processes_get_different_gpus(tmp_path: Path) -> None:
     ctx = mp.get_context("spawn")
     queue, barrier = ctx.Queue(), ctx.Barrier(2)
-    workers = [ctx.Process(target=_hold, args=(str(tmp_path), queue, barrier))
-               for _ in range(2)]
+    workers = [ctx.Process(target=_hold, args=(str(tmp_path), queue, barrier)) for _ in range(2)]
     for worker in workers:
         worker.start()
     indices = sorted(queue.get(timeout=60) for _ in workers)
@@ -96,53 +102,66 @@ HOLDER = textwrap.dedent("""
 
 def test_killed_holder_frees_its_slot(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True, env=env)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert holder.stdout.readline().strip() == "0"
-        with pytest.raises(LeaseTimeoutError), lease_device(
-                lock_dir=tmp_path, timeout=0, cuda_available=True, device_count=1):
+        with (
+            pytest.raises(LeaseTimeoutError),
+            lease_device(lock_dir=tmp_path, timeout=0, cuda_available=True, device_count=1),
+        ):
             pass
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
-    with lease_device(lock_dir=tmp_path, timeout=0, cuda_available=True,
-                      device_count=1) as device:
+    with lease_device(lock_dir=tmp_path, timeout=0, cuda_available=True, device_count=1) as device:
         assert device.index == 0
 
 
 def test_jobs_share_a_gpu_up_to_jobs_per_gpu(tmp_path: Path) -> None:
     """2 GPUs x 4 jobs: eight leases at once, spread over both GPUs; the ninth waits."""
     with contextlib.ExitStack() as stack:
-        devices = [stack.enter_context(lease_device(lock_dir=tmp_path, jobs_per_gpu=4, **FAKE))
-                   for _ in range(8)]
+        devices = [
+            stack.enter_context(lease_device(lock_dir=tmp_path, jobs_per_gpu=4, **FAKE))
+            for _ in range(8)
+        ]
         assert sorted(d.index for d in devices) == [0, 0, 0, 0, 1, 1, 1, 1]
         assert [d.index for d in devices[:4]] == [0, 1, 0, 1]  # GPUs filled in turn
-        with pytest.raises(LeaseTimeoutError, match="8 GPU slot"), \
-                lease_device(lock_dir=tmp_path, jobs_per_gpu=4, timeout=0.1,
-                             poll_seconds=0.02, **FAKE):
+        with (
+            pytest.raises(LeaseTimeoutError, match="8 GPU slot"),
+            lease_device(lock_dir=tmp_path, jobs_per_gpu=4, timeout=0.1, poll_seconds=0.02, **FAKE),
+        ):
             pass
 
 
 def test_exclusive_and_shared_jobs_exclude_each_other(tmp_path: Path) -> None:
     one_gpu = {**FAKE, "device_count": 1}
     # A pretraining does not share a GPU that fine-tunes use ...
-    with lease_device(lock_dir=tmp_path, jobs_per_gpu=3, **one_gpu), \
-            pytest.raises(LeaseTimeoutError), \
-            lease_device(lock_dir=tmp_path, timeout=0.1, poll_seconds=0.02, **one_gpu):
+    with (
+        lease_device(lock_dir=tmp_path, jobs_per_gpu=3, **one_gpu),
+        pytest.raises(LeaseTimeoutError),
+        lease_device(lock_dir=tmp_path, timeout=0.1, poll_seconds=0.02, **one_gpu),
+    ):
         pass
     # ... nor does a fine-tune join a GPU that a pretraining holds.
-    with lease_device(lock_dir=tmp_path, **one_gpu), pytest.raises(LeaseTimeoutError), \
-            lease_device(lock_dir=tmp_path, jobs_per_gpu=3, timeout=0.1, poll_seconds=0.02,
-                         **one_gpu):
+    with (
+        lease_device(lock_dir=tmp_path, **one_gpu),
+        pytest.raises(LeaseTimeoutError),
+        lease_device(lock_dir=tmp_path, jobs_per_gpu=3, timeout=0.1, poll_seconds=0.02, **one_gpu),
+    ):
         pass
-    with lease_device(lock_dir=tmp_path, jobs_per_gpu=3, **one_gpu) as a, \
-            lease_device(lock_dir=tmp_path, jobs_per_gpu=3, **one_gpu) as b:
+    with (
+        lease_device(lock_dir=tmp_path, jobs_per_gpu=3, **one_gpu) as a,
+        lease_device(lock_dir=tmp_path, jobs_per_gpu=3, **one_gpu) as b,
+    ):
         assert a.index == b.index == 0  # after both are released, sharing works again
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])
 def test_jobs_per_gpu_must_be_a_positive_integer(tmp_path: Path, bad: object) -> None:
-    with pytest.raises(ConfigError, match="jobs per GPU"), \
-            lease_device(lock_dir=tmp_path, jobs_per_gpu=bad, **FAKE):  # type: ignore[arg-type]
+    with (
+        pytest.raises(ConfigError, match="jobs per GPU"),
+        lease_device(lock_dir=tmp_path, jobs_per_gpu=bad, **FAKE),
+    ):  # type: ignore[arg-type]
         pass

@@ -49,9 +49,13 @@ def notebook_sources() -> list[tuple[str, str]]:
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = json.loads(path.read_text())["cells"]
         code = "\n".join(
-            "\n".join(line for line in "".join(c["source"]).splitlines()
-                      if not line.lstrip().startswith(("%", "!")))
-            for c in cells if c["cell_type"] == "code"
+            "\n".join(
+                line
+                for line in "".join(c["source"]).splitlines()
+                if not line.lstrip().startswith(("%", "!"))
+            )
+            for c in cells
+            if c["cell_type"] == "code"
         )
         sources.append((str(path), code))
     sources += [(str(p), p.read_text()) for p in sorted((ROOT / "notebooks").glob("*.py"))]
@@ -92,10 +96,8 @@ def test_imports_declared_in_lock_and_env(env, sources) -> None:
     imports = third_party_imports(sources())
     assert imports, "found no imports at all: the scan is broken"
     lock, pins = lock_pins(), env_pins(env)
-    missing_lock = sorted(i for i in imports
-                          if normalise(DISTRIBUTIONS.get(i, i)) not in lock)
-    missing_env = sorted(i for i in imports
-                         if normalise(DISTRIBUTIONS.get(i, i)) not in pins)
+    missing_lock = sorted(i for i in imports if normalise(DISTRIBUTIONS.get(i, i)) not in lock)
+    missing_env = sorted(i for i in imports if normalise(DISTRIBUTIONS.get(i, i)) not in pins)
     assert not missing_lock, f"imports not pinned in requirements.lock: {missing_lock}"
     assert not missing_env, f"imports not declared in envs/{env}.yaml: {missing_env}"
 

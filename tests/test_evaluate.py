@@ -21,8 +21,14 @@ from genesis.tasks.prepared import list_cases, load_ncc_candidates, load_ncc_spl
 
 
 def _finetune(task: str, task_dir: Path, run_dir: Path, seed: int = 0) -> Path:
-    finetune(task, task_dir, run_dir, Init("scratch"), seed=seed,
-             settings=resolve_settings(task, tiny_settings(max_epochs=1)))
+    finetune(
+        task,
+        task_dir,
+        run_dir,
+        Init("scratch"),
+        seed=seed,
+        settings=resolve_settings(task, tiny_settings(max_epochs=1)),
+    )
     return run_dir
 
 
@@ -30,10 +36,15 @@ def _finetune(task: str, task_dir: Path, run_dir: Path, seed: int = 0) -> Path:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     """(task folder, fine-tuned run folder) per task; BMS is resized, LCS is not."""
     root = tmp_path_factory.mktemp("evaluate")
-    tasks = {"ncc": make_ncc_task(root), "lcs": make_seg_task(root, "lcs"),
-             "bms": make_seg_task(root, "bms", seed=2, inplane_size=20)}
-    return {task: (path, _finetune(task, path, root / "finetune" / task / "scratch" / "run1"))
-            for task, path in tasks.items()}
+    tasks = {
+        "ncc": make_ncc_task(root),
+        "lcs": make_seg_task(root, "lcs"),
+        "bms": make_seg_task(root, "bms", seed=2, inplane_size=20),
+    }
+    return {
+        task: (path, _finetune(task, path, root / "finetune" / task / "scratch" / "run1"))
+        for task, path in tasks.items()
+    }
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -66,7 +77,8 @@ def test_segmentation_outputs(task: str, runs: dict[str, tuple[Path, Path]]) -> 
 
 
 def test_masks_on_the_source_grid_score_like_the_table(
-        runs: dict[str, tuple[Path, Path]], monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: dict[str, tuple[Path, Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without resizing, the saved mask against the source label gives the reported IoU.
 
     The model is replaced by a known, imperfect segmenter (the image, shifted one voxel
@@ -112,12 +124,24 @@ def test_evaluation_refuses_inconsistent_settings(runs: dict[str, tuple[Path, Pa
         EvaluateSettings(overlap=1.0)
 
 
-def test_cli_evaluate_and_aggregate(runs: dict[str, tuple[Path, Path]], tmp_path: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_evaluate_and_aggregate(
+    runs: dict[str, tuple[Path, Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for task, (task_dir, run_dir) in runs.items():
         settings = {"overlap": 0.25, "width": 2, "cube_size": [16, 16, 8]}
-        code = main(["evaluate", "--task", task, "--data", str(task_dir), "--run-dir",
-                     str(run_dir), "--settings", json.dumps(settings)])
+        code = main(
+            [
+                "evaluate",
+                "--task",
+                task,
+                "--data",
+                str(task_dir),
+                "--run-dir",
+                str(run_dir),
+                "--settings",
+                json.dumps(settings),
+            ]
+        )
         assert code == 0, capsys.readouterr().err
     summary = tmp_path / "summary.csv"
     metrics = [str(run_dir / "metrics.json") for _, run_dir in runs.values()]
@@ -126,6 +150,15 @@ def test_cli_evaluate_and_aggregate(runs: dict[str, tuple[Path, Path]], tmp_path
     assert [r["task"] for r in rows] == ["bms", "lcs", "ncc"]
     assert [r["metric"] for r in rows] == ["iou", "iou", "auc"]
     assert rows[2]["dice"] == "" and float(rows[0]["dice"]) >= 0
-    code = main(["evaluate", "--task", "lcs", "--data", str(runs["lcs"][0]), "--run-dir",
-                 str(tmp_path / "nowhere")])
+    code = main(
+        [
+            "evaluate",
+            "--task",
+            "lcs",
+            "--data",
+            str(runs["lcs"][0]),
+            "--run-dir",
+            str(tmp_path / "nowhere"),
+        ]
+    )
     assert code == 2 and "run `genesis finetune` first" in capsys.readouterr().err

@@ -60,7 +60,7 @@ def server() -> Iterator[Server]:
             self.end_headers()
             if path in state.truncate_once:
                 state.truncate_once.discard(path)
-                self.wfile.write(body[start:start + (len(body) - start) // 2])
+                self.wfile.write(body[start : start + (len(body) - start) // 2])
                 self.wfile.flush()
                 self.close_connection = True
                 return
@@ -98,8 +98,7 @@ SUBSET = make_zip({"subset0/scan.mhd": b"header", "subset0/scan.raw": RAW})
 
 
 def settings(server: Server, **overrides: object) -> FetchSettings:
-    values: dict = {"base_url": server.url, "retries": 0, "timeout_s": 5.0,
-                    "progressbar": False}
+    values: dict = {"base_url": server.url, "retries": 0, "timeout_s": 5.0, "progressbar": False}
     values.update(overrides)
     return FetchSettings(**values)
 
@@ -107,8 +106,7 @@ def settings(server: Server, **overrides: object) -> FetchSettings:
 def test_good_zip_is_fetched_extracted_and_then_skipped(server: Server, tmp_path: Path) -> None:
     server.files["/subset0.zip"] = SUBSET
     pins = {"subset0.zip": md5(SUBSET)}
-    [target] = fetch_dataset("luna16", tmp_path, settings(server, checksums=pins),
-                             ["subset0.zip"])
+    [target] = fetch_dataset("luna16", tmp_path, settings(server, checksums=pins), ["subset0.zip"])
     assert target == tmp_path / "luna16" / "subset0"
     assert (target / "scan.raw").read_bytes() == RAW
     marker = json.loads(marker_path(target).read_text())
@@ -124,17 +122,25 @@ def test_candidates_csv_moves_out_of_its_folder(server: Server, tmp_path: Path) 
     server.files["/candidates_V2.zip"] = archive
     server.files["/annotations.csv"] = b"seriesuid,coordX\n"
     pins = {"candidates_V2.zip": md5(archive), "annotations.csv": md5(b"seriesuid,coordX\n")}
-    fetch_dataset("luna16", tmp_path, settings(server, checksums=pins),
-                  ["candidates_V2.zip", "annotations.csv"])
+    fetch_dataset(
+        "luna16",
+        tmp_path,
+        settings(server, checksums=pins),
+        ["candidates_V2.zip", "annotations.csv"],
+    )
     assert (tmp_path / "luna16" / "candidates_V2.csv").read_bytes() == b"seriesuid,class\n"
     assert (tmp_path / "luna16" / "annotations.csv").read_bytes() == b"seriesuid,coordX\n"
     assert not (tmp_path / "luna16" / "candidates_V2").exists()
 
 
 def test_tar_with_macos_junk(server: Server, tmp_path: Path) -> None:
-    archive = make_tar({"Task03_Liver/dataset.json": b"{}",
-                        "Task03_Liver/imagesTr/liver_0.nii.gz": b"x",
-                        "Task03_Liver/imagesTr/._liver_0.nii.gz": b"apple"})
+    archive = make_tar(
+        {
+            "Task03_Liver/dataset.json": b"{}",
+            "Task03_Liver/imagesTr/liver_0.nii.gz": b"x",
+            "Task03_Liver/imagesTr/._liver_0.nii.gz": b"apple",
+        }
+    )
     server.files["/Task03_Liver.tar"] = archive
     fetch_dataset("liver", tmp_path, settings(server, checksums={"Task03_Liver.tar": md5(archive)}))
     task = tmp_path / "Task03_Liver"
@@ -146,18 +152,28 @@ def test_wrong_checksum_leaves_nothing(server: Server, tmp_path: Path) -> None:
     server.files["/subset0.zip"] = SUBSET
     wrong = "md5:" + "0" * 32
     with pytest.raises(InputError, match=rf"subset0\.zip: expected {wrong}, got {md5(SUBSET)}"):
-        fetch_dataset("luna16", tmp_path, settings(server, checksums={"subset0.zip": wrong}),
-                      ["subset0.zip"])
+        fetch_dataset(
+            "luna16", tmp_path, settings(server, checksums={"subset0.zip": wrong}), ["subset0.zip"]
+        )
     assert not (tmp_path / "luna16" / "subset0").exists()
     assert not marker_path(tmp_path / "luna16" / "subset0").exists()
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
-def test_wrong_checksum_cli_prints_one_line(server: Server, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_wrong_checksum_cli_prints_one_line(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     server.files["/Task01_BrainTumour.tar"] = make_tar({"Task01_BrainTumour/dataset.json": b"{}"})
-    code = main(["fetch", "brain", "--output", str(tmp_path), "--settings",
-                 json.dumps({"base_url": server.url, "retries": 0, "progressbar": False})])
+    code = main(
+        [
+            "fetch",
+            "brain",
+            "--output",
+            str(tmp_path),
+            "--settings",
+            json.dumps({"base_url": server.url, "retries": 0, "progressbar": False}),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and "expected md5:240a19d752f0d9e9101544901065d872" in err[0]
@@ -183,9 +199,12 @@ def test_interrupted_transfer_recovered_by_retry(server: Server, tmp_path: Path)
     server.files["/subset0.zip"] = SUBSET
     server.truncate_once.add("/subset0.zip")
     server.ranges = False  # the server restarts from byte 0: still recovered
-    fetch_dataset("luna16", tmp_path,
-                  settings(server, retries=1, checksums={"subset0.zip": md5(SUBSET)}),
-                  ["subset0.zip"])
+    fetch_dataset(
+        "luna16",
+        tmp_path,
+        settings(server, retries=1, checksums={"subset0.zip": md5(SUBSET)}),
+        ["subset0.zip"],
+    )
     assert len(server.requests) == 2
     assert marker_path(tmp_path / "luna16" / "subset0").is_file()
 
@@ -197,8 +216,12 @@ def test_unpinned_luna16_checksum_comes_from_zenodo_api(
     listing = {"files": [{"key": "subset8.zip", "checksum": md5(server.files["/subset8.zip"])}]}
     server.files["/api/records/4121926"] = json.dumps(listing).encode()
     with caplog.at_level(logging.INFO, logger="genesis.data.fetch"):
-        fetch_dataset("luna16", tmp_path,
-                      settings(server, zenodo_api=f"{server.url}/api/records"), ["subset8.zip"])
+        fetch_dataset(
+            "luna16",
+            tmp_path,
+            settings(server, zenodo_api=f"{server.url}/api/records"),
+            ["subset8.zip"],
+        )
     assert "no pinned checksum for subset8.zip" in caplog.text
     assert (tmp_path / "luna16" / "subset8" / "a.mhd").is_file()
 
@@ -216,15 +239,20 @@ def test_interrupted_extraction_is_redone(server: Server, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("kind", ["zip", "tar"])
 @pytest.mark.parametrize("entry", ["../escape.txt", "/abs/escape.txt", "subset0/../../x.txt"])
-def test_escaping_entries_are_refused(server: Server, tmp_path: Path, kind: str,
-                                      entry: str) -> None:
+def test_escaping_entries_are_refused(
+    server: Server, tmp_path: Path, kind: str, entry: str
+) -> None:
     data = {"subset0/ok.txt": b"ok", entry: b"evil"}
     archive = make_zip(data) if kind == "zip" else make_tar(data)
     server.files["/subset0.zip"] = archive
     output = tmp_path / "data"
     with pytest.raises(InputError, match="refusing entry"):
-        fetch_dataset("luna16", output, settings(server, checksums={"subset0.zip": md5(archive)}),
-                      ["subset0.zip"])
+        fetch_dataset(
+            "luna16",
+            output,
+            settings(server, checksums={"subset0.zip": md5(archive)}),
+            ["subset0.zip"],
+        )
     assert not (output / "luna16" / "subset0").exists()
     assert not marker_path(output / "luna16" / "subset0").exists()
     assert not list(tmp_path.rglob("escape.txt")) and not list(tmp_path.rglob("x.txt"))
@@ -234,16 +262,22 @@ def test_local_archive_skips_download(server: Server, tmp_path: Path) -> None:
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / "subset0.zip").write_bytes(SUBSET)
-    fetch_dataset("luna16", tmp_path / "data",
-                  settings(server, local_path=str(mirror),
-                           checksums={"subset0.zip": md5(SUBSET)}), ["subset0.zip"])
+    fetch_dataset(
+        "luna16",
+        tmp_path / "data",
+        settings(server, local_path=str(mirror), checksums={"subset0.zip": md5(SUBSET)}),
+        ["subset0.zip"],
+    )
     assert server.requests == []
     assert (tmp_path / "data" / "luna16" / "subset0" / "scan.mhd").is_file()
     assert (mirror / "subset0.zip").is_file()  # the user's copy is never removed
     with pytest.raises(InputError, match="checksum mismatch for local copy"):
-        fetch_dataset("luna16", tmp_path / "other",
-                      settings(server, local_path=str(mirror),
-                               checksums={"subset0.zip": "md5:" + "1" * 32}), ["subset0.zip"])
+        fetch_dataset(
+            "luna16",
+            tmp_path / "other",
+            settings(server, local_path=str(mirror), checksums={"subset0.zip": "md5:" + "1" * 32}),
+            ["subset0.zip"],
+        )
 
 
 def test_local_extracted_folder_is_linked(server: Server, tmp_path: Path) -> None:

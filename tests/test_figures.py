@@ -54,24 +54,30 @@ def assert_figure_files(stem: Path) -> None:
     assert stem.with_name(stem.name + ".pdf").read_bytes().startswith(b"%PDF")
 
 
-@pytest.mark.parametrize("kind", ["pretraining", "tasks", "ablation", "curves",
-                                  "segmentations"])
+@pytest.mark.parametrize("kind", ["pretraining", "tasks", "ablation", "curves", "segmentations"])
 def test_figure_commands_write_png_and_pdf(results: Path, tmp_path: Path, kind: str) -> None:
     stem = tmp_path / kind
     summary = str(results / "finetune" / "summary.csv")
     arguments = {
-        "pretraining": ["--metrics", *(str(results / "pretrain" / v / "metrics.csv")
-                                       for v in ("all", "nonlinear"))],
+        "pretraining": [
+            "--metrics",
+            *(str(results / "pretrain" / v / "metrics.csv") for v in ("all", "nonlinear")),
+        ],
         "tasks": ["--summary", summary, "--published", str(REPO / "config" / "published.csv")],
         "ablation": ["--summary", summary],
         "curves": ["--task", "lcs", "--curves", *run_files(results, "lcs", "curves.csv")],
-        "segmentations": ["--task", "lcs",
-                          "--predictions", *run_files(results, "lcs", "predictions"),
-                          "--per-case", *run_files(results, "lcs", "per_case.csv"),
-                          "--task-dir", str(results / "tasks" / "lcs")],
+        "segmentations": [
+            "--task",
+            "lcs",
+            "--predictions",
+            *run_files(results, "lcs", "predictions"),
+            "--per-case",
+            *run_files(results, "lcs", "per_case.csv"),
+            "--task-dir",
+            str(results / "tasks" / "lcs"),
+        ],
     }[kind]
-    assert main(["figures", kind, *arguments, "--data-label", PHANTOMS,
-                 "--output", str(stem)]) == 0
+    assert main(["figures", kind, *arguments, "--data-label", PHANTOMS, "--output", str(stem)]) == 0
     assert_figure_files(stem)
 
 
@@ -90,13 +96,19 @@ def test_segmentations_read_only_the_declared_runs(results: Path) -> None:
     """The first declared run of each init is shown, never the undeclared run0."""
     shown = {"inits": ("scratch", "genesis"), "variants": ()}
     rows = figures.segmentation_overlays(
-        run_files(results, "lcs", "predictions", **shown), results / "tasks" / "lcs",
-        task="lcs", per_case=run_files(results, "lcs", "per_case.csv", **shown))
+        run_files(results, "lcs", "predictions", **shown),
+        results / "tasks" / "lcs",
+        task="lcs",
+        per_case=run_files(results, "lcs", "per_case.csv", **shown),
+    )
     assert [(p.init, p.run) for p in rows[0]] == [("scratch", "run1"), ("genesis", "run1")]
     assert len(rows) == 3 and all(0 <= p.iou <= 1 for row in rows for p in row)
     only = figures.segmentation_overlays(
-        run_files(results, "lcs", "predictions"), results / "tasks" / "lcs",
-        inits=["genesis"], n_cases=1)
+        run_files(results, "lcs", "predictions"),
+        results / "tasks" / "lcs",
+        inits=["genesis"],
+        n_cases=1,
+    )
     assert [(p.init, p.run) for p in only[0]] == [("genesis", "run1")]
 
 
@@ -117,17 +129,21 @@ def test_titles_say_phantoms_and_name_datasets_only_for_real_data(results: Path)
     summary = tables.full_fraction(tables.load_summary(results / "finetune" / "summary.csv"))
     curves = figures.read_curves(run_files(results, "lcs", "curves.csv"), "lcs")
     rows = figures.segmentation_overlays(
-        run_files(results, "lcs", "predictions"), results / "tasks" / "lcs", n_cases=1)
+        run_files(results, "lcs", "predictions"), results / "tasks" / "lcs", n_cases=1
+    )
     metrics = figures.read_pretrain_metrics([results / "pretrain" / "all" / "metrics.csv"])
 
     def drawn(label: str | None) -> list[str]:
-        return [texts(figure) for figure in (
-            figures.tasks_figure(summary, None, label),
-            figures.ablation_figure(summary, None, label),
-            figures.curves_figure(curves, "lcs", "iou", label),
-            figures.segmentation_figure(rows, "lcs", label),
-            figures.pretraining_figure(metrics, label),
-        )]
+        return [
+            texts(figure)
+            for figure in (
+                figures.tasks_figure(summary, None, label),
+                figures.ablation_figure(summary, None, label),
+                figures.curves_figure(curves, "lcs", "iou", label),
+                figures.segmentation_figure(rows, "lcs", label),
+                figures.pretraining_figure(metrics, label),
+            )
+        ]
 
     for text in drawn(PHANTOMS):
         assert "synthetic phantoms" in text
@@ -161,8 +177,10 @@ def test_task_bars_show_every_run_and_the_published_numbers(results: Path) -> No
         dots = [c for c in ax.collections if isinstance(c, PathCollection)]
         assert sum(len(c.get_offsets()) for c in dots) == 9  # 3 runs x 3 inits, no variants
         runs = summary[summary["task"] == task]
-        means = [100 * runs.loc[runs["init"] == i, "value"].mean()
-                 for i in ("scratch", "genesis", "released")]
+        means = [
+            100 * runs.loc[runs["init"] == i, "value"].mean()
+            for i in ("scratch", "genesis", "released")
+        ]
         assert [bar.get_height() for bar in ax.patches] == pytest.approx(means)
         diamonds = [line for line in ax.lines if line.get_marker() == "D"]
         assert len(diamonds) == 3  # scratch, genesis and released (as genesis) published
@@ -187,7 +205,8 @@ def test_prediction_in_source_geometry_is_cropped_and_resampled(tmp_path: Path) 
     np.savez(volumes / "c1.npz", image=prepared.astype(np.float32), label=prepared)
     geometry = {"crop": crop, "source_shape": [40, 40, 10], "prepared_shape": [10, 10, 10]}
     pd.DataFrame({"case": ["c1"], "geometry": [json.dumps(geometry)]}).to_csv(
-        tasks_root / "lcs" / "cases.csv", index=False)
+        tasks_root / "lcs" / "cases.csv", index=False
+    )
     rows = figures.segmentation_overlays(predictions, tasks_root / "lcs", task="lcs")
     assert [panel.init for panel in rows[0]] == ["scratch", "genesis"]  # init order
     panel = rows[0][0]
@@ -198,8 +217,18 @@ def test_prediction_in_source_geometry_is_cropped_and_resampled(tmp_path: Path) 
 
 def test_missing_curves_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     missing = tmp_path / "bms" / "scratch" / "run0" / "curves.csv"
-    code = main(["figures", "curves", "--task", "bms", "--curves", str(missing),
-                 "--output", str(tmp_path / "x")])
+    code = main(
+        [
+            "figures",
+            "curves",
+            "--task",
+            "bms",
+            "--curves",
+            str(missing),
+            "--output",
+            str(tmp_path / "x"),
+        ]
+    )
     assert code == 2
     error = capsys.readouterr().err
     assert "curves.csv" in error and "does not exist" in error
@@ -210,10 +239,27 @@ GALLERY_SETTINGS = {"local_shuffle_blocks": 300}  # fewer blocks keep the test q
 
 def test_gallery_command_writes_png_and_pdf(results: Path, tmp_path: Path) -> None:
     stem = tmp_path / "transform_gallery"
-    assert main(["figures", "gallery", "--cubes", str(results / "cubes" / "own_val.npy"),
-                 "--seed", "3", "--settings", json.dumps(GALLERY_SETTINGS),
-                 "--modality", "mri", "--data-label", "own scans",
-                 "--output", str(stem)]) == 0
+    assert (
+        main(
+            [
+                "figures",
+                "gallery",
+                "--cubes",
+                str(results / "cubes" / "own_val.npy"),
+                "--seed",
+                "3",
+                "--settings",
+                json.dumps(GALLERY_SETTINGS),
+                "--modality",
+                "mri",
+                "--data-label",
+                "own scans",
+                "--output",
+                str(stem),
+            ]
+        )
+        == 0
+    )
     assert_figure_files(stem)
 
 
@@ -221,8 +267,9 @@ def test_gallery_command_writes_png_and_pdf(results: Path, tmp_path: Path) -> No
 def test_gallery_labels_intensities_by_modality(modality: str, hu: bool) -> None:
     """Only CT cubes get a Hounsfield colour bar; MRI intensities have no absolute unit."""
     cube = np.random.default_rng(0).random((32, 32, 16)).astype(np.float32)
-    figure = gallery.gallery_figure(cube, seed=1, settings=GALLERY_SETTINGS,
-                                    modality=modality, data_label=PHANTOMS)
+    figure = gallery.gallery_figure(
+        cube, seed=1, settings=GALLERY_SETTINGS, modality=modality, data_label=PHANTOMS
+    )
     colour_bar = figure.axes[-1].get_ylabel()
     assert ("HU" in colour_bar) is hu
     if modality == "mri":
@@ -235,8 +282,11 @@ def test_gallery_panels_show_each_transformation(results: Path) -> None:
     panels = gallery.transformed_panels(cube, seed=5, settings=GALLERY_SETTINGS)
     assert list(panels) == [title for title, _ in gallery.PANELS]
     flipped = panels["flip"]
-    mirrors = [np.flip(cube, axis=axes) for k in range(1, 8)
-               for axes in [tuple(a for a in range(3) if k >> a & 1)]]
+    mirrors = [
+        np.flip(cube, axis=axes)
+        for k in range(1, 8)
+        for axes in [tuple(a for a in range(3) if k >> a & 1)]
+    ]
     assert any(np.array_equal(flipped, mirror) for mirror in mirrors)
 
     def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -29,8 +29,11 @@ from genesis.tasks.losses import LogitBCELoss, SoftDiceLoss
 @pytest.fixture(scope="module")
 def tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tasks")
-    return {"ncc": make_ncc_task(root), "lcs": make_seg_task(root, "lcs"),
-            "bms": make_seg_task(root, "bms", seed=1, inplane_size=20)}
+    return {
+        "ncc": make_ncc_task(root),
+        "lcs": make_seg_task(root, "lcs"),
+        "bms": make_seg_task(root, "bms", seed=1, inplane_size=20),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +92,21 @@ def test_bad_settings_name_the_key() -> None:
         resolve_settings("ncs", {})
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("lr", float("inf")), ("lr", 0.0), ("lr_factor", float("nan")), ("lr_factor", 1.0),
-    ("foreground_ratio", float("inf")), ("foreground_ratio", -0.1),
-    ("positive_fraction", float("nan")), ("positive_fraction", 1.5),
-    ("max_minutes", float("inf")), ("max_minutes", 0.0),
-])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("lr", float("inf")),
+        ("lr", 0.0),
+        ("lr_factor", float("nan")),
+        ("lr_factor", 1.0),
+        ("foreground_ratio", float("inf")),
+        ("foreground_ratio", -0.1),
+        ("positive_fraction", float("nan")),
+        ("positive_fraction", 1.5),
+        ("max_minutes", float("inf")),
+        ("max_minutes", 0.0),
+    ],
+)
 def test_numbers_are_finite_and_in_range(key: str, value: float) -> None:
     """Checked in ``__post_init__`` (direct construction) and named with the task's section."""
     with pytest.raises(ConfigError, match=rf"tasks\.<task>\.finetune\.{key} must be a finite"):
@@ -132,20 +144,24 @@ def test_ncc_batches_balanced_and_seeded(tasks: dict[str, Path]) -> None:
     again = list(data.batches(epoch_seed=9, steps=5, batch_size=4))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again, strict=True))
     natural = NccData(tasks["ncc"], resolve_settings("ncc", tiny_settings()))
-    seen = torch.cat([labels for _, labels in natural.batches(epoch_seed=9, steps=4,
-                                                              batch_size=4)])
+    seen = torch.cat([labels for _, labels in natural.batches(epoch_seed=9, steps=4, batch_size=4)])
     assert int(seen.sum()) == 8  # one shuffled pass over the 16 cubes
 
 
 @pytest.mark.parametrize("task", ["ncc", "lcs", "bms"])
-def test_finetune_from_scratch_writes_outputs(task: str, tasks: dict[str, Path],
-                                              tmp_path: Path) -> None:
+def test_finetune_from_scratch_writes_outputs(
+    task: str, tasks: dict[str, Path], tmp_path: Path
+) -> None:
     out = tmp_path / "run1"
     settings = resolve_settings(task, tiny_settings())
-    result = finetune(task, tasks[task], out, Init("scratch"), seed=5, settings=settings,
-                      run=1)
-    for name in ("weights.pt", "weights.safetensors", "weights.json", "curves.csv",
-                 "checkpoint.pt"):
+    result = finetune(task, tasks[task], out, Init("scratch"), seed=5, settings=settings, run=1)
+    for name in (
+        "weights.pt",
+        "weights.safetensors",
+        "weights.json",
+        "curves.csv",
+        "checkpoint.pt",
+    ):
         assert (out / name).is_file(), name
     curves = _read_curves(out / "curves.csv")
     assert list(curves[0]) == list(FINETUNE_CURVE_COLUMNS)
@@ -163,11 +179,18 @@ def test_finetune_from_scratch_writes_outputs(task: str, tasks: dict[str, Path],
     assert record["weights"]["epoch"] == result.best_epoch
 
 
-def test_segmentation_loads_every_pretrained_tensor(tasks: dict[str, Path],
-                                                    unet_weights: Path, tmp_path: Path) -> None:
+def test_segmentation_loads_every_pretrained_tensor(
+    tasks: dict[str, Path], unet_weights: Path, tmp_path: Path
+) -> None:
     settings = resolve_settings("lcs", tiny_settings(max_epochs=1, lr=1e-12))
-    finetune("lcs", tasks["lcs"], tmp_path / "run1", Init("genesis", unet_weights), seed=0,
-             settings=settings)
+    finetune(
+        "lcs",
+        tasks["lcs"],
+        tmp_path / "run1",
+        Init("genesis", unet_weights),
+        seed=0,
+        settings=settings,
+    )
     record = json.loads((tmp_path / "run1" / "weights.json").read_text())["finetune"]
     n_tensors = len(UNet3D(width=2).state_dict())
     init = record["init_weights"]
@@ -181,38 +204,51 @@ def test_segmentation_loads_every_pretrained_tensor(tasks: dict[str, Path],
     torch.testing.assert_close(trained.state_dict()[key], pretrained.state_dict()[key])
 
 
-def test_reset_head_redraws_only_the_segmentation_head(tasks: dict[str, Path],
-                                                       unet_weights: Path,
-                                                       tmp_path: Path) -> None:
+def test_reset_head_redraws_only_the_segmentation_head(
+    tasks: dict[str, Path], unet_weights: Path, tmp_path: Path
+) -> None:
     settings = resolve_settings("lcs", tiny_settings(max_epochs=1, lr=1e-12, reset_head=True))
-    finetune("lcs", tasks["lcs"], tmp_path / "run1", Init("genesis", unet_weights), seed=0,
-             settings=settings)
+    finetune(
+        "lcs",
+        tasks["lcs"],
+        tmp_path / "run1",
+        Init("genesis", unet_weights),
+        seed=0,
+        settings=settings,
+    )
     record = json.loads((tmp_path / "run1" / "weights.json").read_text())["finetune"]
     assert record["init_weights"]["head_reset"] is True
     trained, pretrained = UNet3D(width=2), UNet3D(width=2)
     load_weights(trained, tmp_path / "run1" / "weights.pt")
     load_weights(pretrained, unet_weights)
     after, before = trained.state_dict(), pretrained.state_dict()
-    assert not torch.allclose(after["out_tr.final_conv.weight"],
-                              before["out_tr.final_conv.weight"])
-    torch.testing.assert_close(after["up_tr64.ops.1.conv1.weight"],
-                               before["up_tr64.ops.1.conv1.weight"])
+    assert not torch.allclose(after["out_tr.final_conv.weight"], before["out_tr.final_conv.weight"])
+    torch.testing.assert_close(
+        after["up_tr64.ops.1.conv1.weight"], before["up_tr64.ops.1.conv1.weight"]
+    )
 
 
-def test_ncc_loads_the_encoder_only(tasks: dict[str, Path], unet_weights: Path,
-                                    tmp_path: Path) -> None:
+def test_ncc_loads_the_encoder_only(
+    tasks: dict[str, Path], unet_weights: Path, tmp_path: Path
+) -> None:
     settings = resolve_settings("ncc", tiny_settings(max_epochs=1))
-    finetune("ncc", tasks["ncc"], tmp_path / "run1", Init("genesis", unet_weights), seed=0,
-             settings=settings)
-    init = json.loads((tmp_path / "run1" / "weights.json").read_text())["finetune"][
-        "init_weights"]
+    finetune(
+        "ncc",
+        tasks["ncc"],
+        tmp_path / "run1",
+        Init("genesis", unet_weights),
+        seed=0,
+        settings=settings,
+    )
+    init = json.loads((tmp_path / "run1" / "weights.json").read_text())["finetune"]["init_weights"]
     encoder = [k for k in UNet3D(width=2).state_dict() if k.startswith("down_tr")]
     assert init["encoder_only"] is True and init["loaded"] == len(encoder)
     assert init["kept_random"] == 4  # fc1/fc2 weight and bias
 
 
-def test_resume_after_interruption_gives_the_same_run(tasks: dict[str, Path],
-                                                      tmp_path: Path) -> None:
+def test_resume_after_interruption_gives_the_same_run(
+    tasks: dict[str, Path], tmp_path: Path
+) -> None:
     settings = resolve_settings("bms", tiny_settings(max_epochs=3))
     whole = tmp_path / "whole"
     finetune("bms", tasks["bms"], whole, Init("scratch"), seed=3, settings=settings)
@@ -226,8 +262,15 @@ def test_resume_after_interruption_gives_the_same_run(tasks: dict[str, Path],
 
     parts = tmp_path / "parts"
     with pytest.raises(SimulatedKillError):
-        finetune("bms", tasks["bms"], parts, Init("scratch"), seed=3, settings=settings,
-                 on_epoch_end=stop_after_first)
+        finetune(
+            "bms",
+            tasks["bms"],
+            parts,
+            Init("scratch"),
+            seed=3,
+            settings=settings,
+            on_epoch_end=stop_after_first,
+        )
     assert len(_read_curves(parts / "curves.csv")) == 1
     assert not (parts / "weights.pt").exists()
     finetune("bms", tasks["bms"], parts, Init("scratch"), seed=3, settings=settings)
@@ -249,8 +292,14 @@ def test_different_seeds_give_different_runs(tasks: dict[str, Path], tmp_path: P
     settings = resolve_settings("lcs", tiny_settings(max_epochs=1))
     losses = []
     for seed in (1, 2):
-        finetune("lcs", tasks["lcs"], tmp_path / f"s{seed}", Init("scratch"), seed=seed,
-                 settings=settings)
+        finetune(
+            "lcs",
+            tasks["lcs"],
+            tmp_path / f"s{seed}",
+            Init("scratch"),
+            seed=seed,
+            settings=settings,
+        )
         losses.append(_read_curves(tmp_path / f"s{seed}" / "curves.csv")[0]["train_loss"])
     assert losses[0] != losses[1]
 
@@ -267,9 +316,9 @@ def test_finished_run_restores_deleted_outputs(tasks: dict[str, Path], tmp_path:
     assert (out / "curves.csv").read_text() == curves and (out / "weights.pt").is_file()
 
 
-def test_new_pretrained_weights_start_a_new_run(tasks: dict[str, Path], unet_weights: Path,
-                                                tmp_path: Path,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_new_pretrained_weights_start_a_new_run(
+    tasks: dict[str, Path], unet_weights: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     out = tmp_path / "run1"
     settings = resolve_settings("lcs", tiny_settings(max_epochs=1))
     weights = tmp_path / "pretrained.pt"
@@ -285,15 +334,24 @@ def test_new_pretrained_weights_start_a_new_run(tasks: dict[str, Path], unet_wei
     assert "init_weights_sha256" in caplog.text
 
 
-def test_stale_checkpoint_starts_afresh(tasks: dict[str, Path], tmp_path: Path,
-                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_stale_checkpoint_starts_afresh(
+    tasks: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Snakemake reruns a job whose settings or seed changed: the old checkpoint is
     ignored with a warning, and the run equals one made in an empty folder."""
     out = tmp_path / "run1"
-    finetune("lcs", tasks["lcs"], out, Init("scratch"), seed=0,
-             settings=resolve_settings("lcs", tiny_settings(max_epochs=1)))
-    for seed, changes, reason in ((0, {"lr": 0.1}, r"other settings \(lr\)"),
-                                  (1, {}, r"another run \(seed")):
+    finetune(
+        "lcs",
+        tasks["lcs"],
+        out,
+        Init("scratch"),
+        seed=0,
+        settings=resolve_settings("lcs", tiny_settings(max_epochs=1)),
+    )
+    for seed, changes, reason in (
+        (0, {"lr": 0.1}, r"other settings \(lr\)"),
+        (1, {}, r"another run \(seed"),
+    ):
         settings = resolve_settings("lcs", tiny_settings(max_epochs=1, **changes))
         with caplog.at_level("WARNING"):
             finetune("lcs", tasks["lcs"], out, Init("scratch"), seed=seed, settings=settings)
@@ -306,31 +364,50 @@ def test_stale_checkpoint_starts_afresh(tasks: dict[str, Path], tmp_path: Path,
 def test_early_stopping(tasks: dict[str, Path], tmp_path: Path) -> None:
     # Weights that do not move (tiny learning rate) and a norm that ignores the running
     # statistics give the same validation loss every epoch: no improvement after epoch 1.
-    settings = resolve_settings("lcs", tiny_settings(max_epochs=10, early_stop_patience=2,
-                                                     lr=1e-30, batch_stats=True))
-    result = finetune("lcs", tasks["lcs"], tmp_path / "run1", Init("scratch"), seed=0,
-                      settings=settings)
+    settings = resolve_settings(
+        "lcs", tiny_settings(max_epochs=10, early_stop_patience=2, lr=1e-30, batch_stats=True)
+    )
+    result = finetune(
+        "lcs", tasks["lcs"], tmp_path / "run1", Init("scratch"), seed=0, settings=settings
+    )
     assert result.stop_reason.startswith("early stopping")
     assert len(result.curves) == 3 and result.best_epoch == 1
 
 
-def test_ncc_cube_size_must_match_the_prepared_cubes(tasks: dict[str, Path],
-                                                     tmp_path: Path) -> None:
+def test_ncc_cube_size_must_match_the_prepared_cubes(
+    tasks: dict[str, Path], tmp_path: Path
+) -> None:
     settings = resolve_settings("ncc", tiny_settings(cube_size=[32, 32, 16]))
     with pytest.raises(ConfigError, match="prepared cubes"):
-        finetune("ncc", tasks["ncc"], tmp_path / "run1", Init("scratch"), seed=0,
-                 settings=settings)
+        finetune("ncc", tasks["ncc"], tmp_path / "run1", Init("scratch"), seed=0, settings=settings)
 
 
 # --- command line ----------------------------------------------------------------------
 
 
-def test_cli_reports_mismatched_weights(tasks: dict[str, Path], tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_mismatched_weights(
+    tasks: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     wide = save_weights(UNet3D(width=4), tmp_path / "wide", provenance={}, epoch=1)[0]
-    code = main(["finetune", "--task", "lcs", "--data", str(tasks["lcs"]), "--init", "released",
-                 "--weights", str(wide), "--output-dir", str(tmp_path / "run1"), "--seed", "0",
-                 "--settings", json.dumps(tiny_settings())])
+    code = main(
+        [
+            "finetune",
+            "--task",
+            "lcs",
+            "--data",
+            str(tasks["lcs"]),
+            "--init",
+            "released",
+            "--weights",
+            str(wide),
+            "--output-dir",
+            str(tmp_path / "run1"),
+            "--seed",
+            "0",
+            "--settings",
+            json.dumps(tiny_settings()),
+        ]
+    )
     assert code == 2
     error = capsys.readouterr().err
     assert "weights do not fit UNet3D" in error and "wrong shape" in error
@@ -341,12 +418,29 @@ def test_cli_reports_mismatched_weights(tasks: dict[str, Path], tmp_path: Path,
         load_weights(classifier, wide.with_suffix(".safetensors"))
 
 
-def test_cli_finetunes_a_run(tasks: dict[str, Path], tmp_path: Path,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_finetunes_a_run(
+    tasks: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "finetune" / "ncc" / "scratch" / "run2"
-    code = main(["finetune", "--task", "ncc", "--data", str(tasks["ncc"]), "--init", "scratch",
-                 "--output-dir", str(out), "--seed", "11", "--threads", "1",
-                 "--settings", json.dumps(tiny_settings(max_epochs=1))])
+    code = main(
+        [
+            "finetune",
+            "--task",
+            "ncc",
+            "--data",
+            str(tasks["ncc"]),
+            "--init",
+            "scratch",
+            "--output-dir",
+            str(out),
+            "--seed",
+            "11",
+            "--threads",
+            "1",
+            "--settings",
+            json.dumps(tiny_settings(max_epochs=1)),
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["run"] == 2 and summary["epochs"] == 1

@@ -40,8 +40,9 @@ def test_roi_sized_volume_equals_direct_forward() -> None:
 def test_blending_of_a_bigger_volume_matches_direct_forward(mode: str) -> None:
     model = _pointwise_model().eval()
     volume = np.random.default_rng(1).random((37, 29, 21), dtype=np.float32)
-    windowed = predict_volume(model, volume, roi=(16, 16, 8), overlap=0.5, mode=mode,
-                              sw_batch_size=3)
+    windowed = predict_volume(
+        model, volume, roi=(16, 16, 8), overlap=0.5, mode=mode, sw_batch_size=3
+    )
     assert windowed.shape == volume.shape
     np.testing.assert_allclose(windowed, _direct(model, volume), atol=1e-5)
 
@@ -87,5 +88,4 @@ def test_soft_dice_equals_monai_batch_dice() -> None:
     target = (torch.rand((3, 1, 6, 5, 4), generator=generator) > 0.7).float()
     target[1] = 0  # a patch without foreground
     expected = DiceLoss(sigmoid=False, batch=True)(probabilities, target)
-    assert float(SoftDiceLoss()(probabilities, target)) == pytest.approx(float(expected),
-                                                                          abs=1e-6)
+    assert float(SoftDiceLoss()(probabilities, target)) == pytest.approx(float(expected), abs=1e-6)

@@ -33,11 +33,20 @@ def test_flipped_direction_changes_the_mapping() -> None:
 
 def test_agrees_with_simpleitk(tmp_path: Path) -> None:
     angle = np.deg2rad(20)
-    direction = np.array([[np.cos(angle), 0, np.sin(angle)], [0, -1, 0],
-                          [-np.sin(angle), 0, np.cos(angle)]]) @ FLIPPED
+    direction = (
+        np.array(
+            [[np.cos(angle), 0, np.sin(angle)], [0, -1, 0], [-np.sin(angle), 0, np.cos(angle)]]
+        )
+        @ FLIPPED
+    )
     path = tmp_path / "scan.mhd"
-    save_metaimage(path, np.zeros((8, 9, 10), np.int16), spacing=(0.6, 0.9, 2.0),
-                   origin=(-10.0, 20.0, -300.0), direction=direction)
+    save_metaimage(
+        path,
+        np.zeros((8, 9, 10), np.int16),
+        spacing=(0.6, 0.9, 2.0),
+        origin=(-10.0, 20.0, -300.0),
+        direction=direction,
+    )
     image = sitk.ReadImage(str(path))
     volume = load_volume(path)
     index = np.array([[1.5, 2.0, 3.25], [7.0, 0.0, 9.0]])

@@ -48,8 +48,9 @@ def test_metaimage_round_trip(tmp_path: Path, ct: np.ndarray, direction: np.ndar
 def test_metaimage_matches_simpleitk_direction_order(tmp_path: Path, ct: np.ndarray) -> None:
     """A non-symmetric direction catches a transposed TransformMatrix."""
     angle = np.deg2rad(30)
-    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0],
-                         [0, 0, 1]])
+    rotation = np.array(
+        [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+    )
     path = tmp_path / "rotated.mhd"
     save_metaimage(path, ct, spacing=SPACING, origin=ORIGIN, direction=rotation)
     image = sitk.ReadImage(str(path))

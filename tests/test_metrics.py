@@ -86,8 +86,15 @@ def test_roc_auc_one_class_is_a_clear_error() -> None:
 
 
 def _metrics(path, task, init, run, value, dice=None):
-    record = {"task": task, "init": init, "run": run, "seed": 100 + run, "metric": "iou",
-              "value": value, "n_cases": 2}
+    record = {
+        "task": task,
+        "init": init,
+        "run": run,
+        "seed": 100 + run,
+        "metric": "iou",
+        "value": value,
+        "n_cases": 2,
+    }
     if dice is not None:
         record["dice"] = dice
     path.parent.mkdir(parents=True, exist_ok=True)

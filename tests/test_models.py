@@ -48,9 +48,12 @@ def release_table() -> dict[str, tuple[int, ...]]:
     for block, weight in RELEASE_BLOCKS.items():
         out = (weight[0],)
         table |= {
-            f"{block}.conv1.weight": weight, f"{block}.conv1.bias": out,
-            f"{block}.bn1.weight": out, f"{block}.bn1.bias": out,
-            f"{block}.bn1.running_mean": out, f"{block}.bn1.running_var": out,
+            f"{block}.conv1.weight": weight,
+            f"{block}.conv1.bias": out,
+            f"{block}.bn1.weight": out,
+            f"{block}.bn1.bias": out,
+            f"{block}.bn1.running_mean": out,
+            f"{block}.bn1.running_var": out,
             f"{block}.bn1.num_batches_tracked": (),
         }
     return table | RELEASE_OTHERS
@@ -101,8 +104,10 @@ def test_bottleneck_shape() -> None:
 def _calls(model: nn.Module, run: Callable[[], object]) -> set[str]:
     """Names of the top-level modules that ran while calling ``run``."""
     called: set[str] = set()
-    handles = [child.register_forward_hook(lambda *_, name=name: called.add(name))
-               for name, child in model.named_children()]
+    handles = [
+        child.register_forward_hook(lambda *_, name=name: called.add(name))
+        for name, child in model.named_children()
+    ]
     run()
     for handle in handles:
         handle.remove()
@@ -113,7 +118,11 @@ def test_encode_does_not_run_the_decoder() -> None:
     model = UNet3D(width=2).eval()
     x = torch.rand(1, 1, 16, 16, 8)
     assert _calls(model, lambda: model.encode(x)) == {
-        "down_tr64", "down_tr128", "down_tr256", "down_tr512"}
+        "down_tr64",
+        "down_tr128",
+        "down_tr256",
+        "down_tr512",
+    }
     assert "out_tr" in _calls(model, lambda: model(x))
 
 
@@ -125,12 +134,22 @@ def test_classifier_is_encoder_plus_head_without_decoder() -> None:
     logits = clf(x)
     assert logits.shape == (2, 3)
     assert _calls(clf, lambda: clf(x)) == {
-        "down_tr64", "down_tr128", "down_tr256", "down_tr512", "fc1", "fc2"}
+        "down_tr64",
+        "down_tr128",
+        "down_tr256",
+        "down_tr512",
+        "fc1",
+        "fc2",
+    }
     unet_encoder = {k: v for k, v in shapes(UNet3D(width=4)).items() if k.startswith("down")}
     assert {k: v for k, v in shapes(clf).items() if k.startswith("down")} == unet_encoder
     head = {k: v for k, v in shapes(clf).items() if not k.startswith("down")}
-    assert head == {"fc1.weight": (16, 64), "fc1.bias": (16,),
-                    "fc2.weight": (3, 16), "fc2.bias": (3,)}
+    assert head == {
+        "fc1.weight": (16, 64),
+        "fc1.bias": (16,),
+        "fc2.weight": (3, 16),
+        "fc2.bias": (3,),
+    }
 
 
 def test_classifier_head_at_release_width() -> None:
@@ -140,8 +159,9 @@ def test_classifier_head_at_release_width() -> None:
     assert shapes(clf)["fc2.weight"] == (1, 1024)
 
 
-@pytest.mark.parametrize("shape", [(60, 64, 32), (64, 64, 36), (64, 8, 32), (0, 16, 8),
-                                   (64, 64), (64, 64, 32, 1)])
+@pytest.mark.parametrize(
+    "shape", [(60, 64, 32), (64, 64, 36), (64, 8, 32), (0, 16, 8), (64, 64), (64, 64, 32, 1)]
+)
 def test_bad_spatial_sizes_are_refused(shape: tuple[int, ...]) -> None:
     with pytest.raises(InputShapeError) as caught:
         check_input_shape(shape)
@@ -163,8 +183,16 @@ def test_forward_and_encode_refuse_bad_tensors(shape: tuple[int, ...]) -> None:
             call(torch.zeros(shape))
 
 
-@pytest.mark.parametrize("kwargs", [{"width": 0}, {"in_channels": -1}, {"out_channels": 1.5},
-                                    {"final_activation": "softmax"}, {"width": True}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"width": 0},
+        {"in_channels": -1},
+        {"out_channels": 1.5},
+        {"final_activation": "softmax"},
+        {"width": True},
+    ],
+)
 def test_bad_constructor_arguments_name_the_parameter(kwargs: dict[str, object]) -> None:
     name = next(iter(kwargs))
     with pytest.raises(ConfigError, match=name):
@@ -203,8 +231,9 @@ def _reference_forward(model: UNet3D, x: Tensor) -> Tensor:
 
     def block(name: str, h: Tensor) -> Tensor:
         h = F.conv3d(h, p[f"{name}.conv1.weight"], p[f"{name}.conv1.bias"], padding=1)
-        h = F.batch_norm(h, None, None, p[f"{name}.bn1.weight"], p[f"{name}.bn1.bias"],
-                         training=True)
+        h = F.batch_norm(
+            h, None, None, p[f"{name}.bn1.weight"], p[f"{name}.bn1.bias"], training=True
+        )
         return F.relu(h)
 
     skips = []
@@ -214,8 +243,9 @@ def _reference_forward(model: UNet3D, x: Tensor) -> Tensor:
         skips.append(x)
     x = skips.pop()
     for level in ("up_tr256", "up_tr128", "up_tr64"):
-        up = F.conv_transpose3d(x, p[f"{level}.up_conv.weight"], p[f"{level}.up_conv.bias"],
-                                stride=2)
+        up = F.conv_transpose3d(
+            x, p[f"{level}.up_conv.weight"], p[f"{level}.up_conv.bias"], stride=2
+        )
         x = torch.cat((up, skips.pop()), dim=1)
         x = block(f"{level}.ops.1", block(f"{level}.ops.0", x))
     x = F.conv3d(x, p["out_tr.final_conv.weight"], p["out_tr.final_conv.bias"])

@@ -26,15 +26,24 @@ def execute(name: str, out: Path, parameters: dict[str, object]) -> nbformat.Not
     import papermill
 
     papermill.execute_notebook(
-        str(NOTEBOOKS / f"{name}.ipynb"), str(out), kernel_name="python3",
-        parameters=parameters, cwd=str(out.parent), progress_bar=False, start_timeout=120,
+        str(NOTEBOOKS / f"{name}.ipynb"),
+        str(out),
+        kernel_name="python3",
+        parameters=parameters,
+        cwd=str(out.parent),
+        progress_bar=False,
+        start_timeout=120,
     )
     return nbformat.read(out, as_version=4)
 
 
 def outputs(notebook: nbformat.NotebookNode) -> list[dict]:
-    return [output for cell in notebook.cells if cell.cell_type == "code"
-            for output in cell.get("outputs", [])]
+    return [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    ]
 
 
 def shown(notebook: nbformat.NotebookNode, kind: str) -> str:
@@ -53,8 +62,9 @@ def assert_clean_with_images(notebook: nbformat.NotebookNode, minimum: int = 1) 
 
 def imports(source: str) -> set[str]:
     """Top-level names of the modules a piece of code imports (magics left out)."""
-    code = "\n".join(line for line in source.splitlines()
-                     if not line.lstrip().startswith(("%", "!")))
+    code = "\n".join(
+        line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))
+    )
     found = set()
     for node in ast.walk(ast.parse(code)):
         if isinstance(node, ast.Import):
@@ -79,17 +89,54 @@ def full_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     leftovers no rule declares (unreadable: reading them fails): runs 0 and 9 of lcs and
     ncc, a pretraining variant `old`."""
     results = make_results(tmp_path_factory.mktemp("full") / "results")
-    assert main(["tables", "--summary", str(results / "finetune" / "summary.csv"),
-                 "--published", str(REPO / "config" / "published.csv"),
-                 "--provenance", str(results / "provenance.json"),
-                 "--output-dir", str(results / "tables")]) == 0
-    assert main(["figures", "segmentations", "--task", "lcs",
-                 "--predictions", *run_files(results, "lcs", "predictions"),
-                 "--task-dir", str(results / "tasks" / "lcs"),
-                 "--output", str(results / "figures" / "segmentation_lcs")]) == 0
-    assert main(["figures", "tasks", "--summary", str(results / "finetune" / "summary.csv"),
-                 "--published", str(REPO / "config" / "published.csv"),
-                 "--output", str(results / "figures" / "target_tasks")]) == 0
+    assert (
+        main(
+            [
+                "tables",
+                "--summary",
+                str(results / "finetune" / "summary.csv"),
+                "--published",
+                str(REPO / "config" / "published.csv"),
+                "--provenance",
+                str(results / "provenance.json"),
+                "--output-dir",
+                str(results / "tables"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "figures",
+                "segmentations",
+                "--task",
+                "lcs",
+                "--predictions",
+                *run_files(results, "lcs", "predictions"),
+                "--task-dir",
+                str(results / "tasks" / "lcs"),
+                "--output",
+                str(results / "figures" / "segmentation_lcs"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "figures",
+                "tasks",
+                "--summary",
+                str(results / "finetune" / "summary.csv"),
+                "--published",
+                str(REPO / "config" / "published.csv"),
+                "--output",
+                str(results / "figures" / "target_tasks"),
+            ]
+        )
+        == 0
+    )
     for task in ("lcs", "ncc"):
         for init in ("scratch", "genesis-nonlinear"):
             for run in (0, 9):
@@ -125,18 +172,25 @@ def test_helper_module_reads_nothing_by_itself() -> None:
 
 
 def test_pretraining_notebook_runs(full_results: Path, tmp_path: Path, kernel_env: None) -> None:
-    notebook = execute("pretraining", tmp_path / "pretraining.ipynb",
-                       notebook_parameters(full_results, "pretraining"))
+    notebook = execute(
+        "pretraining",
+        tmp_path / "pretraining.ipynb",
+        notebook_parameters(full_results, "pretraining"),
+    )
     assert_clean_with_images(notebook)
     assert "synthetic phantoms" in shown(notebook, "text/markdown")
     assert "old" not in shown(notebook, "text/plain")  # the leftover variant is not read
 
 
-def test_target_task_notebook_runs_for_segmentation(full_results: Path, tmp_path: Path,
-                                                    kernel_env: None) -> None:
+def test_target_task_notebook_runs_for_segmentation(
+    full_results: Path, tmp_path: Path, kernel_env: None
+) -> None:
     assert (full_results / "finetune" / "lcs" / "scratch" / "run9" / "curves.csv").is_dir()
-    notebook = execute("target_task", tmp_path / "lcs.ipynb",
-                       notebook_parameters(full_results, "target_task", "lcs"))
+    notebook = execute(
+        "target_task",
+        tmp_path / "lcs.ipynb",
+        notebook_parameters(full_results, "target_task", "lcs"),
+    )
     # learning curves, per-case boxplot and the overlay figure
     assert_clean_with_images(notebook, minimum=3)
     text = shown(notebook, "text/plain")
@@ -144,12 +198,14 @@ def test_target_task_notebook_runs_for_segmentation(full_results: Path, tmp_path
     assert "run9" not in text and "run0" not in text
 
 
-def test_target_task_notebook_reads_a_list_given_as_json(full_results: Path, tmp_path: Path,
-                                                         kernel_env: None) -> None:
+def test_target_task_notebook_reads_a_list_given_as_json(
+    full_results: Path, tmp_path: Path, kernel_env: None
+) -> None:
     """`papermill -p curves '[...]'` passes a string: the notebook reads it as a list."""
     parameters = notebook_parameters(full_results, "target_task", "ncc")
-    parameters.update(curves=json.dumps(parameters["curves"][:2]),
-                      per_case=json.dumps(parameters["per_case"][:2]))
+    parameters.update(
+        curves=json.dumps(parameters["curves"][:2]), per_case=json.dumps(parameters["per_case"][:2])
+    )
     notebook = execute("target_task", tmp_path / "ncc.ipynb", parameters)
     assert_clean_with_images(notebook, minimum=2)  # curves and ROC
     counts = shown(notebook, "text/plain")  # candidates per run: just the two given
@@ -157,8 +213,9 @@ def test_target_task_notebook_reads_a_list_given_as_json(full_results: Path, tmp
 
 
 def test_summary_notebook_runs(full_results: Path, tmp_path: Path, kernel_env: None) -> None:
-    notebook = execute("summary", tmp_path / "summary.ipynb",
-                       notebook_parameters(full_results, "summary"))
+    notebook = execute(
+        "summary", tmp_path / "summary.ipynb", notebook_parameters(full_results, "summary")
+    )
     assert_clean_with_images(notebook)
     assert "genesis-nonlinear" in shown(notebook, "text/plain")  # the ablation table is shown
 
@@ -166,10 +223,14 @@ def test_summary_notebook_runs(full_results: Path, tmp_path: Path, kernel_env: N
 def test_notebooks_tolerate_a_bare_results_tree(tmp_path: Path, kernel_env: None) -> None:
     """No tables, figures or ablation yet: the notebooks say so instead of failing."""
     results = make_results(tmp_path / "results", tasks=("ncc",), variants=(), runs=2)
-    summary = execute("summary", tmp_path / "summary.ipynb",
-                      notebook_parameters(results, "summary", variants=()))
+    summary = execute(
+        "summary", tmp_path / "summary.ipynb", notebook_parameters(results, "summary", variants=())
+    )
     assert not [o for o in outputs(summary) if o.get("output_type") == "error"]
     assert "No ablation variants ran" in shown(summary, "text/markdown")
-    ncc = execute("target_task", tmp_path / "ncc.ipynb",
-                  notebook_parameters(results, "target_task", "ncc", variants=(), runs=2))
+    ncc = execute(
+        "target_task",
+        tmp_path / "ncc.ipynb",
+        notebook_parameters(results, "target_task", "ncc", variants=(), runs=2),
+    )
     assert_clean_with_images(ncc, minimum=2)  # curves and ROC

@@ -29,8 +29,12 @@ def readme_section_commands(heading: str, prefix: str) -> list[str]:
     text = README.read_text(encoding="utf-8")
     section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
     blocks = section.split("```")[1::2]
-    return [line.strip() for block in blocks for line in block.splitlines()
-            if line.strip().startswith(prefix)]
+    return [
+        line.strip()
+        for block in blocks
+        for line in block.splitlines()
+        if line.strip().startswith(prefix)
+    ]
 
 
 #: The README's commands ("Your own unlabelled scans"), parsed from it so they cannot drift.

@@ -27,8 +27,14 @@ from genesis.tasks.prepared import (
 SHAPE = (40, 36, 20)
 SPACING = (0.8, 0.7, 2.0)
 FLIPPED = np.diag([-1.0, -1.0, 1.0])
-SETTINGS = {"cube_size": [16, 16, 8], "max_shift": [2, 2, 1], "train_subsets": [0],
-            "val_subsets": [1], "test_subsets": [2], "negative_ratio": 1.0}
+SETTINGS = {
+    "cube_size": [16, 16, 8],
+    "max_shift": [2, 2, 1],
+    "train_subsets": [0],
+    "val_subsets": [1],
+    "test_subsets": [2],
+    "negative_ratio": 1.0,
+}
 NODULE_HU = 400.0
 
 
@@ -38,15 +44,26 @@ def _world(index: tuple[int, int, int], origin: tuple[float, ...], flipped: bool
     return [o + s * d * i for o, s, d, i in zip(origin, sign, SPACING, index, strict=True)]
 
 
-def _scan(tmp: Path, subset: int, uid: str, flipped: bool, nodules: list[tuple[int, int, int]],
-          origin: tuple[float, float, float]) -> np.ndarray:
+def _scan(
+    tmp: Path,
+    subset: int,
+    uid: str,
+    flipped: bool,
+    nodules: list[tuple[int, int, int]],
+    origin: tuple[float, float, float],
+) -> np.ndarray:
     """Lung-like ramp (every voxel distinct) with 3x3x3 bright nodules at the given voxels."""
     i, j, k = np.meshgrid(*(np.arange(n) for n in SHAPE), indexing="ij")
     data = (-900 + 4 * i + 3 * j + 5 * k).astype(np.int16)
     for x, y, z in nodules:
-        data[x - 1:x + 2, y - 1:y + 2, z - 1:z + 2] = NODULE_HU
-    save_metaimage(tmp / f"subset{subset}" / f"{uid}.mhd", data, spacing=SPACING,
-                   origin=origin, direction=FLIPPED if flipped else np.eye(3))
+        data[x - 1 : x + 2, y - 1 : y + 2, z - 1 : z + 2] = NODULE_HU
+    save_metaimage(
+        tmp / f"subset{subset}" / f"{uid}.mhd",
+        data,
+        spacing=SPACING,
+        origin=origin,
+        direction=FLIPPED if flipped else np.eye(3),
+    )
     return data
 
 
@@ -75,8 +92,9 @@ def _luna(tmp: Path, extra_rows: list[list[object]] | None = None) -> dict[str, 
     return {"rows": rows, "scans": scans}
 
 
-def _expected_cube(data: np.ndarray, centre: tuple[int, int, int],
-                   size: tuple[int, int, int]) -> np.ndarray:
+def _expected_cube(
+    data: np.ndarray, centre: tuple[int, int, int], size: tuple[int, int, int]
+) -> np.ndarray:
     """Independent cube: pad with air, slice, window to [0, 1]."""
     pad = max(size)
     padded = np.pad(data.astype(np.float32), pad, constant_values=-1000.0)
@@ -112,8 +130,9 @@ def test_positive_cubes_are_centred_on_their_nodules(tmp_path: Path) -> None:
             centre = cube[size[0] // 2, size[1] // 2, size[2] // 2]
             if rows[row][4] == 1:
                 assert centre == pytest.approx((NODULE_HU + 1000) / 2000, abs=1e-3)
-                nodule = scan["nodules"][[r for r in range(len(rows)) if rows[r][0] == uid
-                                          ].index(row)]
+                nodule = scan["nodules"][
+                    [r for r in range(len(rows)) if rows[r][0] == uid].index(row)
+                ]
                 expected = _expected_cube(scan["data"], nodule, size)
                 np.testing.assert_allclose(cube.astype(np.float32), expected, atol=3e-4)
             else:
@@ -130,14 +149,18 @@ def test_border_cube_is_air_padded(tmp_path: Path) -> None:
     prepare_ncc(tmp_path, out, _settings(), seed=1)
     cubes, _ = load_ncc_split(out, "test")
     candidate = load_ncc_candidates(out, "test")
-    border = [i for i, r in enumerate(candidate) if truth["rows"][r][1:4] ==
-              _world((1, 1, 10), (150.0, 120.0, -300.0), True)]
+    border = [
+        i
+        for i, r in enumerate(candidate)
+        if truth["rows"][r][1:4] == _world((1, 1, 10), (150.0, 120.0, -300.0), True)
+    ]
     assert len(border) == 1
     cube = cubes[border[0]].astype(np.float32)
     assert np.all(cube[:7] == 0.0) and np.all(cube[:, :7] == 0.0)  # 8 - 1 voxels of air
     assert np.all(cube[7:, 7:] > 0.0)
-    np.testing.assert_allclose(cube, _expected_cube(truth["scans"]["1.2.2"]["data"], (1, 1, 10),
-                                                     (16, 16, 8)), atol=3e-4)
+    np.testing.assert_allclose(
+        cube, _expected_cube(truth["scans"]["1.2.2"]["data"], (1, 1, 10), (16, 16, 8)), atol=3e-4
+    )
 
 
 def test_outputs_split_and_candidate_tables(tmp_path: Path) -> None:
@@ -146,8 +169,11 @@ def test_outputs_split_and_candidate_tables(tmp_path: Path) -> None:
     prepare_ncc(tmp_path, out, _settings(), seed=1)
     split = _read_csv(out / "split.csv")
     assert [(r["seriesuid"], r["subset"], r["split"]) for r in split] == [
-        ("1.2.0a", "0", "train"), ("1.2.0b", "0", "train"), ("1.2.1", "1", "val"),
-        ("1.2.2", "2", "test")]
+        ("1.2.0a", "0", "train"),
+        ("1.2.0b", "0", "train"),
+        ("1.2.1", "1", "val"),
+        ("1.2.2", "2", "test"),
+    ]
     table = _read_csv(out / "candidates.csv")
     assert {r["status"] for r in table} == {"ok"}
     for split_name in ("train", "val", "test"):
@@ -222,8 +248,9 @@ def test_empty_candidates_csv_is_an_error(tmp_path: Path) -> None:
 def test_pinned_split_is_used_and_checked(tmp_path: Path) -> None:
     _luna(tmp_path)
     pinned = tmp_path / "pinned.csv"
-    pinned.write_text("seriesuid,subset,split\n1.2.0a,0,train\n1.2.0b,0,val\n1.2.1,1,val\n"
-                      "1.2.2,2,test\n")
+    pinned.write_text(
+        "seriesuid,subset,split\n1.2.0a,0,train\n1.2.0b,0,val\n1.2.1,1,val\n1.2.2,2,test\n"
+    )
     summary = prepare_ncc(tmp_path, tmp_path / "out", _settings(), seed=1, split_file=pinned)
     assert summary["counts"]["val"]["scans"] == 2
     assert (tmp_path / "out" / "split.csv").read_text() == pinned.read_text()
@@ -235,8 +262,9 @@ def test_pinned_split_is_used_and_checked(tmp_path: Path) -> None:
 def test_overlapping_subsets_are_a_config_error(tmp_path: Path) -> None:
     _luna(tmp_path)
     with pytest.raises(ConfigError, match="subset 1 is in both"):
-        prepare_ncc(tmp_path, tmp_path / "out", _settings(val_subsets=[1], test_subsets=[1]),
-                    seed=1)
+        prepare_ncc(
+            tmp_path, tmp_path / "out", _settings(val_subsets=[1], test_subsets=[1]), seed=1
+        )
 
 
 def test_augment_ncc_crops_real_context_and_flips() -> None:
@@ -256,7 +284,7 @@ def test_augment_ncc_crops_real_context_and_flips() -> None:
         offset = np.unravel_index(int(sample[0, 0, 0]) - b * 600, (10, 10, 6))
         x0, y0, z0 = (int(v) for v in offset)
         assert x0 <= 4 and y0 <= 4 and z0 <= 2
-        assert torch.equal(sample, stored[b, 0, x0:x0 + 6, y0:y0 + 6, z0:z0 + 4])
+        assert torch.equal(sample, stored[b, 0, x0 : x0 + 6, y0 : y0 + 6, z0 : z0 + 4])
         shifts.add((x0, y0, z0))
     assert len(shifts) > 4 and 0 < flips < 3 * n
     assert augment_ncc(stored, torch.Generator().manual_seed(0)).shape == stored.shape
@@ -276,9 +304,14 @@ def test_phantom_positives_sit_on_nodules_in_flipped_scans(tmp_path: Path) -> No
 
     from genesis.synth import synthesize_luna16
 
-    synth = {"subsets": [0, 1, 2], "scans_per_subset": 1, "shape": [48, 48, 24],
-             "flipped_fraction": 0.67, "nodule_diameter_mm": [7.0, 12.0],
-             "negatives_per_scan": 8}
+    synth = {
+        "subsets": [0, 1, 2],
+        "scans_per_subset": 1,
+        "shape": [48, 48, 24],
+        "flipped_fraction": 0.67,
+        "nodule_diameter_mm": [7.0, 12.0],
+        "negatives_per_scan": 8,
+    }
     assert synthesize_luna16(tmp_path / "luna16", synth, 5)["flipped"] == 2
     out = tmp_path / "out"
     summary = prepare_ncc(tmp_path, out, _settings(negative_ratio=2.0), seed=1)
@@ -289,8 +322,9 @@ def test_phantom_positives_sit_on_nodules_in_flipped_scans(tmp_path: Path) -> No
     for split in ("train", "val", "test"):
         cubes, labels = load_ncc_split(out, split)
         cubes = crop_center(torch.from_numpy(cubes.astype(np.float32))[:, None], (16, 16, 8))
-        for cube, label, row in zip(cubes[:, 0], labels, load_ncc_candidates(out, split),
-                                    strict=True):
+        for cube, label, row in zip(
+            cubes[:, 0], labels, load_ncc_candidates(out, split), strict=True
+        ):
             entry = table[int(row)]
             image = images[entry["seriesuid"]]
             flipped += label and image.GetDirection()[0] < 0

@@ -37,8 +37,13 @@ def _liver(seed: int, shape: tuple[int, ...] = SHAPE) -> tuple[np.ndarray, np.nd
 
 
 def _write(path: Path, data: np.ndarray, **geometry: object) -> None:
-    save_nifti(path, data, spacing=geometry.get("spacing", SPACING),
-               origin=geometry.get("origin", ORIGIN), direction=geometry.get("direction", FLIPPED))
+    save_nifti(
+        path,
+        data,
+        spacing=geometry.get("spacing", SPACING),
+        origin=geometry.get("origin", ORIGIN),
+        direction=geometry.get("direction", FLIPPED),
+    )
 
 
 def _msd_liver(root: Path, n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -48,8 +53,9 @@ def _msd_liver(root: Path, n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         image, label = _liver(i)
         _write(root / "imagesTr" / f"liver_{i}.nii.gz", image)
         _write(root / "labelsTr" / f"liver_{i}.nii.gz", label.astype(np.uint8))
-        training.append({"image": f"./imagesTr/liver_{i}.nii.gz",
-                         "label": f"./labelsTr/liver_{i}.nii.gz"})
+        training.append(
+            {"image": f"./imagesTr/liver_{i}.nii.gz", "label": f"./labelsTr/liver_{i}.nii.gz"}
+        )
         cases[f"liver_{i}"] = (image, label)
     (root / "dataset.json").write_text(json.dumps({"modality": {"0": "CT"}, "training": training}))
     return cases
@@ -76,7 +82,8 @@ def test_lcs_msd_split_binarisation_and_outputs(tmp_path: Path) -> None:
     # 12 volumes in the 100:15:15 proportions, in numeric index order (liver_10 after 9).
     split = _read_csv(out / "split.csv")
     assert [(r["case"], r["split"]) for r in split] == (
-        [(f"liver_{i}", "train") for i in range(10)] + [("liver_10", "val"), ("liver_11", "test")])
+        [(f"liver_{i}", "train") for i in range(10)] + [("liver_10", "val"), ("liver_11", "test")]
+    )
     assert split[0]["image"].endswith("imagesTr/liver_0.nii.gz")
     assert summary["counts"] == {"train": 10, "val": 1, "test": 1}
     cases = list(iter_cases(out, "train"))
@@ -140,8 +147,7 @@ def test_lits_layout_is_detected(tmp_path: Path) -> None:
     summary = prepare_lcs(tmp_path, tmp_path / "out", _lcs(split_counts=[2, 1, 1]), seed=0)
     assert summary["layout"] == "lits"
     split = {r["case"]: r["split"] for r in _read_csv(tmp_path / "out" / "split.csv")}
-    assert split == {"liver_0": "train", "liver_1": "train", "liver_2": "val",
-                     "liver_10": "test"}
+    assert split == {"liver_0": "train", "liver_1": "train", "liver_2": "val", "liver_10": "test"}
     (tmp_path / "Training Batch 2" / "segmentation-10.nii").unlink()
     with pytest.raises(InputError, match="no segmentation-10"):
         prepare_lcs(tmp_path, tmp_path / "out2", _lcs(), seed=0)
@@ -154,14 +160,18 @@ def test_unknown_layout_is_an_error(tmp_path: Path) -> None:
         prepare_bms(tmp_path, tmp_path / "out", _bms(), seed=0)
 
 
-@pytest.mark.parametrize("problem, message", [
-    ("shape", r"liver_1: label shape \(24, 20, 9\) does not match image shape"),
-    ("geometry", r"liver_1: label geometry differs from the image .* by up to 1 mm"),
-    ("empty", r"liver_1: label volume is empty .* a train case needs foreground"),
-    ("values", r"value\(s\) 7 outside the expected \[0, 1, 2\]"),
-])
-def test_bad_case_is_an_error_or_a_recorded_skip(tmp_path: Path, problem: str,
-                                                 message: str) -> None:
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("shape", r"liver_1: label shape \(24, 20, 9\) does not match image shape"),
+        ("geometry", r"liver_1: label geometry differs from the image .* by up to 1 mm"),
+        ("empty", r"liver_1: label volume is empty .* a train case needs foreground"),
+        ("values", r"value\(s\) 7 outside the expected \[0, 1, 2\]"),
+    ],
+)
+def test_bad_case_is_an_error_or_a_recorded_skip(
+    tmp_path: Path, problem: str, message: str
+) -> None:
     _msd_liver(tmp_path, 6)
     label_path = tmp_path / "labelsTr" / "liver_1.nii.gz"
     _, label = _liver(1)
@@ -183,7 +193,10 @@ def test_bad_case_is_an_error_or_a_recorded_skip(tmp_path: Path, problem: str,
     report = json.loads((tmp_path / "lenient" / "prepare.json").read_text())
     assert report["skipped"][0]["split"] == "train"
     assert [c["case"] for c in list_cases(tmp_path / "lenient", "train")] == [
-        "liver_0", "liver_2", "liver_3"]
+        "liver_0",
+        "liver_2",
+        "liver_3",
+    ]
 
 
 def test_nan_image_is_a_bad_case(tmp_path: Path) -> None:
@@ -206,8 +219,10 @@ def test_every_case_of_a_split_bad_is_an_error(tmp_path: Path) -> None:
 def test_pinned_split_is_used_and_checked(tmp_path: Path) -> None:
     _msd_liver(tmp_path, 5)
     pinned = tmp_path / "pinned.csv"
-    pinned.write_text("case,split,image,label\nliver_4,train,x,y\nliver_3,train,x,y\n"
-                      "liver_0,val,x,y\nliver_1,test,x,y\n")
+    pinned.write_text(
+        "case,split,image,label\nliver_4,train,x,y\nliver_3,train,x,y\n"
+        "liver_0,val,x,y\nliver_1,test,x,y\n"
+    )
     summary = prepare_lcs(tmp_path, tmp_path / "out", _lcs(), seed=0, split_file=pinned)
     assert summary["counts"] == {"train": 2, "val": 1, "test": 1}
     assert [c["case"] for c in list_cases(tmp_path / "out", "train")] == ["liver_3", "liver_4"]
@@ -234,8 +249,12 @@ def _brain(seed: int, shape: tuple[int, ...] = (20, 22, 12)) -> tuple[np.ndarray
     label = np.zeros(shape, np.int16)
     label[tumour] = 2
     label[np.linalg.norm(grid - tumour_centre, axis=-1) <= 1.2] = 1
-    channels = [np.where(brain, 300.0 * (c + 1), 0.0) + np.where(tumour, 500.0, 0.0)
-                + brain * rng.uniform(0, 50, shape) for c in range(4)]
+    channels = [
+        np.where(brain, 300.0 * (c + 1), 0.0)
+        + np.where(tumour, 500.0, 0.0)
+        + brain * rng.uniform(0, 50, shape)
+        for c in range(4)
+    ]
     return np.stack(channels, axis=-1).astype(np.float32), label
 
 
@@ -247,11 +266,18 @@ def test_bms_msd_channel_folds_and_minmax(tmp_path: Path) -> None:
         label[label == 1] = 3
         _write(root / "imagesTr" / f"BRATS_{i:03d}.nii.gz", image)
         _write(root / "labelsTr" / f"BRATS_{i:03d}.nii.gz", label.astype(np.uint8))
-        training.append({"image": f"./imagesTr/BRATS_{i:03d}.nii.gz",
-                         "label": f"./labelsTr/BRATS_{i:03d}.nii.gz"})
+        training.append(
+            {
+                "image": f"./imagesTr/BRATS_{i:03d}.nii.gz",
+                "label": f"./labelsTr/BRATS_{i:03d}.nii.gz",
+            }
+        )
         truth[f"BRATS_{i:03d}"] = (image, label)
-    (root / "dataset.json").write_text(json.dumps({
-        "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}, "training": training}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {"modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}, "training": training}
+        )
+    )
     out = tmp_path / "out"
     summary = prepare_bms(tmp_path, out, _bms(modality="t2"), seed=4)
     assert summary["layout"] == "msd_task01" and summary["modality"] == "T2w"
@@ -284,22 +310,33 @@ def _brats(root: Path, names: list[tuple[str, str]]) -> dict[str, np.ndarray]:
 
 
 def test_brats2018_layout_crop_and_restore(tmp_path: Path) -> None:
-    names = [("HGG", "Brats18_2013_2_1"), ("HGG", "Brats18_CBICA_AAB_1"),
-             ("LGG", "Brats18_2013_0_1"), ("LGG", "Brats18_TCIA09_141_1"),
-             ("HGG", "Brats18_TCIA01_150_1"), ("LGG", "Brats18_2013_9_1")]
+    names = [
+        ("HGG", "Brats18_2013_2_1"),
+        ("HGG", "Brats18_CBICA_AAB_1"),
+        ("LGG", "Brats18_2013_0_1"),
+        ("LGG", "Brats18_TCIA09_141_1"),
+        ("HGG", "Brats18_TCIA01_150_1"),
+        ("LGG", "Brats18_2013_9_1"),
+    ]
     labels = _brats(tmp_path / "MICCAI_BraTS_2018_Data_Training", names)
     out = tmp_path / "out"
     summary = prepare_bms(tmp_path, out, _bms(crop_to_brain=True, crop_margin=1), seed=0)
     assert summary["layout"] == "brats2018" and summary["shuffled"] is False
     # Not shuffled: sorted names cut into 3 folds of 2; the last fold is the test set.
     split = {r["case"]: r["split"] for r in _read_csv(out / "split.csv")}
-    assert split == {"Brats18_2013_0_1": "train", "Brats18_2013_2_1": "train",
-                     "Brats18_2013_9_1": "train", "Brats18_CBICA_AAB_1": "val",
-                     "Brats18_TCIA01_150_1": "test", "Brats18_TCIA09_141_1": "test"}
+    assert split == {
+        "Brats18_2013_0_1": "train",
+        "Brats18_2013_2_1": "train",
+        "Brats18_2013_9_1": "train",
+        "Brats18_CBICA_AAB_1": "val",
+        "Brats18_TCIA01_150_1": "test",
+        "Brats18_TCIA09_141_1": "test",
+    }
     for case in iter_cases(out, None):
         assert case.source_image.name.endswith("_flair.nii.gz")
-        assert all(a < b for a, b in zip(case.image.shape, labels[case.name].shape,
-                                         strict=True))  # cropped to the brain
+        assert all(
+            a < b for a, b in zip(case.image.shape, labels[case.name].shape, strict=True)
+        )  # cropped to the brain
         restored, _ = restore_to_source(case.label, case)
         np.testing.assert_array_equal(restored, labels[case.name] > 0)  # no resize: exact
 

@@ -29,7 +29,10 @@ def test_index_splits_reproduce_the_paper_ranges() -> None:
     assert [n for n in names if split.get(n) == "test"] == names[115:130]
     assert "liver_130" not in split
     assert count_splits(index_splits(names[:20], (100, 15, 15))) == {
-        "train": 16, "val": 2, "test": 2}
+        "train": 16,
+        "val": 2,
+        "test": 2,
+    }
 
 
 def test_fold_splits_follow_the_paper_scheme() -> None:
@@ -48,8 +51,10 @@ def test_resize_nearest_matches_voxel_centre_rule_and_linear_keeps_constants() -
     label = rng.integers(0, 3, size=(9, 7, 5)).astype(np.uint8)
     resized = resize_volume(label, (4, 12, 3), "nearest")
     assert resized.dtype == np.uint8
-    index = [np.floor((np.arange(m) + 0.5) * n / m).astype(int)
-             for n, m in zip(label.shape, (4, 12, 3), strict=True)]
+    index = [
+        np.floor((np.arange(m) + 0.5) * n / m).astype(int)
+        for n, m in zip(label.shape, (4, 12, 3), strict=True)
+    ]
     np.testing.assert_array_equal(resized, label[np.ix_(*index)])
     constant = np.full((40, 40, 6), 0.25, np.float32)
     np.testing.assert_allclose(resize_volume(constant, (16, 16, 9), "linear"), 0.25, atol=1e-6)
@@ -59,8 +64,7 @@ def test_resize_nearest_matches_voxel_centre_rule_and_linear_keeps_constants() -
     halved = resize_volume(np.ascontiguousarray(ramp), (4, 4, 4), "linear")
     np.testing.assert_allclose(halved[1:3, 0, 0], [2.5, 4.5], atol=1e-5)
     doubled = resize_volume(np.ascontiguousarray(ramp), (16, 4, 4), "linear")
-    np.testing.assert_allclose(doubled[1:15, 0, 0], (np.arange(1, 15) + 0.5) / 2 - 0.5,
-                               atol=1e-5)
+    np.testing.assert_allclose(doubled[1:15, 0, 0], (np.arange(1, 15) + 0.5) / 2 - 0.5, atol=1e-5)
 
 
 def test_outer_patch_size_scales_the_paper_crop() -> None:
@@ -77,15 +81,17 @@ def _volume_with_blob() -> tuple[np.ndarray, np.ndarray]:
 
 def test_foreground_patches_contain_foreground_and_are_real_crops() -> None:
     image, label = _volume_with_blob()
-    images, labels = sample_patches([image], [label], 20, (8, 8, 4),
-                                    np.random.default_rng(0), foreground_ratio=1.0)
+    images, labels = sample_patches(
+        [image], [label], 20, (8, 8, 4), np.random.default_rng(0), foreground_ratio=1.0
+    )
     assert images.shape == (20, 8, 8, 4) and labels.dtype == np.uint8
     assert all(patch.any() for patch in labels)
     for patch in images:  # each patch is a crop of the image (values are unique)
         x, y, z = (int(v[0]) for v in np.nonzero(image == patch[0, 0, 0]))
-        np.testing.assert_array_equal(patch, image[x:x + 8, y:y + 8, z:z + 4])
-    _, background = sample_patches([image], [label], 20, (8, 8, 4), np.random.default_rng(0),
-                                   foreground_ratio=0.0)
+        np.testing.assert_array_equal(patch, image[x : x + 8, y : y + 8, z : z + 4])
+    _, background = sample_patches(
+        [image], [label], 20, (8, 8, 4), np.random.default_rng(0), foreground_ratio=0.0
+    )
     assert sum(patch.any() for patch in background) < 10
 
 
@@ -109,10 +115,21 @@ def test_small_volumes_are_zero_padded() -> None:
     assert labels.sum() == 3 * 75
 
 
-def test_cli_prepare_reports_bad_settings_in_one_line(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["prepare", "lcs", "--data", str(tmp_path), "--output-dir", str(tmp_path / "o"),
-                 "--settings", json.dumps({"inplane": 64})])
+def test_cli_prepare_reports_bad_settings_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "prepare",
+            "lcs",
+            "--data",
+            str(tmp_path),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--settings",
+            json.dumps({"inplane": 64}),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "tasks.lcs.prepare: unknown key(s) inplane" in err and "Traceback" not in err
@@ -135,13 +152,28 @@ def test_damaged_prepared_arrays_name_the_file(tmp_path: Path, name: str, damage
 
 
 def test_cli_finetune_reports_a_truncated_npy_in_one_line(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     task_dir = make_ncc_task(tmp_path)
     cubes = task_dir / "train_cubes.npy"
     cubes.write_bytes(cubes.read_bytes()[:-100])  # cut short, as by a full disk
-    code = main(["finetune", "--task", "ncc", "--data", str(task_dir), "--init", "scratch",
-                 "--output-dir", str(tmp_path / "run1"), "--seed", "0",
-                 "--settings", json.dumps(tiny_settings())])
+    code = main(
+        [
+            "finetune",
+            "--task",
+            "ncc",
+            "--data",
+            str(task_dir),
+            "--init",
+            "scratch",
+            "--output-dir",
+            str(tmp_path / "run1"),
+            "--seed",
+            "0",
+            "--settings",
+            json.dumps(tiny_settings()),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     (line,) = err.strip().splitlines()

@@ -36,8 +36,11 @@ TINY = {
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -63,11 +66,17 @@ def xyz(rows: list[dict[str, str]]) -> np.ndarray:
 
 def test_layout_and_formats(luna: Path) -> None:
     assert sorted(p.name for p in luna.iterdir()) == [
-        "annotations.csv", "candidates_V2.csv", "subset0", "subset3"]
-    assert (luna / "annotations.csv").read_text().splitlines()[0] == \
-        "seriesuid,coordX,coordY,coordZ,diameter_mm"
-    assert (luna / "candidates_V2.csv").read_text().splitlines()[0] == \
-        "seriesuid,coordX,coordY,coordZ,class"
+        "annotations.csv",
+        "candidates_V2.csv",
+        "subset0",
+        "subset3",
+    ]
+    assert (luna / "annotations.csv").read_text().splitlines()[
+        0
+    ] == "seriesuid,coordX,coordY,coordZ,diameter_mm"
+    assert (luna / "candidates_V2.csv").read_text().splitlines()[
+        0
+    ] == "seriesuid,coordX,coordY,coordZ,class"
     for uid, path in scans(luna).items():
         assert re.fullmatch(r"1\.3\.6\.1\.4\.1\.14519\.5\.2\.1\.6279\.6001\.[1-9]\d{29}", uid)
         assert "ElementType = MET_SHORT" in path.read_text()
@@ -172,13 +181,38 @@ def test_settings_errors_name_the_key() -> None:
         Luna16Settings(subsets=(1, 1))
 
 
-def test_cli_writes_and_reports_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                             ) -> None:
+def test_cli_writes_and_reports_bad_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings = dict(TINY, subsets=[2], negatives_per_scan=5)
-    assert main(["synth", "luna16", "--output", str(tmp_path / "l"), "--seed", "3",
-                 "--settings", json.dumps(settings)]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "luna16",
+                "--output",
+                str(tmp_path / "l"),
+                "--seed",
+                "3",
+                "--settings",
+                json.dumps(settings),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["scans"] == 1 and summary["flipped"] == 1
-    assert main(["synth", "luna16", "--output", str(tmp_path / "bad"),
-                 "--settings", '{"flipped_fraction": 2}']) == 2
+    assert (
+        main(
+            [
+                "synth",
+                "luna16",
+                "--output",
+                str(tmp_path / "bad"),
+                "--settings",
+                '{"flipped_fraction": 2}',
+            ]
+        )
+        == 2
+    )
     assert "data.synthetic.luna16.flipped_fraction" in capsys.readouterr().err

@@ -22,8 +22,11 @@ BRAIN = {"cases": 2, "shape": [64, 64, 40]}
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +48,10 @@ def test_liver_dataset_json(liver: Path) -> None:
     assert meta["modality"] == {"0": "CT"}
     assert meta["labels"] == {"0": "background", "1": "liver", "2": "cancer"}
     assert meta["numTraining"] == 2 and meta["numTest"] == 0 and meta["test"] == []
-    assert meta["training"][1] == {"image": "./imagesTr/liver_1.nii.gz",
-                                   "label": "./labelsTr/liver_1.nii.gz"}
+    assert meta["training"][1] == {
+        "image": "./imagesTr/liver_1.nii.gz",
+        "label": "./labelsTr/liver_1.nii.gz",
+    }
     for entry in meta["training"]:
         assert (liver / entry["image"]).is_file() and (liver / entry["label"]).is_file()
 
@@ -76,8 +81,12 @@ def test_liver_volumes(liver: Path) -> None:
 def test_brain_volumes(brain: Path) -> None:
     meta = json.loads((brain / "dataset.json").read_text())
     assert meta["modality"] == {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}
-    assert meta["labels"] == {"0": "background", "1": "edema", "2": "non-enhancing tumor",
-                              "3": "enhancing tumour"}
+    assert meta["labels"] == {
+        "0": "background",
+        "1": "edema",
+        "2": "non-enhancing tumor",
+        "3": "enhancing tumour",
+    }
     assert meta["tensorImageSize"] == "4D"
     for entry in meta["training"]:
         image = nib.load(str(brain / entry["image"]))
@@ -109,8 +118,9 @@ def test_msd_determinism(liver: Path, brain: Path, tmp_path: Path) -> None:
     assert all(p.read_bytes() != (liver / "imagesTr" / p.name).read_bytes() for p in images)
 
 
-def test_brain_falls_back_to_an_analytic_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_brain_falls_back_to_an_analytic_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def missing(name: str) -> np.ndarray:
         raise OSError(f"template {name} not found")
 

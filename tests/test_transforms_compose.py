@@ -44,16 +44,21 @@ def test_apply_replays_the_ops_in_order() -> None:
     params = transform.sample(x.shape, torch.Generator().manual_seed(4))
     inputs, targets = transform.apply(x, params)
     expected_target = apply_flip(x, params.flip)
-    expected = apply_outpaint(apply_inpaint(apply_nonlinear(apply_local_shuffle(
-        expected_target, params.local_shuffle), params.nonlinear), params.inpainting),
-        params.outpainting)
+    expected = apply_outpaint(
+        apply_inpaint(
+            apply_nonlinear(
+                apply_local_shuffle(expected_target, params.local_shuffle), params.nonlinear
+            ),
+            params.inpainting,
+        ),
+        params.outpainting,
+    )
     assert torch.equal(targets, expected_target) and torch.equal(inputs, expected)
     assert torch.equal(transform(x, torch.Generator().manual_seed(4))[0], inputs)
 
 
 def test_zero_rates_are_the_identity() -> None:
-    settings = TransformSettings(flip_rate=0, local_shuffle_rate=0, nonlinear_rate=0,
-                                 paint_rate=0)
+    settings = TransformSettings(flip_rate=0, local_shuffle_rate=0, nonlinear_rate=0, paint_rate=0)
     x = cubes()
     inputs, targets = GenesisTransform(settings)(x, torch.Generator().manual_seed(5))
     assert torch.equal(inputs, x) and torch.equal(targets, x)
@@ -63,13 +68,15 @@ def test_zero_rates_are_the_identity() -> None:
 def test_nothing_enabled_is_the_identity() -> None:
     x = cubes()
     inputs, targets = GenesisTransform(TransformSettings(enabled=()))(
-        x, torch.Generator().manual_seed(6))
+        x, torch.Generator().manual_seed(6)
+    )
     assert torch.equal(inputs, x) and torch.equal(targets, x)
 
 
 def test_undistorted_samples_have_input_equal_to_target() -> None:
-    transform = GenesisTransform(TransformSettings(local_shuffle_rate=0.3, nonlinear_rate=0.3,
-                                                   paint_rate=0.3))
+    transform = GenesisTransform(
+        TransformSettings(local_shuffle_rate=0.3, nonlinear_rate=0.3, paint_rate=0.3)
+    )
     x = cubes(24, seed=7)
     params = transform.sample(x.shape, torch.Generator().manual_seed(8))
     inputs, targets = transform.apply(x, params)
@@ -82,10 +89,13 @@ def test_rates_over_10000_samples_are_within_4_sigma() -> None:
     settings = TransformSettings()
     applied = GenesisTransform(settings).decide(n, torch.Generator().manual_seed(9))
     painted = settings.paint_rate
-    expected = {"flip": settings.flip_rate, "local_shuffle": settings.local_shuffle_rate,
-                "nonlinear": settings.nonlinear_rate,
-                "inpainting": painted * settings.inpaint_rate,
-                "outpainting": painted * (1 - settings.inpaint_rate)}
+    expected = {
+        "flip": settings.flip_rate,
+        "local_shuffle": settings.local_shuffle_rate,
+        "nonlinear": settings.nonlinear_rate,
+        "inpainting": painted * settings.inpaint_rate,
+        "outpainting": painted * (1 - settings.inpaint_rate),
+    }
     for name, rate in expected.items():
         share = applied[name].float().mean().item()
         assert abs(share - rate) <= 4 * np.sqrt(rate * (1 - rate) / n), (name, share)
@@ -111,7 +121,8 @@ def test_half_precision_and_non_contiguous_input() -> None:
     assert inputs.dtype == torch.float16 and inputs.shape == x.shape
     assert ((inputs >= 0) & (inputs <= 1)).all()
     noise = GenesisTransform(TransformSettings(enabled=("outpainting",), paint_rate=1))(
-        torch.full((64, 1, *SHAPE), 2.0, dtype=torch.float16), torch.Generator())[0]
+        torch.full((64, 1, *SHAPE), 2.0, dtype=torch.float16), torch.Generator()
+    )[0]
     assert noise[noise < 2].max() < 1  # float16 noise stays below 1 too
 
 
@@ -163,9 +174,15 @@ def test_in_place_steps_tell_autograd_they_wrote() -> None:
 
     x, generator = cubes(4, seed=16), torch.Generator().manual_seed(17)
     steps = [
-        (apply_local_shuffle_, ShuffleParams(
-            samples=torch.arange(4), sizes=torch.tensor([2, 2, 1]).expand(4, 3, 3),
-            corners=torch.zeros((4, 3, 3), dtype=torch.long), seed=1)),
+        (
+            apply_local_shuffle_,
+            ShuffleParams(
+                samples=torch.arange(4),
+                sizes=torch.tensor([2, 2, 1]).expand(4, 3, 3),
+                corners=torch.zeros((4, 3, 3), dtype=torch.long),
+                seed=1,
+            ),
+        ),
         (apply_nonlinear_, sample_nonlinear(4, generator)),
         (apply_inpaint_, sample_inpaint(4, SHAPE, generator)),
     ]
@@ -189,14 +206,22 @@ def test_repeated_samples_and_wrong_flip_shapes_are_refused() -> None:
     )
 
     x = cubes(3, seed=19)
-    twice = ShuffleParams(samples=torch.tensor([1, 1]),
-                          sizes=torch.ones((2, 4, 3), dtype=torch.long),
-                          corners=torch.zeros((2, 4, 3), dtype=torch.long), seed=2)
+    twice = ShuffleParams(
+        samples=torch.tensor([1, 1]),
+        sizes=torch.ones((2, 4, 3), dtype=torch.long),
+        corners=torch.zeros((2, 4, 3), dtype=torch.long),
+        seed=2,
+    )
     with pytest.raises(ValueError, match="must be distinct"):
         apply_local_shuffle_(x.clone(), twice)
     with pytest.raises(ValueError, match="must be distinct"):
-        apply_nonlinear_(x.clone(), NonlinearParams(samples=torch.tensor([0, 0]),
-                                                    controls=torch.full((2, 2, 2), 0.5),
-                                                    invert=torch.zeros(2, dtype=torch.bool)))
+        apply_nonlinear_(
+            x.clone(),
+            NonlinearParams(
+                samples=torch.tensor([0, 0]),
+                controls=torch.full((2, 2, 2), 0.5),
+                invert=torch.zeros(2, dtype=torch.bool),
+            ),
+        )
     with pytest.raises(ValueError, match=r"flip axes must have shape \(3, 3\)"):
         apply_flip(x, FlipParams(axes=torch.zeros((2, 3), dtype=torch.bool)))

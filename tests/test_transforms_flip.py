@@ -16,13 +16,14 @@ def cubes(n: int = 4, shape: tuple[int, int, int] = (6, 5, 4), seed: int = 0) ->
 
 def test_flip_matches_explicit_per_sample_flips() -> None:
     x = cubes()
-    axes = torch.tensor([[False, False, False], [True, False, False], [False, True, True],
-                         [True, True, True]])
+    axes = torch.tensor(
+        [[False, False, False], [True, False, False], [False, True, True], [True, True, True]]
+    )
     out = apply_flip(x, FlipParams(axes=axes))
     for i, row in enumerate(axes.tolist()):
         dims = [2 + a for a in range(3) if row[a]]
-        expected = x[i:i + 1].flip(dims) if dims else x[i:i + 1]
-        assert torch.equal(out[i:i + 1], expected)
+        expected = x[i : i + 1].flip(dims) if dims else x[i : i + 1]
+        assert torch.equal(out[i : i + 1], expected)
 
 
 def test_flip_is_its_own_inverse_and_moves_input_and_target_together() -> None:
@@ -57,8 +58,7 @@ def _oracle_codes(n: int, rng: np.random.Generator) -> np.ndarray:
     for code in range(8):
         dims = [a for a in range(3) if code >> a & 1]
         lookup[np.flip(marker, dims).tobytes() if dims else marker.tobytes()] = code
-    return np.array([lookup[oracle.flip_pair(marker, marker, rng)[0].tobytes()]
-                     for _ in range(n)])
+    return np.array([lookup[oracle.flip_pair(marker, marker, rng)[0].tobytes()] for _ in range(n)])
 
 
 def test_flip_distribution_matches_the_oracle() -> None:
@@ -81,8 +81,9 @@ def test_cpu_and_accelerator_flip_paths_agree() -> None:
     accelerators, both run on CPU, on every combination of axes and a strided input."""
     from genesis.transforms.flip import _flip_grouped
 
-    axes = torch.tensor([[(code >> axis) & 1 for axis in range(3)] for code in range(8)],
-                        dtype=torch.bool)
+    axes = torch.tensor(
+        [[(code >> axis) & 1 for axis in range(3)] for code in range(8)], dtype=torch.bool
+    )
     x = torch.rand((8, 1, 6, 5, 4), generator=torch.Generator().manual_seed(3))
     for cubes in (x, x.transpose(2, 3)):
         assert torch.equal(apply_flip(cubes, FlipParams(axes=axes)), _flip_grouped(cubes, axes))

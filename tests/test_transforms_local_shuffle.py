@@ -29,8 +29,10 @@ def unique_cubes(n: int, shape: tuple[int, int, int] = SHAPE, seed: int = 0) -> 
 
 
 def box(params: ShuffleParams, row: int, block: int) -> tuple[slice, ...]:
-    (sx, sy, sz), (cx, cy, cz) = params.sizes[row, block].tolist(), params.corners[
-        row, block].tolist()
+    (sx, sy, sz), (cx, cy, cz) = (
+        params.sizes[row, block].tolist(),
+        params.corners[row, block].tolist(),
+    )
     return slice(cx, cx + sx), slice(cy, cy + sy), slice(cz, cz + sz)
 
 
@@ -51,8 +53,9 @@ def test_many_blocks_read_the_original_and_the_last_block_wins() -> None:
     """Reference: a plain loop over blocks recording which block wrote each voxel last."""
     x = unique_cubes(3, seed=2)
     apply = torch.tensor([True, False, True])
-    params = sample_local_shuffle(3, SHAPE, torch.Generator().manual_seed(3), apply=apply,
-                                  blocks=400)
+    params = sample_local_shuffle(
+        3, SHAPE, torch.Generator().manual_seed(3), apply=apply, blocks=400
+    )
     out = apply_local_shuffle(x, params)
     assert torch.equal(out[1], x[1])
     for row, sample in enumerate(params.samples.tolist()):
@@ -73,13 +76,15 @@ def test_permutations_are_uniform() -> None:
     n = 2400
     x = torch.arange(4.0).view(1, 1, 2, 2, 1).expand(n, 1, 2, 2, 1).contiguous()
     x = torch.nn.functional.pad(x, (0, 9, 0, 18, 0, 18))  # a 20x20x10 cube, block at 0
-    params = ShuffleParams(samples=torch.arange(n),
-                           sizes=torch.tensor([2, 2, 1]).expand(n, 1, 3),
-                           corners=torch.zeros((n, 1, 3), dtype=torch.long), seed=11)
+    params = ShuffleParams(
+        samples=torch.arange(n),
+        sizes=torch.tensor([2, 2, 1]).expand(n, 1, 3),
+        corners=torch.zeros((n, 1, 3), dtype=torch.long),
+        seed=11,
+    )
     out = apply_local_shuffle(x, params)[:, 0, :2, :2, 0].reshape(n, 4)
     index = {p: i for i, p in enumerate(itertools.permutations(range(4)))}
-    counts = np.bincount([index[tuple(int(v) for v in row)] for row in out.tolist()],
-                         minlength=24)
+    counts = np.bincount([index[tuple(int(v) for v in row)] for row in out.tolist()], minlength=24)
     expected = n / 24
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert counts.min() > 0 and chi2 < 60, counts  # 23 degrees of freedom: p ~ 4e-5
@@ -133,12 +138,17 @@ def test_torch_path_builds_the_same_sources_as_the_numpy_path() -> None:
     from genesis.transforms.local_shuffle import _sources_numpy, _sources_torch
 
     apply = torch.tensor([True, False, True, True])
-    params = sample_local_shuffle(4, SHAPE, torch.Generator().manual_seed(9), apply=apply,
-                                  blocks=500)
+    params = sample_local_shuffle(
+        4, SHAPE, torch.Generator().manual_seed(9), apply=apply, blocks=500
+    )
     with_numpy = torch.from_numpy(_sources_numpy(params, SHAPE).copy())
     with_torch = _sources_torch(params, SHAPE, torch.device("cpu"))
     assert torch.equal(with_numpy, with_torch)
     # Parameters not laid out by the CPU sampler (made elsewhere, copied) give the same.
-    copied = ShuffleParams(samples=params.samples, sizes=params.sizes.contiguous(),
-                           corners=params.corners.contiguous(), seed=params.seed)
+    copied = ShuffleParams(
+        samples=params.samples,
+        sizes=params.sizes.contiguous(),
+        corners=params.corners.contiguous(),
+        seed=params.seed,
+    )
     assert torch.equal(torch.from_numpy(_sources_numpy(copied, SHAPE)), with_torch)

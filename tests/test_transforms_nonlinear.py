@@ -91,9 +91,11 @@ def test_apply_mask_replay_and_dtype() -> None:
 
 def test_identity_curve_is_identity() -> None:
     """P1, P2 on the diagonal make the curve y = x: the lookup must return its input."""
-    params = NonlinearParams(samples=torch.arange(2),
-                             controls=torch.tensor([[[0.25, 0.25], [0.75, 0.75]]] * 2),
-                             invert=torch.tensor([False, True]))
+    params = NonlinearParams(
+        samples=torch.arange(2),
+        controls=torch.tensor([[[0.25, 0.25], [0.75, 0.75]]] * 2),
+        invert=torch.tensor([False, True]),
+    )
     x = ramp(2)
     out = apply_nonlinear(x, params)
     assert torch.allclose(out[0], x[0], atol=1e-6)
@@ -103,9 +105,11 @@ def test_identity_curve_is_identity() -> None:
 def test_cells_the_chord_does_not_fit_are_searched_exactly() -> None:
     """A steep start (P1 near the y axis) bends the map inside single table cells; voxels
     there must still get the exact interpolation, not the cell's chord."""
-    params = NonlinearParams(samples=torch.arange(2),
-                             controls=torch.tensor([[[1e-4, 0.9], [0.3, 0.95]]] * 2),
-                             invert=torch.tensor([False, True]))
+    params = NonlinearParams(
+        samples=torch.arange(2),
+        controls=torch.tensor([[[1e-4, 0.9], [0.3, 0.95]]] * 2),
+        invert=torch.tensor([False, True]),
+    )
     xs, ys = bezier_curves(params.controls, params.invert, 4096)
     width = 1 / CELLS
     unsure = _Table.build(xs, ys).rise.view(2, -1) > 2.0
@@ -116,7 +120,7 @@ def test_cells_the_chord_does_not_fit_are_searched_exactly() -> None:
         expected = np.interp(v, x, y)
         chord = np.interp(v, [0, width], np.interp([0, width], x, y))
         assert np.abs(expected - chord).max() > 1e-4  # a chord lookup would be far off
-        ours = lookup(values[row:row + 1], xs[row:row + 1], ys[row:row + 1])[0]
+        ours = lookup(values[row : row + 1], xs[row : row + 1], ys[row : row + 1])[0]
         assert np.abs(ours.double().numpy() - expected).max() < 1e-6
 
 
@@ -143,10 +147,11 @@ def test_accelerator_lookup_is_exact_for_any_input_type() -> None:
     cell edge that the bent cell's huge rise times their fraction stays below 1 included."""
     from genesis.transforms.nonlinear import _lookup_torch
 
-    params = NonlinearParams(samples=torch.arange(2),
-                             controls=torch.tensor([[[1e-4, 0.9], [0.3, 0.95]],
-                                                    [[0.2, 0.1], [0.7, 0.8]]]),
-                             invert=torch.tensor([True, False]))
+    params = NonlinearParams(
+        samples=torch.arange(2),
+        controls=torch.tensor([[[1e-4, 0.9], [0.3, 0.95]], [[0.2, 0.1], [0.7, 0.8]]]),
+        invert=torch.tensor([True, False]),
+    )
     xs, ys = (a.numpy() for a in bezier_curves(params.controls, params.invert, 4096))
     table = _Table.build(xs, ys)
     assert table.bent_rows == [True, False]
@@ -171,18 +176,20 @@ def test_in_place_cpu_map_equals_the_generic_path(monkeypatch) -> None:
     module = importlib.import_module("genesis.transforms.nonlinear")
     monkeypatch.setattr(module, "_CHUNK", 100)  # many chunks, a short last one
     cubes = torch.rand((4, 1, 8, 8, 5), generator=torch.Generator().manual_seed(7))
-    params = NonlinearParams(samples=torch.tensor([0, 2, 3]),
-                             controls=torch.tensor([[[1e-4, 0.9], [0.3, 0.95]],
-                                                    [[0.2, 0.1], [0.7, 0.8]],
-                                                    [[1e-4, 0.9], [0.3, 0.95]]]),
-                             invert=torch.tensor([False, False, True]))
+    params = NonlinearParams(
+        samples=torch.tensor([0, 2, 3]),
+        controls=torch.tensor(
+            [[[1e-4, 0.9], [0.3, 0.95]], [[0.2, 0.1], [0.7, 0.8]], [[1e-4, 0.9], [0.3, 0.95]]]
+        ),
+        invert=torch.tensor([False, False, True]),
+    )
     cubes[0, 0, 0, 0] = torch.linspace(0, 1 / CELLS, 5)  # inside the bent first cell
     xs, ys = bezier_curves(params.controls, params.invert, 4096)
-    assert (_Table.build(xs, ys).rise.view(3, -1) > 2.0).any(dim=1).tolist() == [True, False,
-                                                                               True]
+    assert (_Table.build(xs, ys).rise.view(3, -1) > 2.0).any(dim=1).tolist() == [True, False, True]
     expected = cubes.clone()
     expected[params.samples] = lookup(cubes[params.samples].reshape(3, -1), xs, ys).view(
-        3, 1, 8, 8, 5)
+        3, 1, 8, 8, 5
+    )
     work = cubes.clone()
     assert module.apply_nonlinear_(work, params) is work
     assert torch.equal(work, expected)

@@ -26,24 +26,32 @@ from genesis.transforms import (
 SHAPE = (64, 64, 32)
 
 
-def explicit_mask(corners: torch.Tensor, sizes: torch.Tensor, active: torch.Tensor,
-                  shape: tuple[int, int, int]) -> torch.Tensor:
+def explicit_mask(
+    corners: torch.Tensor, sizes: torch.Tensor, active: torch.Tensor, shape: tuple[int, int, int]
+) -> torch.Tensor:
     """The union of boxes, painted box by box."""
     mask = torch.zeros(shape, dtype=torch.bool)
-    for (cx, cy, cz), (sx, sy, sz), on in zip(corners.tolist(), sizes.tolist(),
-                                              active.tolist(), strict=True):
+    for (cx, cy, cz), (sx, sy, sz), on in zip(
+        corners.tolist(), sizes.tolist(), active.tolist(), strict=True
+    ):
         if on:
-            mask[cx:cx + sx, cy:cy + sy, cz:cz + sz] = True
+            mask[cx : cx + sx, cy : cy + sy, cz : cz + sz] = True
     return mask
 
 
-@pytest.mark.parametrize(("sample", "low", "high", "sampler"), [
-    (sample_inpaint, [10, 10, 5], [21, 21, 10], oracle.inpaint_hole),
-    (sample_outpaint, [28, 28, 14], [37, 37, 19], oracle.outpaint_window),
-])
+@pytest.mark.parametrize(
+    ("sample", "low", "high", "sampler"),
+    [
+        (sample_inpaint, [10, 10, 5], [21, 21, 10], oracle.inpaint_hole),
+        (sample_outpaint, [28, 28, 14], [37, 37, 19], oracle.outpaint_window),
+    ],
+)
 def test_box_sizes_and_positions_cover_the_stated_ranges_like_the_oracle(
-        sample: Callable[..., PaintParams], low: list[int], high: list[int],
-        sampler: Callable[..., oracle.Box]) -> None:
+    sample: Callable[..., PaintParams],
+    low: list[int],
+    high: list[int],
+    sampler: Callable[..., oracle.Box],
+) -> None:
     params = sample(4000, SHAPE, torch.Generator().manual_seed(0))
     sizes, corners = params.sizes.reshape(-1, 3), params.corners.reshape(-1, 3)
     rng = np.random.default_rng(1)
@@ -77,8 +85,7 @@ def test_box_mask_is_the_union_of_the_active_boxes() -> None:
     params = sample_inpaint(6, shape, torch.Generator().manual_seed(4))
     mask = box_mask(params, shape, torch.device("cpu"))
     for row in range(6):
-        expected = explicit_mask(params.corners[row], params.sizes[row], params.active[row],
-                                 shape)
+        expected = explicit_mask(params.corners[row], params.sizes[row], params.active[row], shape)
         assert torch.equal(mask[row, 0], expected)
 
 
@@ -110,10 +117,23 @@ def test_outpainting_keeps_the_windows_and_fills_the_rest_with_noise() -> None:
 def test_covered_share_matches_the_oracle() -> None:
     """Mean share of voxels the noise covers, batched sampler vs the oracle's loops."""
     shape, n = (20, 20, 14), 1500
-    ours_in = box_mask(sample_inpaint(n, shape, torch.Generator().manual_seed(7)), shape,
-                       torch.device("cpu")).float().mean().item()
-    ours_out = 1 - box_mask(sample_outpaint(n, shape, torch.Generator().manual_seed(8)), shape,
-                            torch.device("cpu")).float().mean().item()
+    ours_in = (
+        box_mask(
+            sample_inpaint(n, shape, torch.Generator().manual_seed(7)), shape, torch.device("cpu")
+        )
+        .float()
+        .mean()
+        .item()
+    )
+    ours_out = (
+        1
+        - box_mask(
+            sample_outpaint(n, shape, torch.Generator().manual_seed(8)), shape, torch.device("cpu")
+        )
+        .float()
+        .mean()
+        .item()
+    )
     rng = np.random.default_rng(9)
     marker = np.full(shape, 2.0)
     theirs_in = np.mean([(oracle.in_painting(marker, rng) < 1).mean() for _ in range(n)])
@@ -165,8 +185,9 @@ def test_cpu_pattern_table_paints_what_the_voxel_passes_paint() -> None:
     apply = torch.tensor([True, False, True, True, False, True, True])
     for sampler, keep_inside in ((sample_inpaint, False), (sample_outpaint, True)):
         params = sampler(n, shape, torch.Generator().manual_seed(21), apply=apply)
-        bits = _box_bits(params, n, params.samples, shape, torch.device("cpu"),
-                         others=int(keep_inside))
+        bits = _box_bits(
+            params, n, params.samples, shape, torch.device("cpu"), others=int(keep_inside)
+        )
         expected = bits == 0 if keep_inside else bits != 0
         ours = _painted(params, n, shape, torch.device("cpu"), keep_inside)
         assert torch.equal(ours, expected)
@@ -176,8 +197,9 @@ def test_cpu_pattern_table_paints_what_the_voxel_passes_paint() -> None:
 def test_more_boxes_than_mask_bits_is_a_config_error() -> None:
     """63 boxes fit the 64-bit masks and paint their union; 64 are refused by name."""
     shape = (24, 20, 16)
-    params = sample_inpaint(2, shape, torch.Generator().manual_seed(22), max_holes=63,
-                            continue_rate=1.0)
+    params = sample_inpaint(
+        2, shape, torch.Generator().manual_seed(22), max_holes=63, continue_rate=1.0
+    )
     assert params.active.all() and params.corners.shape == (2, 63, 3)
     assert box_mask(params, shape, torch.device("cpu")).any()
     with pytest.raises(ConfigError, match="inpainting: 64 boxes per sample; 1 to 63"):

@@ -20,38 +20,58 @@ from genesis.transforms import (
 
 def test_defaults_are_the_release_rates() -> None:
     s = TransformSettings()
-    assert (s.flip_rate, s.local_shuffle_rate, s.nonlinear_rate, s.paint_rate,
-            s.inpaint_rate) == (0.4, 0.5, 0.9, 0.9, 0.2)
-    assert (s.max_flips, s.local_shuffle_blocks, s.inpaint_max_holes,
-            s.outpaint_max_windows, s.paint_margin) == (3, 10_000, 5, 5, 3)
+    assert (s.flip_rate, s.local_shuffle_rate, s.nonlinear_rate, s.paint_rate, s.inpaint_rate) == (
+        0.4,
+        0.5,
+        0.9,
+        0.9,
+        0.2,
+    )
+    assert (
+        s.max_flips,
+        s.local_shuffle_blocks,
+        s.inpaint_max_holes,
+        s.outpaint_max_windows,
+        s.paint_margin,
+    ) == (3, 10_000, 5, 5, 3)
     assert s.inpaint_continue_rate == s.outpaint_continue_rate == 0.95
     assert s.enabled == TRANSFORMS
 
 
 def test_from_mapping_round_trip() -> None:
-    s = from_mapping(TransformSettings, {"flip_rate": 0, "enabled": ["flip", "nonlinear"]},
-                     "transforms")
+    s = from_mapping(
+        TransformSettings, {"flip_rate": 0, "enabled": ["flip", "nonlinear"]}, "transforms"
+    )
     assert s.flip_rate == 0.0 and s.enabled == ("flip", "nonlinear")
     assert from_mapping(TransformSettings, to_mapping(s), "transforms") == s
 
 
-@pytest.mark.parametrize(("key", "value", "expected"), [
-    ("flip_rate", 1.5, "transforms.flip_rate must be a number in [0, 1], got 1.5"),
-    ("paint_rate", -0.1, "transforms.paint_rate must be a number in [0, 1], got -0.1"),
-    ("inpaint_rate", True, "transforms.inpaint_rate must be a number in [0, 1], got True"),
-    ("local_shuffle_blocks", 0, "transforms.local_shuffle_blocks must be an integer >= 1"),
-    ("bezier_points", 1, "transforms.bezier_points must be an integer >= 2, got 1"),
-    ("paint_margin", -1, "transforms.paint_margin must be an integer >= 0, got -1"),
-    ("inpaint_max_holes", 64, "transforms.inpaint_max_holes must be at most 63 (one bit per"),
-    ("outpaint_max_windows", 99, "transforms.outpaint_max_windows must be at most 63"),
-    ("enabled", ("flip", "blur"), "unknown transform 'blur'; allowed: flip, local_shuffle"),
-    ("enabled", ("flip", "flip"), "transforms.enabled lists a transform twice"),
-    ("enabled", "flip", "transforms.enabled must be a list of names"),
-])
-def test_bad_settings_name_key_allowed_values_and_value(key: str, value: object,
-                                                         expected: str) -> None:
-    with pytest.raises(ConfigError, match=expected.replace("[", r"\[").replace("]", r"\]")
-                       .replace("(", r"\(").replace(")", r"\)")):
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("flip_rate", 1.5, "transforms.flip_rate must be a number in [0, 1], got 1.5"),
+        ("paint_rate", -0.1, "transforms.paint_rate must be a number in [0, 1], got -0.1"),
+        ("inpaint_rate", True, "transforms.inpaint_rate must be a number in [0, 1], got True"),
+        ("local_shuffle_blocks", 0, "transforms.local_shuffle_blocks must be an integer >= 1"),
+        ("bezier_points", 1, "transforms.bezier_points must be an integer >= 2, got 1"),
+        ("paint_margin", -1, "transforms.paint_margin must be an integer >= 0, got -1"),
+        ("inpaint_max_holes", 64, "transforms.inpaint_max_holes must be at most 63 (one bit per"),
+        ("outpaint_max_windows", 99, "transforms.outpaint_max_windows must be at most 63"),
+        ("enabled", ("flip", "blur"), "unknown transform 'blur'; allowed: flip, local_shuffle"),
+        ("enabled", ("flip", "flip"), "transforms.enabled lists a transform twice"),
+        ("enabled", "flip", "transforms.enabled must be a list of names"),
+    ],
+)
+def test_bad_settings_name_key_allowed_values_and_value(
+    key: str, value: object, expected: str
+) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=expected.replace("[", r"\[")
+        .replace("]", r"\]")
+        .replace("(", r"\(")
+        .replace(")", r"\)"),
+    ):
         TransformSettings(**{key: value})
 
 

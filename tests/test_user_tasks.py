@@ -27,29 +27,54 @@ from genesis.tasks.kinds import task_info
 from genesis.tasks.label_subsets import labelled_order, labelled_subset
 
 CUBE = [16, 16, 8]
-TINY = {"max_epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "width": 2,
-        "patches_per_case": 2, "val_patches_per_case": 2, "cube_size": CUBE}
+TINY = {
+    "max_epochs": 2,
+    "steps_per_epoch": 2,
+    "batch_size": 2,
+    "width": 2,
+    "patches_per_case": 2,
+    "val_patches_per_case": 2,
+    "cube_size": CUBE,
+}
 
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("user_data")
-    return {"segmentation": mni_segmentation(root / "Task99_MNI", cases=6),
-            "classification": mni_classification(root / "points", scans=5)}
+    return {
+        "segmentation": mni_segmentation(root / "Task99_MNI", cases=6),
+        "classification": mni_classification(root / "points", scans=5),
+    }
 
 
 @pytest.fixture(scope="module")
-def prepared(sources: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-             ) -> dict[str, Path]:
+def prepared(sources: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("user_tasks")
     out = {}
     for name, kind, settings in (
-            ("brain3", "segmentation", {"cube_size": CUBE}),
-            ("tissue", "classification", {"cube_size": CUBE, "max_shift": [1, 1, 1]})):
+        ("brain3", "segmentation", {"cube_size": CUBE}),
+        ("tissue", "classification", {"cube_size": CUBE, "max_shift": [1, 1, 1]}),
+    ):
         out[name] = root / name
-        assert main(["prepare", name, "--kind", kind, "--data", str(sources[kind]),
-                     "--output-dir", str(out[name]), "--seed", "3",
-                     "--settings", json.dumps(settings)]) == 0
+        assert (
+            main(
+                [
+                    "prepare",
+                    name,
+                    "--kind",
+                    kind,
+                    "--data",
+                    str(sources[kind]),
+                    "--output-dir",
+                    str(out[name]),
+                    "--seed",
+                    "3",
+                    "--settings",
+                    json.dumps(settings),
+                ]
+            )
+            == 0
+        )
     return out
 
 
@@ -70,29 +95,50 @@ def test_classification_csv_prepares_binary(prepared: dict[str, Path]) -> None:
 
 
 def test_multiclass_finetune_transfers_all_but_head_and_evaluates(
-        prepared: dict[str, Path], tmp_path: Path) -> None:
+    prepared: dict[str, Path], tmp_path: Path
+) -> None:
     pretrained = UNet3D(width=2)
     stem = tmp_path / "pretrained" / "weights"
     stem.parent.mkdir()
     save_weights(pretrained, stem, provenance={"stage": "test"})
     settings = resolve_settings("brain3", TINY, "segmentation")
     run = tmp_path / "run0"
-    result = finetune("brain3", prepared["brain3"], run, Init("genesis", stem.with_suffix(".pt")),
-                      seed=5, settings=settings, run=0)
+    result = finetune(
+        "brain3",
+        prepared["brain3"],
+        run,
+        Init("genesis", stem.with_suffix(".pt")),
+        seed=5,
+        settings=settings,
+        run=0,
+    )
     assert result.best_epoch >= 1
     record = json.loads((run / "weights.json").read_text())["finetune"]
     init = record["init_weights"]
     assert init["except_head"] and init["kept_random"] == 2  # out_tr.final_conv weight, bias
     assert record["classes"] == ["0", "1", "2"] and record["label_fraction"] == 1.0
     model = UNet3D(width=2, out_channels=3, final_activation=None)
-    model.load_state_dict({k.removeprefix("module."): v for k, v in torch.load(
-        run / "weights.pt", weights_only=True)["state_dict"].items()})  # a 3-class head
+    model.load_state_dict(
+        {
+            k.removeprefix("module."): v
+            for k, v in torch.load(run / "weights.pt", weights_only=True)["state_dict"].items()
+        }
+    )  # a 3-class head
     metrics = evaluate("brain3", prepared["brain3"], run, EvaluateSettings())
-    assert metrics["metric"] == "iou" and set(metrics["per_class"]) == {"grey matter",
-                                                                         "white matter"}
+    assert metrics["metric"] == "iou" and set(metrics["per_class"]) == {
+        "grey matter",
+        "white matter",
+    }
     header = (run / "per_case.csv").read_text().splitlines()[0].split(",")
-    assert header == ["case", "iou", "dice", "iou_grey matter", "iou_white matter",
-                      "dice_grey matter", "dice_white matter"]
+    assert header == [
+        "case",
+        "iou",
+        "dice",
+        "iou_grey matter",
+        "iou_white matter",
+        "dice_grey matter",
+        "dice_white matter",
+    ]
     prediction = next((run / "predictions").glob("*.nii.gz"))
     case = prediction.name.removesuffix(".nii.gz")
     split = (prepared["brain3"] / "split.csv").read_text().splitlines()
@@ -104,14 +150,23 @@ def test_multiclass_finetune_transfers_all_but_head_and_evaluates(
     assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1, 2}
 
 
-def test_label_fraction_trains_on_a_nested_subset(prepared: dict[str, Path],
-                                                  tmp_path: Path) -> None:
+def test_label_fraction_trains_on_a_nested_subset(
+    prepared: dict[str, Path], tmp_path: Path
+) -> None:
     settings = resolve_settings("tissue", TINY, "classification")
     counts = {}
     for fraction in (0.25, 1.0):
         run = tmp_path / f"f{fraction}"
-        finetune("tissue", prepared["tissue"], run, Init("scratch"), seed=2, settings=settings,
-                 run=0, label_fraction=fraction)
+        finetune(
+            "tissue",
+            prepared["tissue"],
+            run,
+            Init("scratch"),
+            seed=2,
+            settings=settings,
+            run=0,
+            label_fraction=fraction,
+        )
         record = json.loads((run / "weights.json").read_text())["finetune"]
         counts[fraction] = (record["n_labelled"], record["n_train_cases"])
         metrics = evaluate("tissue", prepared["tissue"], run, EvaluateSettings())
@@ -120,12 +175,12 @@ def test_label_fraction_trains_on_a_nested_subset(prepared: dict[str, Path],
     assert counts[1.0][0] == total and counts[0.25][0] == int(np.ceil(0.25 * total))
 
 
-def test_divergence_is_an_error_and_writes_no_weights(prepared: dict[str, Path],
-                                                      tmp_path: Path) -> None:
+def test_divergence_is_an_error_and_writes_no_weights(
+    prepared: dict[str, Path], tmp_path: Path
+) -> None:
     settings = resolve_settings("tissue", {**TINY, "lr": 1e30}, "classification")
     with pytest.raises(DivergedError, match=r"diverged at epoch 1"):
-        finetune("tissue", prepared["tissue"], tmp_path, Init("scratch"), seed=1,
-                 settings=settings)
+        finetune("tissue", prepared["tissue"], tmp_path, Init("scratch"), seed=1, settings=settings)
     assert not (tmp_path / "weights.pt").exists()
 
 
@@ -135,22 +190,62 @@ def test_non_finite_or_negative_lr_is_refused(lr: float) -> None:
         resolve_settings("tissue", {"lr": lr}, "classification")
 
 
-def test_cli_finetune_and_evaluate_a_user_task(prepared: dict[str, Path],
-                                               tmp_path: Path) -> None:
+def test_cli_finetune_and_evaluate_a_user_task(prepared: dict[str, Path], tmp_path: Path) -> None:
     run = tmp_path / "run1"
-    assert main(["finetune", "--task", "brain3", "--data", str(prepared["brain3"]),
-                 "--output-dir", str(run), "--seed", "1", "--label-fraction", "0.5",
-                 "--settings", json.dumps(TINY)]) == 0
-    assert main(["evaluate", "--task", "brain3", "--data", str(prepared["brain3"]),
-                 "--run-dir", str(run)]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--task",
+                "brain3",
+                "--data",
+                str(prepared["brain3"]),
+                "--output-dir",
+                str(run),
+                "--seed",
+                "1",
+                "--label-fraction",
+                "0.5",
+                "--settings",
+                json.dumps(TINY),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--task",
+                "brain3",
+                "--data",
+                str(prepared["brain3"]),
+                "--run-dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["fraction"] == 0.5 and metrics["kind"] == "segmentation"
 
 
-def test_prepare_needs_a_kind_for_a_user_task(sources: dict[str, Path], tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["prepare", "spleen", "--data", str(sources["segmentation"]),
-                 "--output-dir", str(tmp_path / "spleen")]) == 2
+def test_prepare_needs_a_kind_for_a_user_task(
+    sources: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "prepare",
+                "spleen",
+                "--data",
+                str(sources["segmentation"]),
+                "--output-dir",
+                str(tmp_path / "spleen"),
+            ]
+        )
+        == 2
+    )
     assert "give its --kind" in capsys.readouterr().err
 
 
@@ -164,13 +259,13 @@ def _copy_dataset(source: Path, target: Path) -> Path:
     return target
 
 
-def test_unknown_class_value_names_the_label_file(sources: dict[str, Path],
-                                                  tmp_path: Path) -> None:
+def test_unknown_class_value_names_the_label_file(sources: dict[str, Path], tmp_path: Path) -> None:
     from genesis.tasks.prepare_segmentation import SegmentationSettings, prepare_segmentation
 
     data = _copy_dataset(sources["segmentation"], tmp_path / "data")
-    prepare_segmentation("bad", data, tmp_path / "clean",
-                         SegmentationSettings(cube_size=tuple(CUBE)), 0)
+    prepare_segmentation(
+        "bad", data, tmp_path / "clean", SegmentationSettings(cube_size=tuple(CUBE)), 0
+    )
     lines = (tmp_path / "clean" / "split.csv").read_text().splitlines()[1:]
     case = next(line.split(",")[0] for line in lines if ",train," in line)
     label_path = data / "labelsTr" / f"{case}.nii.gz"
@@ -179,14 +274,34 @@ def test_unknown_class_value_names_the_label_file(sources: dict[str, Path],
     values[values == 2] = 7
     nib.save(nib.Nifti1Image(values, label.affine), label_path)
     settings = {"cube_size": CUBE, "skip_bad": False}
-    assert main(["prepare", "bad", "--kind", "segmentation", "--data", str(data),
-                 "--output-dir", str(tmp_path / "out"), "--settings",
-                 json.dumps(settings)]) == 2
+    assert (
+        main(
+            [
+                "prepare",
+                "bad",
+                "--kind",
+                "segmentation",
+                "--data",
+                str(data),
+                "--output-dir",
+                str(tmp_path / "out"),
+                "--settings",
+                json.dumps(settings),
+            ]
+        )
+        == 2
+    )
     with pytest.raises(InputError, match=rf"{case}.nii.gz: .*7.*unknown class value"):
-        prepare_segmentation("bad", data, tmp_path / "out2",
-                             SegmentationSettings(cube_size=tuple(CUBE), skip_bad=False), 0)
-    summary = prepare_segmentation("bad", data, tmp_path / "out3",
-                                   SegmentationSettings(cube_size=tuple(CUBE)), 0)
+        prepare_segmentation(
+            "bad",
+            data,
+            tmp_path / "out2",
+            SegmentationSettings(cube_size=tuple(CUBE), skip_bad=False),
+            0,
+        )
+    summary = prepare_segmentation(
+        "bad", data, tmp_path / "out3", SegmentationSettings(cube_size=tuple(CUBE)), 0
+    )
     assert [s["case"] for s in summary["skipped"]] == [case]
 
 
@@ -198,8 +313,13 @@ def test_mismatched_label_grid_is_named(sources: dict[str, Path], tmp_path: Path
     label = nib.load(label_path)
     nib.save(nib.Nifti1Image(np.asarray(label.dataobj)[1:], label.affine), label_path)
     with pytest.raises(InputError, match=r"mni_004.nii.gz: case mni_004: label shape"):
-        prepare_segmentation("bad", data, tmp_path / "out",
-                             SegmentationSettings(cube_size=tuple(CUBE), skip_bad=False), 0)
+        prepare_segmentation(
+            "bad",
+            data,
+            tmp_path / "out",
+            SegmentationSettings(cube_size=tuple(CUBE), skip_bad=False),
+            0,
+        )
 
 
 def test_empty_class_is_refused(sources: dict[str, Path], tmp_path: Path) -> None:
@@ -210,20 +330,23 @@ def test_empty_class_is_refused(sources: dict[str, Path], tmp_path: Path) -> Non
         prepare_segmentation("bad", sources["segmentation"], tmp_path / "out", settings, 0)
 
 
-def test_csv_with_a_split_column_and_an_unreadable_row(sources: dict[str, Path],
-                                                       tmp_path: Path) -> None:
+def test_csv_with_a_split_column_and_an_unreadable_row(
+    sources: dict[str, Path], tmp_path: Path
+) -> None:
     from genesis.tasks.prepare_segmentation import SegmentationSettings, prepare_segmentation
 
     root = sources["segmentation"]
     lines = ["image,label,split"]
     for k, split in enumerate(["train", "train", "train", "val", "test"]):
-        lines.append(f"{root}/imagesTr/mni_{k:03d}.nii.gz,{root}/labelsTr/mni_{k:03d}.nii.gz,"
-                     f"{split}")
+        lines.append(
+            f"{root}/imagesTr/mni_{k:03d}.nii.gz,{root}/labelsTr/mni_{k:03d}.nii.gz,{split}"
+        )
     lines.append(f"{root}/imagesTr/missing.nii.gz,{root}/labelsTr/missing.nii.gz,train")
     table = tmp_path / "cases.csv"
     table.write_text("\n".join(lines) + "\n")
-    summary = prepare_segmentation("csvtask", table, tmp_path / "out",
-                                   SegmentationSettings(cube_size=tuple(CUBE)), 0)
+    summary = prepare_segmentation(
+        "csvtask", table, tmp_path / "out", SegmentationSettings(cube_size=tuple(CUBE)), 0
+    )
     assert summary["counts"] == {"train": 3, "val": 1, "test": 1}
     assert [s["case"] for s in summary["skipped"]] == ["missing"]
     assert summary["classes"] == ["0", "1", "2"]  # found in the label volumes
@@ -233,9 +356,15 @@ def test_csv_with_a_split_column_and_an_unreadable_row(sources: dict[str, Path],
 
 
 def _random_cases(rng: np.random.Generator, n: int, n_classes: int) -> list[frozenset[int]]:
-    return [frozenset(int(c) for c in rng.choice(np.arange(1, n_classes + 1),
-                                                 size=rng.integers(0, n_classes + 1),
-                                                 replace=False)) for _ in range(n)]
+    return [
+        frozenset(
+            int(c)
+            for c in rng.choice(
+                np.arange(1, n_classes + 1), size=rng.integers(0, n_classes + 1), replace=False
+            )
+        )
+        for _ in range(n)
+    ]
 
 
 @pytest.mark.parametrize("trial", range(30))
@@ -276,13 +405,21 @@ KERAS_FIXTURE = Path(__file__).parent / "fixtures" / "keras"
 
 
 @pytest.mark.parametrize("task", ["brain3", "tissue"])
-def test_released_keras_init_fine_tunes_and_evaluates(prepared: dict[str, Path], task: str,
-                                                      tmp_path: Path) -> None:
+def test_released_keras_init_fine_tunes_and_evaluates(
+    prepared: dict[str, Path], task: str, tmp_path: Path
+) -> None:
     weights = next(KERAS_FIXTURE.glob("*.h5"))  # width 2, written by Keras itself
     info = task_info(prepared[task])
     settings = resolve_settings(task, TINY, info.kind)
-    finetune(task, prepared[task], tmp_path, Init("released_keras", weights), seed=4,
-             settings=settings, run=0)
+    finetune(
+        task,
+        prepared[task],
+        tmp_path,
+        Init("released_keras", weights),
+        seed=4,
+        settings=settings,
+        run=0,
+    )
     record = json.loads((tmp_path / "weights.json").read_text())
     assert record["weights"]["model"] in ("KerasUNet3D", "KerasClassifier")
     assert record["finetune"]["batch_stats"] is False

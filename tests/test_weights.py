@@ -42,8 +42,7 @@ def assert_same_state(a: nn.Module, b: nn.Module) -> None:
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 def test_save_then_load_round_trip(tmp_path: Path, suffix: str) -> None:
     source = trained_unet()
-    paths = save_weights(source, tmp_path / "weights", provenance={"config_hash": "abc"},
-                         epoch=3)
+    paths = save_weights(source, tmp_path / "weights", provenance={"config_hash": "abc"}, epoch=3)
     assert [p.name for p in paths] == ["weights.pt", "weights.safetensors", "weights.json"]
     target = fresh_unet()
     x = torch.rand(*CUBE)
@@ -67,8 +66,9 @@ def test_saved_pt_is_in_the_release_layout(tmp_path: Path) -> None:
 
 def test_sidecar_records_provenance_formats_and_hashes(tmp_path: Path) -> None:
     provenance = {"config_hash": "c0ffee", "data_manifest_sha256": "feed"}
-    pt, st, sidecar = save_weights(trained_unet(), tmp_path / "w.pt", provenance=provenance,
-                                   epoch=2)
+    pt, st, sidecar = save_weights(
+        trained_unet(), tmp_path / "w.pt", provenance=provenance, epoch=2
+    )
     record = json.loads(sidecar.read_text())
     assert record["config_hash"] == "c0ffee" and record["data_manifest_sha256"] == "feed"
     weights = record["weights"]
@@ -88,11 +88,14 @@ def test_a_release_style_checkpoint_loads(tmp_path: Path) -> None:
     source.train()(torch.rand(*CUBE)).mean().backward()
     optimizer.step()
     source.eval()
-    torch.save({
-        "epoch": 42,
-        "state_dict": {"module." + k: v for k, v in source.state_dict().items()},
-        "optimizer_state_dict": optimizer.state_dict(),
-    }, tmp_path / "Genesis_Chest_CT.pt")
+    torch.save(
+        {
+            "epoch": 42,
+            "state_dict": {"module." + k: v for k, v in source.state_dict().items()},
+            "optimizer_state_dict": optimizer.state_dict(),
+        },
+        tmp_path / "Genesis_Chest_CT.pt",
+    )
     target = fresh_unet()
     report = load_weights(target, tmp_path / "Genesis_Chest_CT.pt")
     assert report.format == "pt-checkpoint" and report.epoch == 42 and report.prefix_stripped
@@ -145,7 +148,8 @@ def test_a_width_mismatch_is_explained(tmp_path: Path) -> None:
 
 
 def test_encoder_only_loads_a_unet_file_into_a_classifier(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     source = trained_unet()
     save_weights(source, tmp_path / "w", provenance={})
     torch.manual_seed(5)
@@ -163,8 +167,10 @@ def test_encoder_only_loads_a_unet_file_into_a_classifier(
     for key, value in head.items():
         assert torch.equal(clf.state_dict()[key], value)
     assert f"loaded {ENCODER_KEYS} tensors" in caplog.text
-    assert "skipped 50 file tensors: up_tr256 (16), up_tr128 (16), up_tr64 (16), out_tr (2)" \
+    assert (
+        "skipped 50 file tensors: up_tr256 (16), up_tr128 (16), up_tr64 (16), out_tr (2)"
         in caplog.text
+    )
 
 
 def test_a_unet_file_into_a_classifier_needs_encoder_only(tmp_path: Path) -> None:
@@ -179,8 +185,9 @@ def test_encoder_only_still_requires_the_whole_encoder(tmp_path: Path) -> None:
     state["down_tr64.ops.0.conv1.weight"] = torch.zeros(4, 3, 3, 3, 3)
     torch.save(state, tmp_path / "partial.pt")
     with pytest.raises(WeightsError) as caught:
-        load_weights(GenesisClassifier(width=WIDTH, hidden=8), tmp_path / "partial.pt",
-                     encoder_only=True)
+        load_weights(
+            GenesisClassifier(width=WIDTH, hidden=8), tmp_path / "partial.pt", encoder_only=True
+        )
     assert "down_tr512.ops.1.conv1.bias" in str(caught.value)
     assert "down_tr64.ops.0.conv1.weight file (4, 3, 3, 3, 3)" in str(caught.value)
 
@@ -254,8 +261,11 @@ def test_weights_that_disagree_with_their_sidecar_are_refused(tmp_path: Path) ->
     save_weights(trained_unet(0), tmp_path / "weights", provenance={})
     save_weights(trained_unet(1), tmp_path / "other", provenance={})
     (tmp_path / "weights.safetensors").write_bytes((tmp_path / "other.safetensors").read_bytes())
-    with pytest.raises(InputError, match=r"weights\.safetensors: sha256 .* differs from .* "
-                       r"recorded in weights\.json: the files are not from the same save"):
+    with pytest.raises(
+        InputError,
+        match=r"weights\.safetensors: sha256 .* differs from .* "
+        r"recorded in weights\.json: the files are not from the same save",
+    ):
         load_weights(fresh_unet(), tmp_path / "weights.safetensors")
     assert read_weights(tmp_path / "weights.pt").epoch == 0  # the .pt still matches
     (tmp_path / "weights.json").unlink()  # no sidecar: nothing to check against
@@ -264,7 +274,8 @@ def test_weights_that_disagree_with_their_sidecar_are_refused(tmp_path: Path) ->
 
 @pytest.mark.parametrize("killed_at", [1, 2, 3])
 def test_a_kill_during_save_never_leaves_a_lying_sidecar(
-        tmp_path: Path, killed_at: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, killed_at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from genesis import atomic
     from genesis.models import read_weights
 

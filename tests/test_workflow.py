@@ -25,7 +25,11 @@ def snakemake(*args: str, cwd: Path, timeout: int = 300) -> subprocess.Completed
     env.pop("MPLBACKEND", None)  # papermill would drop inline figures
     return subprocess.run(
         [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(cwd), *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
     )
 
 
@@ -59,8 +63,15 @@ def test_schema_rejects_bad_values(key: str, value: object) -> None:
 
 def dry_run(overrides: Path, cwd: Path) -> subprocess.CompletedProcess:
     """``snakemake -n`` on the shipped config with ``overrides`` layered on top."""
-    return snakemake("-n", "--cores", "1", "--configfile",
-                     str(ROOT / "config" / "config.yaml"), str(overrides), cwd=cwd)
+    return snakemake(
+        "-n",
+        "--cores",
+        "1",
+        "--configfile",
+        str(ROOT / "config" / "config.yaml"),
+        str(overrides),
+        cwd=cwd,
+    )
 
 
 def test_wrong_type_fails_before_any_job_with_the_key_named(tmp_path: Path) -> None:
@@ -96,14 +107,20 @@ def test_own_scans_replace_luna16_for_pretraining(tmp_path: Path) -> None:
 
 
 def test_lint_is_clean() -> None:
-    result = subprocess.run([SNAKEMAKE, "--lint"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [SNAKEMAKE, "--lint"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
 
 
 def test_snakefmt_formatted() -> None:
-    result = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "rules"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(BIN / "snakefmt"), "--check", "Snakefile", "rules"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -123,23 +140,34 @@ def planned_jobs(output: str) -> dict[str, int]:
 
 
 def test_default_config_plans_every_stage(tmp_path: Path) -> None:
-    result = snakemake("-n", "--cores", "2", "--configfile",
-                       str(ROOT / "config" / "config.yaml"), cwd=tmp_path)
+    result = snakemake(
+        "-n", "--cores", "2", "--configfile", str(ROOT / "config" / "config.yaml"), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     jobs = planned_jobs(result.stdout)
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     n_runs = len(config["tasks"]["names"]) * 2 * config["tasks"]["runs"]
     assert jobs["synthesize_luna16"] == 1
     assert jobs["extract_cubes"] == len(config["luna16"]["subsets"]["train"]) + len(
-        config["luna16"]["subsets"]["val"])
+        config["luna16"]["subsets"]["val"]
+    )
     assert jobs["pretrain"] == 1
     assert jobs["finetune"] == n_runs and jobs["evaluate"] == n_runs
     assert {"tables", "figure_gallery", "notebook_html", "all"} <= set(jobs)
 
 
 def test_paper_config_plans_all_subsets_tasks_and_gpus(tmp_path: Path) -> None:
-    result = snakemake("-n", "--cores", "8", "--configfile", str(ROOT / "config" / "paper.yaml"),
-                       "--resources", "gpu=2", cwd=tmp_path, timeout=600)
+    result = snakemake(
+        "-n",
+        "--cores",
+        "8",
+        "--configfile",
+        str(ROOT / "config" / "paper.yaml"),
+        "--resources",
+        "gpu=2",
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     jobs = planned_jobs(result.stdout)
     config = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
@@ -160,8 +188,15 @@ def test_paper_config_plans_all_subsets_tasks_and_gpus(tmp_path: Path) -> None:
 def test_ablation_variants_are_pretrained_and_fine_tuned(tmp_path: Path) -> None:
     ablation = tmp_path / "ablation.yaml"
     ablation.write_text("pretrain:\n  variants: [all, nonlinear, outpainting]\n")
-    result = snakemake("-n", "--cores", "2", "--configfile", str(ROOT / "config" / "config.yaml"),
-                       str(ablation), cwd=tmp_path)
+    result = snakemake(
+        "-n",
+        "--cores",
+        "2",
+        "--configfile",
+        str(ROOT / "config" / "config.yaml"),
+        str(ablation),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = planned_jobs(result.stdout)
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -175,8 +210,15 @@ def test_ablation_variants_are_pretrained_and_fine_tuned(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_end_to_end_tiny_run_reaches_all(tmp_path: Path) -> None:
-    result = snakemake("--cores", "2", "--configfile", str(ROOT / "config" / "config.yaml"),
-                       str(TINY), cwd=tmp_path, timeout=900)
+    result = snakemake(
+        "--cores",
+        "2",
+        "--configfile",
+        str(ROOT / "config" / "config.yaml"),
+        str(TINY),
+        cwd=tmp_path,
+        timeout=900,
+    )
     logs = tmp_path / "results" / "logs"
     if result.returncode != 0:
         tails = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted(logs.rglob("*.log")))
@@ -188,11 +230,24 @@ def test_end_to_end_tiny_run_reaches_all(tmp_path: Path) -> None:
     assert len(summary) == 1 + 3 * 2 * 2 + 2 * 2 * 2
     assert any((results / "reports").glob("*.html"))
     # Same config, nothing to do: the DAG is complete.
-    again = snakemake("-n", "--cores", "2", "--configfile",
-                      str(ROOT / "config" / "config.yaml"), str(TINY), cwd=tmp_path)
+    again = snakemake(
+        "-n",
+        "--cores",
+        "2",
+        "--configfile",
+        str(ROOT / "config" / "config.yaml"),
+        str(TINY),
+        cwd=tmp_path,
+    )
     assert "Nothing to be done" in again.stdout + again.stderr
-    report = snakemake("--report", str(results / "report.html"), "--configfile",
-                       str(ROOT / "config" / "config.yaml"), str(TINY), cwd=tmp_path)
+    report = snakemake(
+        "--report",
+        str(results / "report.html"),
+        "--configfile",
+        str(ROOT / "config" / "config.yaml"),
+        str(TINY),
+        cwd=tmp_path,
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     assert (results / "report.html").stat().st_size > 10_000
     shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)

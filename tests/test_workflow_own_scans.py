@@ -29,15 +29,22 @@ def _brains(folder: Path, resolutions: tuple[int, ...]) -> Path:
 
 @pytest.mark.slow
 def test_readme_pretrained_target_on_own_scans(tmp_path: Path) -> None:
-    [command] = [c for c in readme_section_commands("Your own unlabelled scans", "snakemake ")
-                 if c.split()[1] == "pretrained"]
+    [command] = [
+        c
+        for c in readme_section_commands("Your own unlabelled scans", "snakemake ")
+        if c.split()[1] == "pretrained"
+    ]
     my = {
-        "own_data": {"train": str(_brains(tmp_path / "scans" / "train", (1,))),
-                     "val": str(_brains(tmp_path / "scans" / "val", (2,))),
-                     "modality": "auto", "use_luna16": False},
+        "own_data": {
+            "train": str(_brains(tmp_path / "scans" / "train", (1,))),
+            "val": str(_brains(tmp_path / "scans" / "val", (2,))),
+            "modality": "auto",
+            "use_luna16": False,
+        },
         "model": {"width": 4},
-        "pretrain": {"settings": {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 2,
-                                  "val_cubes": 4}},
+        "pretrain": {
+            "settings": {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "val_cubes": 4}
+        },
     }
     (tmp_path / "my.yaml").write_text(yaml.safe_dump(my))
     words = shlex.split(command)[1:]

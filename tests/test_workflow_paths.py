@@ -33,16 +33,26 @@ def test_paths_with_spaces_and_substitutions_are_quoted(tmp_path: Path) -> None:
     task_data = mni_segmentation(hostile / "task data", cases=5)
     override = {
         "own_data": {"train": str(own_train), "val": str(own_val), "modality": "mri"},
-        "tasks": {"names": ["ncc", "mine"],
-                  "mine": {"kind": "segmentation", "data": str(task_data)}},
+        "tasks": {
+            "names": ["ncc", "mine"],
+            "mine": {"kind": "segmentation", "data": str(task_data)},
+        },
     }
     config = tmp_path / "hostile.yaml"
     config.write_text(yaml.safe_dump(override))
     targets = [f"results/cubes/own_{split}.npy" for split in ("train", "val")]
     # Targets go before --configfile, which takes every word after it as a config file.
-    result = snakemake(*targets, "results/tasks/mine", "--cores", "2", "--configfile",
-                       str(ROOT / "config" / "config.yaml"), str(config), cwd=tmp_path,
-                       timeout=600)
+    result = snakemake(
+        *targets,
+        "results/tasks/mine",
+        "--cores",
+        "2",
+        "--configfile",
+        str(ROOT / "config" / "config.yaml"),
+        str(config),
+        cwd=tmp_path,
+        timeout=600,
+    )
     logs = "\n".join(p.read_text()[-1500:] for p in (tmp_path / "results").rglob("*.log"))
     assert result.returncode == 0, result.stderr[-3000:] + logs
     for target in targets:

@@ -32,8 +32,10 @@ def mirror(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     folder.mkdir()
     save_weights(UNet3D(width=4), folder / "Genesis_Chest_CT", provenance={"stage": "test"})
     save_keras_weights(KerasUNet3D(width=4), folder / "Genesis_Chest_CT.h5")
-    checksums = {name: "sha256:" + hashlib.sha256((folder / name).read_bytes()).hexdigest()
-                 for name in ("Genesis_Chest_CT.pt", "Genesis_Chest_CT.h5")}
+    checksums = {
+        name: "sha256:" + hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        for name in ("Genesis_Chest_CT.pt", "Genesis_Chest_CT.h5")
+    }
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -45,27 +47,33 @@ def mirror(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 @pytest.mark.slow
-def test_user_tasks_run_to_the_tables(tmp_path: Path,
-                                      mirror: tuple[str, dict[str, str]]) -> None:
+def test_user_tasks_run_to_the_tables(tmp_path: Path, mirror: tuple[str, dict[str, str]]) -> None:
     base_url, checksums = mirror
     segmentation = mni_segmentation(tmp_path / "my data" / "Task99_MNI", cases=6)
     points = mni_classification(tmp_path / "my data" / "points", scans=5)
     tiny = {"max_epochs": 2, "steps_per_epoch": 2, "max_minutes": None, "batch_size": 4}
     override = {
-        "data": {"released": {"base_url": base_url, "checksums": checksums,
-                              "progressbar": False}},
+        "data": {"released": {"base_url": base_url, "checksums": checksums, "progressbar": False}},
         "tasks": {
             "names": ["brain3", "tissue"],
             "inits": ["scratch", "genesis", "released", "released_keras"],
             "released_weights": "auto",
             "released_keras_weights": "auto",
             "runs": 2,
-            "brain3": {"kind": "segmentation", "data": str(segmentation),
-                       "label_fractions": [0.5],
-                       "finetune": {**tiny, "patches_per_case": 2, "val_patches_per_case": 2},
-                       "evaluate": {"overlap": 0.25}},
-            "tissue": {"kind": "classification", "data": str(points), "modality": "mri",
-                       "prepare": {"max_shift": [1, 1, 1]}, "finetune": tiny},
+            "brain3": {
+                "kind": "segmentation",
+                "data": str(segmentation),
+                "label_fractions": [0.5],
+                "finetune": {**tiny, "patches_per_case": 2, "val_patches_per_case": 2},
+                "evaluate": {"overlap": 0.25},
+            },
+            "tissue": {
+                "kind": "classification",
+                "data": str(points),
+                "modality": "mri",
+                "prepare": {"max_shift": [1, 1, 1]},
+                "finetune": tiny,
+            },
         },
         "reports": {"notebooks": False},
     }

@@ -16,15 +16,21 @@ CASES = [
     ("tasks:\n  lcs:\n    finetune: {lr: .inf}\n", "tasks.lcs.finetune.lr must be a finite"),
     ("tasks:\n  ncc:\n    finetune: {lr: -1}\n", "tasks.ncc.finetune.lr must be a finite"),
     ("tasks:\n  lcs:\n    prepare: {z_scale: .inf}\n", "tasks.lcs.prepare.z_scale"),
-    ("tasks:\n  lcs:\n    prepare: {geometry_tolerance_mm: .nan}\n",
-     "tasks.lcs.prepare.geometry_tolerance_mm must be a finite"),
+    (
+        "tasks:\n  lcs:\n    prepare: {geometry_tolerance_mm: .nan}\n",
+        "tasks.lcs.prepare.geometry_tolerance_mm must be a finite",
+    ),
     ("tasks:\n  bms:\n    prepare: {test_fold: 7}\n", "tasks.bms.prepare.test_fold must be in"),
-    ("luna16:\n  subsets: {train: [0, 1], val: [1], test: [4]}\n",
-     "subset(s) [1] are in both train and val"),
+    (
+        "luna16:\n  subsets: {train: [0, 1], val: [1], test: [4]}\n",
+        "subset(s) [1] are in both train and val",
+    ),
     ("cubes: {border: [60, 60, 8]}\n", "does not fit the phantoms"),
     ("tasks:\n  names: [ncc, spleen]\n", "there is no tasks.spleen section"),
-    ("tasks:\n  names: [ncc, spleen]\n  spleen: {kind: segmentation, data: /nonexistent}\n",
-     "tasks.spleen.data: /nonexistent does not exist"),
+    (
+        "tasks:\n  names: [ncc, spleen]\n  spleen: {kind: segmentation, data: /nonexistent}\n",
+        "tasks.spleen.data: /nonexistent does not exist",
+    ),
     ("tasks:\n  inits: [scratch, released_keras]\n", "tasks.released_keras_weights is not set"),
     ("tasks:\n  released_weights: weights.h5\n", "must be a .pt or .safetensors file"),
     ("tasks:\n  lcs: {label_fractions: [0]}\n", "label_fractions"),
@@ -78,7 +84,9 @@ def test_heavy_jobs_have_benchmarks_and_resources_from_the_settings(tmp_path: Pa
         assert "benchmark: results/logs/benchmarks/" in block, rule
     wide = plan("model: {width: 16}\npretrain: {settings: {batch_size: 12}}\n")
     assert int(_resources(wide, "pretrain")["mem_mb"]) > int(
-        _resources(small, "pretrain")["mem_mb"])
+        _resources(small, "pretrain")["mem_mb"]
+    )
     assert int(_resources(wide, "finetune")["runtime"]) >= int(
-        _resources(small, "finetune")["runtime"])
+        _resources(small, "finetune")["runtime"]
+    )
     assert (ROOT / "Snakefile").read_text().count("wildcard_constraints:") == 1

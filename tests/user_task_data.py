@@ -33,8 +33,7 @@ def _mni() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     labels[white] = 2  # the masks overlap at the border: white matter wins
     affine = template.affine.copy()
     affine[:3, :3] *= 2
-    return (template.get_fdata()[::2, ::2, ::2].astype(np.float32), labels[::2, ::2, ::2],
-            affine)
+    return (template.get_fdata()[::2, ::2, ::2].astype(np.float32), labels[::2, ::2, ::2], affine)
 
 
 def _variants(image: np.ndarray, labels: np.ndarray, affine: np.ndarray, count: int):
@@ -50,8 +49,11 @@ def _variants(image: np.ndarray, labels: np.ndarray, affine: np.ndarray, count: 
     for dx, dy, dz in [(4, 2, 0), (0, 6, 4), (6, 0, 2), (2, 4, 6), (3, 3, 3), (5, 1, 5)]:
         if k >= count - 1:
             break
-        box = (slice(dx, image.shape[0] - (6 - dx)), slice(dy, image.shape[1] - (6 - dy)),
-               slice(dz, image.shape[2] - (6 - dz)))
+        box = (
+            slice(dx, image.shape[0] - (6 - dx)),
+            slice(dy, image.shape[1] - (6 - dy)),
+            slice(dz, image.shape[2] - (6 - dz)),
+        )
         shifted = affine.copy()
         shifted[:3, 3] += affine[:3, :3] @ np.array([dx, dy, dz])
         yield f"mni_{k:03d}", image[box].copy(), labels[box].copy(), shifted
@@ -73,16 +75,24 @@ def mni_segmentation(root: Path, cases: int = 8) -> Path:
     for name, volume, label, matrix in _variants(image, labels, affine, cases):
         nib.save(nib.Nifti1Image(volume, matrix), root / "imagesTr" / f"{name}.nii.gz")
         nib.save(nib.Nifti1Image(label, matrix), root / "labelsTr" / f"{name}.nii.gz")
-        training.append({"image": f"./imagesTr/{name}.nii.gz",
-                         "label": f"./labelsTr/{name}.nii.gz"})
-    manifest = {"name": "MNI152 tissues", "modality": {"0": "T1"}, "labels": CLASS_NAMES,
-                "numTraining": len(training), "training": training, "test": []}
+        training.append(
+            {"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"}
+        )
+    manifest = {
+        "name": "MNI152 tissues",
+        "modality": {"0": "T1"},
+        "labels": CLASS_NAMES,
+        "numTraining": len(training),
+        "training": training,
+        "test": [],
+    }
     (root / "dataset.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return root
 
 
-def mni_classification(root: Path, scans: int = 6, points_per_class: int = 6,
-                       seed: int = 0) -> Path:
+def mni_classification(
+    root: Path, scans: int = 6, points_per_class: int = 6, seed: int = 0
+) -> Path:
     """Write ``points.csv`` (path,x,y,z,label: 1 grey, 0 white matter) and its scans."""
     image, labels, affine = _mni()
     rng = np.random.default_rng(seed)
@@ -96,12 +106,20 @@ def mni_classification(root: Path, scans: int = 6, points_per_class: int = 6,
             for voxel in voxels[rng.choice(len(voxels), points_per_class, replace=False)]:
                 ras = matrix[:3, :3] @ voxel + matrix[:3, 3]
                 lps = ras * np.array([-1.0, -1.0, 1.0])  # NIfTI world is RAS, LUNA16's LPS
-                rows.append({"path": f"scans/{path.name}", "x": f"{lps[0]:.3f}",
-                             "y": f"{lps[1]:.3f}", "z": f"{lps[2]:.3f}", "label": value})
+                rows.append(
+                    {
+                        "path": f"scans/{path.name}",
+                        "x": f"{lps[0]:.3f}",
+                        "y": f"{lps[1]:.3f}",
+                        "z": f"{lps[2]:.3f}",
+                        "label": value,
+                    }
+                )
     csv_path = root / "points.csv"
     with csv_path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "x", "y", "z", "label"],
-                                lineterminator="\n")
+        writer = csv.DictWriter(
+            handle, fieldnames=["path", "x", "y", "z", "label"], lineterminator="\n"
+        )
         writer.writeheader()
         writer.writerows(rows)
     return csv_path

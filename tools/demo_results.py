@@ -46,8 +46,10 @@ def metric_name(metric: str) -> str:
 
 def target_rows(table: pd.DataFrame) -> list[str]:
     """One Markdown row per task: scratch and genesis, n, paired and Welch p."""
-    lines = ["| task | metric | n | scratch | genesis | paired t-test p | Welch p |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| task | metric | n | scratch | genesis | paired t-test p | Welch p |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for task, rows in table.groupby("task", sort=False):
         by_init = {row["init"]: row for _, row in rows.iterrows()}
         if "scratch" not in by_init or "genesis" not in by_init:
@@ -57,14 +59,18 @@ def target_rows(table: pd.DataFrame) -> list[str]:
             f"| {task.upper()} (phantom) | {metric_name(genesis['metric'])} % "
             f"| {int(genesis['n'])} | {_pct(scratch['mean_pct'], scratch['std_pct'])} "
             f"| {_pct(genesis['mean_pct'], genesis['std_pct'])} "
-            f"| {_p(genesis.get('p_paired', math.nan))} | {_p(genesis['p_value'])} |")
+            f"| {_p(genesis.get('p_paired', math.nan))} | {_p(genesis['p_value'])} |"
+        )
     return lines
 
 
 def efficiency_rows(table: pd.DataFrame) -> list[str]:
     """One Markdown row per (task, fraction) of a sweep: scratch vs genesis, paired p."""
-    lines = ["| task | labelled | cases | n | scratch | genesis | Δ (points) | paired t-test p "
-             "| Wilcoxon p |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| task | labelled | cases | n | scratch | genesis | Δ (points) | paired t-test p "
+        "| Wilcoxon p |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     swept = table.groupby("task")["fraction"].nunique()
     for (task, fraction), rows in table.groupby(["task", "fraction"], sort=True):
         if swept[task] < 2:
@@ -78,19 +84,18 @@ def efficiency_rows(table: pd.DataFrame) -> list[str]:
             f"| {int(genesis['n_runs'])} | {_pct(scratch['mean_pct'], scratch['std_pct'])} "
             f"| {_pct(genesis['mean_pct'], genesis['std_pct'])} "
             f"| {genesis['delta_pct']:+.1f} | {_p(genesis['p_value'])} "
-            f"| {_p(genesis['p_wilcoxon'])} |")
+            f"| {_p(genesis['p_wilcoxon'])} |"
+        )
     return lines
 
 
 def render(results: Path, title: str = "Demo results") -> str:
     """The Markdown of docs/demo-results.md (its first block is the README's copy)."""
     target = pd.read_csv(results / "tables" / "target_tasks.csv")
-    efficiency = pd.read_csv(results / "tables" / "label_efficiency.csv",
-                             dtype={"n_labelled": str})
+    efficiency = pd.read_csv(results / "tables" / "label_efficiency.csv", dtype={"n_labelled": str})
     provenance = json.loads((results / "provenance.json").read_text(encoding="utf-8"))
     timing_path = results / "demo_time.json"
-    timing = json.loads(timing_path.read_text(encoding="utf-8")) if timing_path.is_file() \
-        else {}
+    timing = json.loads(timing_path.read_text(encoding="utf-8")) if timing_path.is_file() else {}
     metrics = pd.read_csv(results / "pretrain" / "all" / "metrics.csv")
     best = metrics.loc[metrics["val_loss"].idxmin()]
     hardware = provenance.get("hardware", {})
@@ -98,9 +103,13 @@ def render(results: Path, title: str = "Demo results") -> str:
     block = [
         f"Run of `make demo` at commit `{commit}` on {hardware.get('cpus', '?')} CPU cores"
         + (f", {timing['date']}" if "date" in timing else "")
-        + (f": install {timing['install_seconds'] / 60:.1f} min, workflow "
-           f"{timing['workflow_seconds'] / 60:.1f} min" if "workflow_seconds" in timing
-           else "") + ".",
+        + (
+            f": install {timing['install_seconds'] / 60:.1f} min, workflow "
+            f"{timing['workflow_seconds'] / 60:.1f} min"
+            if "workflow_seconds" in timing
+            else ""
+        )
+        + ".",
         f"Pretraining: best validation restoration loss {best['val_loss']:.4f} at epoch "
         f"{int(best['epoch'])} (identity baseline {best['identity_loss']:.4f}).",
         "",
@@ -144,11 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--output", type=Path, default=Path("docs/demo-results.md"))
-    parser.add_argument("--readme", type=Path, default=Path("README.md"),
-                        help="README whose demo block to rewrite")
-    parser.add_argument("--no-readme", action="store_true",
-                        help="write only --output (a record of one protocol attempt, "
-                        "docs/demo-attempts/)")
+    parser.add_argument(
+        "--readme", type=Path, default=Path("README.md"), help="README whose demo block to rewrite"
+    )
+    parser.add_argument(
+        "--no-readme",
+        action="store_true",
+        help="write only --output (a record of one protocol attempt, docs/demo-attempts/)",
+    )
     parser.add_argument("--title", default="Demo results", help="the document's heading")
     args = parser.parse_args(argv)
     document = render(args.results, args.title)
@@ -158,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.output}", file=sys.stderr)
         return 0
     readme = args.readme.read_text(encoding="utf-8")
-    args.readme.write_text(replace_block(readme, block_of(document, str(args.output)),
-                                         str(args.readme)), encoding="utf-8")
+    args.readme.write_text(
+        replace_block(readme, block_of(document, str(args.output)), str(args.readme)),
+        encoding="utf-8",
+    )
     print(f"wrote {args.output} and the demo block of {args.readme}", file=sys.stderr)
     return 0
 

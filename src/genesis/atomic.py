@@ -52,16 +52,21 @@ def make_temporary(target: str | Path) -> Path:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}{TMP_MARK}{os.getpid()}.{host_tag()}.",
-                                suffix=suffix, dir=target.parent)
+    fd, name = tempfile.mkstemp(
+        prefix=f".{target.name}{TMP_MARK}{os.getpid()}.{host_tag()}.",
+        suffix=suffix,
+        dir=target.parent,
+    )
     os.close(fd)
     return Path(name)
 
 
 def _temporary_pattern(target: Path) -> re.Pattern[str]:
     suffix = "".join(target.suffixes)
-    return re.compile(re.escape(f".{target.name}{TMP_MARK}") + r"(\d+)\.([0-9a-f]{8})\."
-                      r"[a-z0-9_]+" + re.escape(suffix))
+    return re.compile(
+        re.escape(f".{target.name}{TMP_MARK}") + r"(\d+)\.([0-9a-f]{8})\."
+        r"[a-z0-9_]+" + re.escape(suffix)
+    )
 
 
 def pid_alive(pid: int) -> bool:
@@ -86,8 +91,11 @@ def stale_temporaries(targets: Iterable[str | Path]) -> list[Path]:
     stale = []
     for folder, folder_targets in by_folder.items():
         try:
-            names = sorted(entry.name for entry in os.scandir(folder)
-                           if entry.name.startswith(".") and TMP_MARK in entry.name)
+            names = sorted(
+                entry.name
+                for entry in os.scandir(folder)
+                if entry.name.startswith(".") and TMP_MARK in entry.name
+            )
         except OSError:  # the folder does not exist yet
             continue
         patterns = [_temporary_pattern(target) for target in folder_targets]

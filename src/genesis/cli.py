@@ -38,8 +38,12 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if (action.required or action.default in (None, argparse.SUPPRESS)
-                or "%(default)" in text or not action.option_strings):
+        if (
+            action.required
+            or action.default in (None, argparse.SUPPRESS)
+            or "%(default)" in text
+            or not action.option_strings
+        ):
             return text
         return f"{text} (default: %(default)s)"
 

@@ -16,8 +16,16 @@ from typing import Any
 
 #: Packages whose versions change numbers; recorded in every provenance record.
 TRACKED_PACKAGES = (
-    "genesis", "torch", "numpy", "scipy", "pandas", "nibabel", "simpleitk",
-    "scikit-learn", "monai", "snakemake",
+    "genesis",
+    "torch",
+    "numpy",
+    "scipy",
+    "pandas",
+    "nibabel",
+    "simpleitk",
+    "scikit-learn",
+    "monai",
+    "snakemake",
 )
 
 
@@ -40,8 +48,9 @@ UNKNOWN_COMMIT = "unknown (not a git checkout)"
 
 
 def _git(folder: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True,
-                          check=True, timeout=10).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=folder, capture_output=True, text=True, check=True, timeout=10
+    ).stdout.strip()
 
 
 def _checkout_commit(folder: Path) -> str | None:
@@ -119,8 +128,7 @@ def hardware() -> dict[str, Any]:
         import torch
 
         if torch.cuda.is_available():
-            info["gpus"] = [torch.cuda.get_device_name(i)
-                            for i in range(torch.cuda.device_count())]
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         else:
             info["gpus"] = []
     except ImportError:

@@ -30,8 +30,9 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, section: str) 
             f"{section}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}"
         )
     hints = typing.get_type_hints(cls)
-    values = {name: _coerce(value, hints[name], f"{section}.{name}")
-              for name, value in mapping.items()}
+    values = {
+        name: _coerce(value, hints[name], f"{section}.{name}") for name, value in mapping.items()
+    }
     return cls(**values)
 
 

@@ -65,8 +65,12 @@ def type_schema(hint: Any) -> dict[str, Any]:
         return {"enum": list(args)}
     if origin in (list, tuple):
         if origin is tuple and args and args[-1] is not Ellipsis:
-            return {"type": "array", "items": type_schema(args[0]), "minItems": len(args),
-                    "maxItems": len(args)}
+            return {
+                "type": "array",
+                "items": type_schema(args[0]),
+                "minItems": len(args),
+                "maxItems": len(args),
+            }
         return {"type": "array", "items": type_schema(args[0]) if args else {}}
     if origin is dict or hint is dict:
         return {"type": "object"}
@@ -109,8 +113,10 @@ def dataclass_schema(cls: type, exclude: tuple[str, ...] = ()) -> dict[str, Any]
 
 
 def stage_schemas() -> dict[str, Any]:
-    schemas = {name: dataclass_schema(load_class(spec), exclude)
-               for name, (spec, exclude) in STAGES.items()}
+    schemas = {
+        name: dataclass_schema(load_class(spec), exclude)
+        for name, (spec, exclude) in STAGES.items()
+    }
     # The pretraining section nests the transform settings.
     schemas["pretrain"]["properties"]["transforms"] = {"$ref": "#/transforms"}
     return schemas

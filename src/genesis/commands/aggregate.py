@@ -10,8 +10,9 @@ HELP = "collect every run's metrics.json into results/finetune/summary.csv"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--metrics", type=Path, nargs="+", required=True,
-                        help="metrics.json files, one per run")
+    parser.add_argument(
+        "--metrics", type=Path, nargs="+", required=True, help="metrics.json files, one per run"
+    )
     parser.add_argument("--output", type=Path, required=True, help="summary CSV to write")
 
 

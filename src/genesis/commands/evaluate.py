@@ -21,19 +21,30 @@ HELP = "score a fine-tuned run on the test split (AUC, or IoU/Dice with NIfTI ma
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True,
-                        help="task name: ncc, lcs, bms or your own")
-    parser.add_argument("--data", type=Path, required=True,
-                        help="prepared task folder, e.g. results/tasks/lcs")
-    parser.add_argument("--run-dir", type=Path, required=True,
-                        help="fine-tuned run folder holding weights.pt and weights.json")
+    parser.add_argument("--task", required=True, help="task name: ncc, lcs, bms or your own")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="prepared task folder, e.g. results/tasks/lcs"
+    )
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        required=True,
+        help="fine-tuned run folder holding weights.pt and weights.json",
+    )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
-    parser.add_argument("--gpu-slots", type=int, default=None,
-                        help="number of GPU lock slots (default: $GENESIS_GPU_SLOTS or all "
-                        "visible GPUs)")
-    parser.add_argument("--jobs-per-gpu", type=int, default=1,
-                        help="share each GPU with up to this many jobs (many small fine-tunes; "
-                        "an exclusive job such as pretraining never shares)")
+    parser.add_argument(
+        "--gpu-slots",
+        type=int,
+        default=None,
+        help="number of GPU lock slots (default: $GENESIS_GPU_SLOTS or all visible GPUs)",
+    )
+    parser.add_argument(
+        "--jobs-per-gpu",
+        type=int,
+        default=1,
+        help="share each GPU with up to this many jobs (many small fine-tunes; "
+        "an exclusive job such as pretraining never shares)",
+    )
     add_settings_argument(parser, "evaluation settings (tasks.<task>.evaluate)")
 
 
@@ -50,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     settings = from_mapping(EvaluateSettings, args.settings, f"tasks.{args.task}.evaluate")
     with lease_device(args.gpu_slots, jobs_per_gpu=args.jobs_per_gpu) as device:
         metrics = evaluate(args.task, args.data, args.run_dir, settings, device=device)
-    print(json.dumps({key: metrics[key] for key in ("task", "init", "run", "metric", "value",
-                                                    "n_cases")}, sort_keys=True))
+    print(
+        json.dumps(
+            {key: metrics[key] for key in ("task", "init", "run", "metric", "value", "n_cases")},
+            sort_keys=True,
+        )
+    )
     return 0

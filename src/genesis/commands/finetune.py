@@ -24,32 +24,62 @@ HELP = "fine-tune a target task from scratch or pretrained weights (resumable)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True,
-                        help="task name: ncc, lcs, bms or your own (its kind and classes "
-                        "come from --data's prepare.json)")
-    parser.add_argument("--data", type=Path, required=True,
-                        help="prepared task folder, e.g. results/tasks/lcs")
-    parser.add_argument("--init", default="scratch",
-                        help="scratch, genesis, genesis-<variant> or released")
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="weights for genesis*/released (weights.pt, .safetensors or "
-                        "Genesis_Chest_CT.pt)")
-    parser.add_argument("--output-dir", type=Path, required=True,
-                        help="run folder, e.g. results/finetune/lcs/genesis/run1")
-    parser.add_argument("--seed", type=int, required=True,
-                        help="seed of this run (weights init, batches, augmentation)")
-    parser.add_argument("--run", type=int, default=None,
-                        help="run number recorded in the results (default: k of a "
-                        "run<k> output folder)")
-    parser.add_argument("--label-fraction", type=float, default=1.0,
-                        help="share of the training cases to learn from, in (0, 1]")
+    parser.add_argument(
+        "--task",
+        required=True,
+        help="task name: ncc, lcs, bms or your own (its kind and classes "
+        "come from --data's prepare.json)",
+    )
+    parser.add_argument(
+        "--data", type=Path, required=True, help="prepared task folder, e.g. results/tasks/lcs"
+    )
+    parser.add_argument(
+        "--init", default="scratch", help="scratch, genesis, genesis-<variant> or released"
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="weights for genesis*/released (weights.pt, .safetensors or Genesis_Chest_CT.pt)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        required=True,
+        help="run folder, e.g. results/finetune/lcs/genesis/run1",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        required=True,
+        help="seed of this run (weights init, batches, augmentation)",
+    )
+    parser.add_argument(
+        "--run",
+        type=int,
+        default=None,
+        help="run number recorded in the results (default: k of a run<k> output folder)",
+    )
+    parser.add_argument(
+        "--label-fraction",
+        type=float,
+        default=1.0,
+        help="share of the training cases to learn from, in (0, 1]",
+    )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
-    parser.add_argument("--gpu-slots", type=int, default=None,
-                        help="number of GPU lock slots (default: $GENESIS_GPU_SLOTS or all "
-                        "visible GPUs)")
-    parser.add_argument("--jobs-per-gpu", type=int, default=1,
-                        help="share each GPU with up to this many jobs (many small fine-tunes; "
-                        "an exclusive job such as pretraining never shares)")
+    parser.add_argument(
+        "--gpu-slots",
+        type=int,
+        default=None,
+        help="number of GPU lock slots (default: $GENESIS_GPU_SLOTS or all visible GPUs)",
+    )
+    parser.add_argument(
+        "--jobs-per-gpu",
+        type=int,
+        default=1,
+        help="share each GPU with up to this many jobs (many small fine-tunes; "
+        "an exclusive job such as pretraining never shares)",
+    )
     add_settings_argument(parser, "fine-tuning settings (tasks.<task>.finetune)")
 
 
@@ -67,9 +97,28 @@ def run(args: argparse.Namespace) -> int:
     init = Init(args.init, args.weights)
     number = args.run if args.run is not None else run_number(args.output_dir)
     with lease_device(args.gpu_slots, jobs_per_gpu=args.jobs_per_gpu) as device:
-        result = finetune(args.task, args.data, args.output_dir, init, args.seed, settings,
-                          run=number, label_fraction=args.label_fraction, device=device)
-    print(json.dumps({"task": args.task, "init": args.init, "run": number,
-                      "best_epoch": result.best_epoch, "epochs": len(result.curves),
-                      "stop_reason": result.stop_reason}, sort_keys=True))
+        result = finetune(
+            args.task,
+            args.data,
+            args.output_dir,
+            init,
+            args.seed,
+            settings,
+            run=number,
+            label_fraction=args.label_fraction,
+            device=device,
+        )
+    print(
+        json.dumps(
+            {
+                "task": args.task,
+                "init": args.init,
+                "run": number,
+                "best_epoch": result.best_epoch,
+                "epochs": len(result.curves),
+                "stop_reason": result.stop_reason,
+            },
+            sort_keys=True,
+        )
+    )
     return 0

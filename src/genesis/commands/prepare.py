@@ -31,23 +31,43 @@ HELP = "prepare target-task data (paper tasks or your own) and its split"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("task", nargs="?", default=None,
-                        help="task name: ncc, lcs, bms (the paper's) or your own (default: "
-                        "the output folder's name)")
-    parser.add_argument("--kind", choices=("classification", "segmentation"), default=None,
-                        help="kind of a user task (ncc/lcs/bms have theirs built in)")
-    parser.add_argument("--data", type=Path, required=True,
-                        help="ncc: LUNA16 folder; lcs: MSD Task03_Liver or LiTS folder; bms: "
-                        "MSD Task01_BrainTumour or BraTS 2018 folder; a user task: an "
-                        "MSD-layout folder or a CSV (see above)")
-    parser.add_argument("--output-dir", type=Path, required=True,
-                        help="task folder, e.g. results/tasks/ncc")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="base seed (NCC negative sampling, BMS fold shuffle, seeded "
-                        "splits of user tasks)")
-    parser.add_argument("--split-file", type=Path, default=None,
-                        help="pinned split CSV (e.g. config/splits/ncc.csv); used and checked "
-                        "when it exists, otherwise the split is computed")
+    parser.add_argument(
+        "task",
+        nargs="?",
+        default=None,
+        help="task name: ncc, lcs, bms (the paper's) or your own (default: "
+        "the output folder's name)",
+    )
+    parser.add_argument(
+        "--kind",
+        choices=("classification", "segmentation"),
+        default=None,
+        help="kind of a user task (ncc/lcs/bms have theirs built in)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="ncc: LUNA16 folder; lcs: MSD Task03_Liver or LiTS folder; bms: "
+        "MSD Task01_BrainTumour or BraTS 2018 folder; a user task: an "
+        "MSD-layout folder or a CSV (see above)",
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, required=True, help="task folder, e.g. results/tasks/ncc"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="base seed (NCC negative sampling, BMS fold shuffle, seeded splits of user tasks)",
+    )
+    parser.add_argument(
+        "--split-file",
+        type=Path,
+        default=None,
+        help="pinned split CSV (e.g. config/splits/ncc.csv); used and checked "
+        "when it exists, otherwise the split is computed",
+    )
     add_settings_argument(parser, "preparation settings (tasks.<task>.prepare)")
 
 
@@ -61,20 +81,38 @@ def run(args: argparse.Namespace) -> int:
     if builtin is not None and args.kind not in (None, builtin):
         raise ConfigError(f"--kind {args.kind}: {task} is a built-in {builtin} task")
     if builtin is None and args.kind is None:
-        raise ConfigError(f"{task} is not a built-in task (ncc, lcs, bms): give its --kind "
-                          "(classification or segmentation)")
+        raise ConfigError(
+            f"{task} is not a built-in task (ncc, lcs, bms): give its --kind "
+            "(classification or segmentation)"
+        )
     kind = check_kind(builtin or args.kind, "--kind")
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    summary = prepare_task(task, kind, args.data, args.output_dir, args.settings, args.seed,
-                           args.split_file)
-    print(json.dumps({"task": task, "kind": kind, "counts": summary["counts"],
-                      "skipped": summary["n_skipped"]}, sort_keys=True))
+    summary = prepare_task(
+        task, kind, args.data, args.output_dir, args.settings, args.seed, args.split_file
+    )
+    print(
+        json.dumps(
+            {
+                "task": task,
+                "kind": kind,
+                "counts": summary["counts"],
+                "skipped": summary["n_skipped"],
+            },
+            sort_keys=True,
+        )
+    )
     return 0
 
 
-def prepare_task(task: str, kind: str, data: Path, output_dir: Path,
-                 settings: dict[str, Any], seed: int, split_file: Path | None
-                 ) -> dict[str, Any]:
+def prepare_task(
+    task: str,
+    kind: str,
+    data: Path,
+    output_dir: Path,
+    settings: dict[str, Any],
+    seed: int,
+    split_file: Path | None,
+) -> dict[str, Any]:
     """Dispatch to the preset's or the kind's preparation, settings checked by section."""
     from genesis.settings import from_mapping
     from genesis.tasks.kinds import PRESETS, preset_preparation
@@ -98,8 +136,7 @@ def prepare_task(task: str, kind: str, data: Path, output_dir: Path,
     )
 
     parsed = _settings(ClassificationSettings, settings, section)
-    return prepare_classification(data, output_dir, parsed, seed, split_file,
-                                  section=section)
+    return prepare_classification(data, output_dir, parsed, seed, split_file, section=section)
 
 
 def _settings(cls: type, settings: dict[str, Any], section: str) -> Any:

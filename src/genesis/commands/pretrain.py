@@ -30,23 +30,53 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train", type=Path, nargs="+", required=True, metavar="SHARD.npy",
-                        help="training cube shards (float16 (n, X, Y, Z) in [0, 1])")
-    parser.add_argument("--val", type=Path, nargs="+", required=True, metavar="SHARD.npy",
-                        help="validation cube shards")
-    parser.add_argument("--output-dir", type=Path, required=True,
-                        help="where weights.*, metrics.csv and checkpoint.pt go")
-    parser.add_argument("--variant", default="all",
-                        help="which transformations: all (the four combined) or one of "
-                        "nonlinear, local_shuffle, inpainting, outpainting (ablation)")
+    parser.add_argument(
+        "--train",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="SHARD.npy",
+        help="training cube shards (float16 (n, X, Y, Z) in [0, 1])",
+    )
+    parser.add_argument(
+        "--val",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="SHARD.npy",
+        help="validation cube shards",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        required=True,
+        help="where weights.*, metrics.csv and checkpoint.pt go",
+    )
+    parser.add_argument(
+        "--variant",
+        default="all",
+        help="which transformations: all (the four combined) or one of "
+        "nonlinear, local_shuffle, inpainting, outpainting (ablation)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="base seed of every random stream")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for torch (shared by all local processes)")
-    parser.add_argument("--gpus", type=int, default=None,
-                        help="processes/GPUs for DDP (default: settings gpus, i.e. 1)")
-    parser.add_argument("--gpu-slots", type=int, default=None,
-                        help="number of GPU lock slots (default: $GENESIS_GPU_SLOTS or all "
-                        "visible GPUs)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch (shared by all local processes)",
+    )
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        default=None,
+        help="processes/GPUs for DDP (default: settings gpus, i.e. 1)",
+    )
+    parser.add_argument(
+        "--gpu-slots",
+        type=int,
+        default=None,
+        help="number of GPU lock slots (default: $GENESIS_GPU_SLOTS or all visible GPUs)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_settings_argument(parser, "pretraining settings (config section `pretrain.settings`)")
 
@@ -54,10 +84,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def relaunch_argv(args: argparse.Namespace) -> list[str]:
     """The ``genesis ...`` arguments that repeat this invocation in every torchrun process."""
     argv = ["--verbose"] if getattr(args, "verbose", False) else []
-    argv += ["pretrain", "--train", *map(str, args.train), "--val", *map(str, args.val),
-             "--output-dir", str(args.output_dir), "--variant", args.variant,
-             "--seed", str(args.seed), "--threads", str(args.threads),
-             "--settings", json.dumps(args.settings, sort_keys=True)]
+    argv += [
+        "pretrain",
+        "--train",
+        *map(str, args.train),
+        "--val",
+        *map(str, args.val),
+        "--output-dir",
+        str(args.output_dir),
+        "--variant",
+        args.variant,
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+        "--settings",
+        json.dumps(args.settings, sort_keys=True),
+    ]
     if args.gpus is not None:
         argv += ["--gpus", str(args.gpus)]
     if args.gpu_slots is not None:
@@ -95,8 +138,14 @@ def shared_shards(train: list[Path], val: list[Path]) -> list[tuple[Path, Path, 
 def output_files(output_dir: Path) -> list[Path]:
     """What ``genesis pretrain`` writes into ``output_dir`` (named here, not imported from
     the modules that write them, which import torch: this runs before the re-exec)."""
-    names = ("weights.pt", "weights.safetensors", "weights.json", "metrics.csv",
-             "checkpoint.pt", "checkpoint.pt.prev")
+    names = (
+        "weights.pt",
+        "weights.safetensors",
+        "weights.json",
+        "metrics.csv",
+        "checkpoint.pt",
+        "checkpoint.pt.prev",
+    )
     return [output_dir / name for name in names]
 
 
@@ -109,8 +158,10 @@ def run(args: argparse.Namespace) -> int:
     shared = shared_shards(args.train, args.val)
     if shared:
         train, val, how = shared[0]
-        raise ConfigError(f"--val {val} is also a training shard ({how} as --train {train}); "
-                          "validation cubes must come from other scans")
+        raise ConfigError(
+            f"--val {val} is also a training shard ({how} as --train {train}); "
+            "validation cubes must come from other scans"
+        )
     settings = PretrainSettings.from_mapping(args.settings)
     remove_stale_temporaries(output_files(args.output_dir))
     gpus = settings.gpus if args.gpus is None else args.gpus
@@ -124,7 +175,15 @@ def run(args: argparse.Namespace) -> int:
         os.execv(command[0], command)  # same pid: signals from Snakemake reach torchrun
     from genesis.train.pretrain import pretrain  # imports torch: after the re-exec
 
-    pretrain(args.train, args.val, args.output_dir, variant=args.variant, seed=args.seed,
-             settings=settings, threads=args.threads, gpu_slots=args.gpu_slots,
-             progress=not args.no_progress)
+    pretrain(
+        args.train,
+        args.val,
+        args.output_dir,
+        variant=args.variant,
+        seed=args.seed,
+        settings=settings,
+        threads=args.threads,
+        gpu_slots=args.gpu_slots,
+        progress=not args.no_progress,
+    )
     return 0

@@ -18,10 +18,12 @@ HELP = "generate phantom datasets (LUNA16, MSD liver, MSD brain layouts)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", choices=("luna16", "liver", "brain"),
-                        help="which dataset layout to generate")
-    parser.add_argument("--output", type=Path, required=True,
-                        help="dataset folder to write (e.g. data/luna16)")
+    parser.add_argument(
+        "dataset", choices=("luna16", "liver", "brain"), help="which dataset layout to generate"
+    )
+    parser.add_argument(
+        "--output", type=Path, required=True, help="dataset folder to write (e.g. data/luna16)"
+    )
     parser.add_argument("--seed", type=int, default=2019, help="base seed")
     add_settings_argument(parser, "phantom settings (sizes, counts, ranges)")
 

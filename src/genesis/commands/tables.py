@@ -85,7 +85,13 @@ def run(args: argparse.Namespace) -> int:
     if args.label_efficiency is not None:
         from genesis.report.label_efficiency import write_stage
 
-        paths += write_stage(args.summary, args.provenance, args.label_efficiency,
-                             args.config, args.seeds, args.data_label)
+        paths += write_stage(
+            args.summary,
+            args.provenance,
+            args.label_efficiency,
+            args.config,
+            args.seeds,
+            args.data_label,
+        )
     log.info("wrote %s", ", ".join(str(path) for path in paths))
     return 0

@@ -75,14 +75,13 @@ MOSTLY_AIR_NOTE = "most cube voxels are air outside the body: the tissue filter 
 #: Why scans gave no cubes, by kind: how the summary counts them (and what to change).
 SKIP_KINDS: dict[str, str] = {
     "slices": "with fewer slices than cubes.min_slices (set cubes.min_slices, or "
-              "cubes.recipe: auto)",
-    "size": "too small for the cube size (set cubes.border / min_slices, or "
-            "cubes.recipe: auto)",
+    "cubes.recipe: auto)",
+    "size": "too small for the cube size (set cubes.border / min_slices, or cubes.recipe: auto)",
     "window": "smaller than one cube window (set a smaller cube_size)",
     "ct_filter": "where no window passed the CT tissue filter, which keeps air/lung cubes "
-                 "(for CT other than chest CT set cubes.ct_filter: none)",
+    "(for CT other than chest CT set cubes.ct_filter: none)",
     "mri_filter": "where no window had enough foreground (set cubes.mri_filter: none or "
-                  "lower cubes.mri_min_foreground)",
+    "lower cubes.mri_min_foreground)",
     "bad": "unreadable or with NaNs",
 }
 
@@ -149,8 +148,11 @@ class CubeSettings:
             (self.attempts_per_cube >= 1, "attempts_per_cube", ">= 1"),
             (self.hu_window[0] < self.hu_window[1], "hu_window", "[low, high] with low < high"),
             (0.0 <= self.tissue_fraction <= 1.0, "tissue_fraction", "in [0, 1]"),
-            (0.0 <= self.mri_percentiles[0] < self.mri_percentiles[1] <= 100.0,
-             "mri_percentiles", "[low, high] with 0 <= low < high <= 100"),
+            (
+                0.0 <= self.mri_percentiles[0] < self.mri_percentiles[1] <= 100.0,
+                "mri_percentiles",
+                "[low, high] with 0 <= low < high <= 100",
+            ),
             (0.0 <= self.mri_min_foreground <= 1.0, "mri_min_foreground", "in [0, 1]"),
             (self.mri_channel >= 0, "mri_channel", ">= 0"),
             (0.0 < self.auto_ct_air_fraction <= 1.0, "auto_ct_air_fraction", "in (0, 1]"),
@@ -205,14 +207,17 @@ def scan_recipe(shape: tuple[int, ...], settings: CubeSettings) -> CubeSettings:
         if n < window + 2 * chosen:
             chosen = max(0, (n - window) // 2)
         border.append(chosen)
-    return replace(settings, border=tuple(border),
-                   min_slices=settings.window_size[2] + 2 * border[2])
+    return replace(
+        settings, border=tuple(border), min_slices=settings.window_size[2] + 2 * border[2]
+    )
 
 
 def _window_note(settings: CubeSettings) -> str:
-    return (f"cubes of {_x(settings.cube_size)} are cut as {_x(settings.window_size)} windows: "
-            f"cube z + {settings.extra_slices} extra slices (cubes.extra_slices), of which the "
-            "tissue filter reads up to 2 past the cube")
+    return (
+        f"cubes of {_x(settings.cube_size)} are cut as {_x(settings.window_size)} windows: "
+        f"cube z + {settings.extra_slices} extra slices (cubes.extra_slices), of which the "
+        "tissue filter reads up to 2 past the cube"
+    )
 
 
 def size_check(shape: tuple[int, ...], settings: CubeSettings) -> tuple[str, str]:
@@ -223,16 +228,22 @@ def size_check(shape: tuple[int, ...], settings: CubeSettings) -> tuple[str, str
     window = settings.window_size
     needed = tuple(w + 2 * b for w, b in zip(window, settings.border, strict=True))
     if any(s < w for s, w in zip(shape, window, strict=True)):
-        return "window", (f"scan {_x(shape)} is smaller than one window {_x(window)} "
-                          f"({_window_note(settings)}); set a smaller cube_size")
+        return "window", (
+            f"scan {_x(shape)} is smaller than one window {_x(window)} "
+            f"({_window_note(settings)}); set a smaller cube_size"
+        )
     if shape[2] < settings.min_slices:
-        return "slices", (f"{shape[2]} slices, fewer than min_slices = {settings.min_slices}"
-                          " (set cubes.min_slices, or cubes.recipe: auto to scale it and the "
-                          "border to each scan)")
+        return "slices", (
+            f"{shape[2]} slices, fewer than min_slices = {settings.min_slices}"
+            " (set cubes.min_slices, or cubes.recipe: auto to scale it and the "
+            "border to each scan)"
+        )
     if any(s < n for s, n in zip(shape, needed, strict=True)):
-        return "size", (f"scan {_x(shape)} is too small: {_window_note(settings)}; with a "
-                        f"border of {'/'.join(map(str, settings.border))} they need at least "
-                        f"{_x(needed)} (set cubes.border, or cubes.recipe: auto)")
+        return "size", (
+            f"scan {_x(shape)} is too small: {_window_note(settings)}; with a "
+            f"border of {'/'.join(map(str, settings.border))} they need at least "
+            f"{_x(needed)} (set cubes.border, or cubes.recipe: auto)"
+        )
     return "", ""
 
 
@@ -241,8 +252,9 @@ def size_problem(shape: tuple[int, ...], settings: CubeSettings) -> str:
     return size_check(shape, scan_recipe(shape, settings))[1]
 
 
-def window_intensities(data: np.ndarray, region: tuple[slice, ...], modality: Modality,
-                       settings: CubeSettings) -> np.ndarray:
+def window_intensities(
+    data: np.ndarray, region: tuple[slice, ...], modality: Modality, settings: CubeSettings
+) -> np.ndarray:
     """Map ``data[region]`` to [0, 1] float32 (in place when ``data`` is float32).
 
     Only the region where cubes can lie is windowed; an MRI window is still computed
@@ -255,19 +267,24 @@ def window_intensities(data: np.ndarray, region: tuple[slice, ...], modality: Mo
     return scale_to_unit(data[region], low, high)
 
 
-def build_filter(scaled: np.ndarray, modality: Modality, settings: CubeSettings
-                 ) -> WindowFilter:
+def build_filter(scaled: np.ndarray, modality: Modality, settings: CubeSettings) -> WindowFilter:
     if modality == "ct" and settings.ct_filter == "tissue":
-        return TissueFilter.for_scan(scaled, settings.cube_size, settings.tissue_threshold,
-                                     settings.tissue_fraction)
+        return TissueFilter.for_scan(
+            scaled, settings.cube_size, settings.tissue_threshold, settings.tissue_fraction
+        )
     if modality == "mri" and settings.mri_filter == "foreground":
-        return ForegroundFilter.for_scan(scaled, settings.cube_size, settings.mri_background,
-                                         settings.mri_min_foreground)
+        return ForegroundFilter.for_scan(
+            scaled, settings.cube_size, settings.mri_background, settings.mri_min_foreground
+        )
     return AcceptAll()
 
 
-def choose_corners(window_filter: WindowFilter, shape: tuple[int, int, int],
-                   settings: CubeSettings, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+def choose_corners(
+    window_filter: WindowFilter,
+    shape: tuple[int, int, int],
+    settings: CubeSettings,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, int]:
     """Draw candidate corners until N are accepted or the attempts run out.
 
     Returns the accepted corners (n, 3) in draw order and the attempts used, counted as
@@ -295,8 +312,9 @@ def choose_corners(window_filter: WindowFilter, shape: tuple[int, int, int],
     return np.concatenate(accepted) if accepted else np.zeros((0, 3), np.int64), attempts
 
 
-def extract_scan(data: np.ndarray, modality: Modality, settings: CubeSettings,
-                 rng: np.random.Generator) -> ScanCubes:
+def extract_scan(
+    data: np.ndarray, modality: Modality, settings: CubeSettings, rng: np.random.Generator
+) -> ScanCubes:
     """Cubes of one 3D (x, y, z) volume in its raw units. ``data`` may be overwritten.
 
     Everything after the size check works on the inner region that the border leaves:
@@ -317,18 +335,27 @@ def extract_scan(data: np.ndarray, modality: Modality, settings: CubeSettings,
     del window_filter  # its integral image is as large as the region
     if len(corners) == 0:
         if modality == "ct":
-            hint = ("the CT tissue filter keeps windows of mostly air/lung; for CT other "
-                    "than chest CT set cubes.ct_filter: none")
+            hint = (
+                "the CT tissue filter keeps windows of mostly air/lung; for CT other "
+                "than chest CT set cubes.ct_filter: none"
+            )
         else:
-            hint = ("the MRI foreground filter wants cubes.mri_min_foreground of each cube "
-                    "above cubes.mri_background; set cubes.mri_filter: none or lower it")
-        return ScanCubes(empty, corners, attempts,
-                         f"no window passed the {modality} filter in {attempts} attempts "
-                         f"({hint})", f"{modality}_filter", **used)
+            hint = (
+                "the MRI foreground filter wants cubes.mri_min_foreground of each cube "
+                "above cubes.mri_background; set cubes.mri_filter: none or lower it"
+            )
+        return ScanCubes(
+            empty,
+            corners,
+            attempts,
+            f"no window passed the {modality} filter in {attempts} attempts ({hint})",
+            f"{modality}_filter",
+            **used,
+        )
     sx, sy, sz = settings.cube_size
     cubes = np.empty((len(corners), sx, sy, sz), np.float16)
     for cube, (x, y, z) in zip(cubes, corners, strict=True):  # one slice copy per cube
-        cube[...] = scaled[x:x + sx, y:y + sy, z:z + sz]
+        cube[...] = scaled[x : x + sx, y : y + sy, z : z + sz]
     return ScanCubes(cubes, corners + border, attempts, **used)
 
 
@@ -338,8 +365,9 @@ def outside_air_fraction(cubes: np.ndarray, settings: CubeSettings) -> float:
     return float(np.count_nonzero(cubes <= level)) / max(cubes.size, 1)
 
 
-def load_scan(scan: ScanInput, modality: str, settings: CubeSettings
-              ) -> tuple[np.ndarray, Modality]:
+def load_scan(
+    scan: ScanInput, modality: str, settings: CubeSettings
+) -> tuple[np.ndarray, Modality]:
     """Read a scan as a 3D float32 volume and settle its modality."""
     from genesis.io import load_volume
 
@@ -350,8 +378,10 @@ def load_scan(scan: ScanInput, modality: str, settings: CubeSettings
         if chosen == "ct":
             raise InputError(scan.path, f"a CT scan must be 3D, got shape {data.shape}")
         if settings.mri_channel >= data.shape[3]:
-            raise InputError(scan.path, f"has {data.shape[3]} channels; cubes.mri_channel = "
-                             f"{settings.mri_channel}")
+            raise InputError(
+                scan.path,
+                f"has {data.shape[3]} channels; cubes.mri_channel = {settings.mri_channel}",
+            )
         data = np.ascontiguousarray(data[..., settings.mri_channel])
         chosen = "mri"
     if chosen == "auto":
@@ -375,8 +405,9 @@ class ExtractionSummary:
         """E.g. "0 cubes from 6 scans: 6 too small for the cube size (set ...)"."""
         text = f"{self.cubes} cubes from {self.scans} scans"
         if self.skipped_by_kind:
-            text += ": " + ", ".join(f"{n} {SKIP_KINDS.get(kind, kind)}"
-                                     for kind, n in self.skipped_by_kind.items())
+            text += ": " + ", ".join(
+                f"{n} {SKIP_KINDS.get(kind, kind)}" for kind, n in self.skipped_by_kind.items()
+            )
         return text
 
 
@@ -384,9 +415,17 @@ class EmptyShardError(InputError):
     """No scan gave a cube (and empty shards were not allowed)."""
 
 
-def extract_to_shard(scans: Sequence[ScanInput], output: Path, *, split: str, modality: str,
-                     seed: int, settings: CubeSettings, skip_bad: bool = False,
-                     allow_empty: bool = False) -> ExtractionSummary:
+def extract_to_shard(
+    scans: Sequence[ScanInput],
+    output: Path,
+    *,
+    split: str,
+    modality: str,
+    seed: int,
+    settings: CubeSettings,
+    skip_bad: bool = False,
+    allow_empty: bool = False,
+) -> ExtractionSummary:
     """Stream cubes from ``scans`` into ``output`` (.npy) and its manifest (.csv).
 
     Holds one scan at a time. A scan too small or without accepted cubes becomes a
@@ -403,20 +442,28 @@ def extract_to_shard(scans: Sequence[ScanInput], output: Path, *, split: str, mo
     try:
         with shard_writer(output, settings.cube_size) as (shard, rows):
             for scan in scans:
-                base = {"source": scan.source, "split": split,
-                        "scale": settings.cubes_per_scan}
+                base = {"source": scan.source, "split": split, "scale": settings.cubes_per_scan}
                 try:
                     rows += _one_scan(scan, shard, base, modality, seed, settings)
                 except InputError as error:
-                    rows.append({**base, "status": "skipped", "reason": f"bad input: {error}",
-                                 "kind": "bad"})
+                    rows.append(
+                        {
+                            **base,
+                            "status": "skipped",
+                            "reason": f"bad input: {error}",
+                            "kind": "bad",
+                        }
+                    )
                     if not skip_bad:
                         raise
                     log.warning("skipping %s: %s", scan.source, error)
             summary = _summary(scans, rows, shard.count)
             if summary.cubes == 0 and not allow_empty:
-                raise EmptyShardError(output, f"{summary.describe()}; each scan's reason is in "
-                                      f"{failed.name} (--allow-empty writes the empty shard)")
+                raise EmptyShardError(
+                    output,
+                    f"{summary.describe()}; each scan's reason is in "
+                    f"{failed.name} (--allow-empty writes the empty shard)",
+                )
     except InputError:
         write_manifest(failed, rows)
         raise
@@ -424,8 +471,9 @@ def extract_to_shard(scans: Sequence[ScanInput], output: Path, *, split: str, mo
     return summary
 
 
-def _summary(scans: Sequence[ScanInput], rows: Sequence[dict[str, Any]], cubes: int
-             ) -> ExtractionSummary:
+def _summary(
+    scans: Sequence[ScanInput], rows: Sequence[dict[str, Any]], cubes: int
+) -> ExtractionSummary:
     skipped = [row for row in rows if row["status"] == "skipped"]
     kinds = Counter(row.get("kind", "") for row in skipped)
     by_kind = {kind: kinds[kind] for kind in (*SKIP_KINDS, "") if kinds[kind]}
@@ -433,28 +481,59 @@ def _summary(scans: Sequence[ScanInput], rows: Sequence[dict[str, Any]], cubes: 
     return ExtractionSummary(len(scans), len(skipped), cubes, by_kind, air)
 
 
-def _one_scan(scan: ScanInput, shard: ShardAppender, base: dict[str, Any], modality: str,
-              seed: int, settings: CubeSettings) -> list[dict[str, Any]]:
+def _one_scan(
+    scan: ScanInput,
+    shard: ShardAppender,
+    base: dict[str, Any],
+    modality: str,
+    seed: int,
+    settings: CubeSettings,
+) -> list[dict[str, Any]]:
     """Append one scan's cubes to ``shard``; return its manifest rows."""
     rng = np.random.default_rng(derive_seed(seed, scan.source))
     data, chosen = load_scan(scan, modality, settings)
     result = extract_scan(data, chosen, settings, rng)
-    base = {**base, "modality": chosen, "min_slices": result.min_slices,
-            "border": "/".join(map(str, result.border or ()))}
+    base = {
+        **base,
+        "modality": chosen,
+        "min_slices": result.min_slices,
+        "border": "/".join(map(str, result.border or ())),
+    }
     if result.reason:
         log.warning("skipping %s: %s", scan.source, result.reason)
         return [{**base, "status": "skipped", "reason": result.reason, "kind": result.kind}]
     indices = shard.append(result.cubes)
-    log.info("%s: %d cubes in %d attempts (border %s, min_slices %d)", scan.source,
-             len(indices), result.attempts, base["border"], result.min_slices)
-    air = (chosen == "ct" and settings.ct_filter == "tissue"
-           and outside_air_fraction(result.cubes, settings) > MOSTLY_AIR)
+    log.info(
+        "%s: %d cubes in %d attempts (border %s, min_slices %d)",
+        scan.source,
+        len(indices),
+        result.attempts,
+        base["border"],
+        result.min_slices,
+    )
+    air = (
+        chosen == "ct"
+        and settings.ct_filter == "tissue"
+        and outside_air_fraction(result.cubes, settings) > MOSTLY_AIR
+    )
     note = ""
     if air:
-        note = (f"{MOSTLY_AIR_NOTE} (below {OUTSIDE_AIR_HU:g} HU); for CT other than chest CT, "
-                "or with slices so thick that a window reaches past the lungs, set "
-                "cubes.ct_filter: none")
+        note = (
+            f"{MOSTLY_AIR_NOTE} (below {OUTSIDE_AIR_HU:g} HU); for CT other than chest CT, "
+            "or with slices so thick that a window reaches past the lungs, set "
+            "cubes.ct_filter: none"
+        )
         log.warning("%s: %s", scan.source, note)
-    return [{**base, "index": i, "x": x, "y": y, "z": z, "status": "ok", "reason": note,
-             "mostly_air": air}
-            for i, (x, y, z) in zip(indices, result.corners.tolist(), strict=True)]
+    return [
+        {
+            **base,
+            "index": i,
+            "x": x,
+            "y": y,
+            "z": z,
+            "status": "ok",
+            "reason": note,
+            "mostly_air": air,
+        }
+        for i, (x, y, z) in zip(indices, result.corners.tolist(), strict=True)
+    ]

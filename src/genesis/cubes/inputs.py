@@ -32,8 +32,20 @@ log = logging.getLogger(__name__)
 VOLUME_SUFFIXES = (".mhd", ".mha", ".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".ima")
 #: Files that are certainly not DICOM slices (checked by name, not by reading them).
-NOT_DICOM_SUFFIXES = (".raw", ".zraw", ".json", ".csv", ".txt", ".md", ".gz", ".zip",
-                      ".tar", ".npy", ".png", ".jpg")
+NOT_DICOM_SUFFIXES = (
+    ".raw",
+    ".zraw",
+    ".json",
+    ".csv",
+    ".txt",
+    ".md",
+    ".gz",
+    ".zip",
+    ".tar",
+    ".npy",
+    ".png",
+    ".jpg",
+)
 IGNORED_FOLDERS = frozenset({"labelsTr", "labelsTs", "__MACOSX"})
 MODALITIES = ("ct", "mri", "auto")
 
@@ -59,16 +71,18 @@ def discover_scans(paths: Sequence[Path], split: str | None = None) -> list[Scan
         if path.is_dir():
             found = _scan_folder(path)
             if not found:
-                raise InputError(path, "holds no scans (.mhd, .mha, .nii, .nii.gz files or "
-                                 "DICOM series folders)")
+                raise InputError(
+                    path, "holds no scans (.mhd, .mha, .nii, .nii.gz files or DICOM series folders)"
+                )
             scans += found
         elif path.name.lower().endswith(".csv"):
             scans += _read_list(path, split)
         elif _is_volume(path):
             scans.append(ScanInput(path, path.name))
         else:
-            raise InputError(path, "is neither a folder, a CSV list nor a .mhd/.mha/.nii/"
-                             ".nii.gz volume")
+            raise InputError(
+                path, "is neither a folder, a CSV list nor a .mhd/.mha/.nii/.nii.gz volume"
+            )
     return _unique(scans)
 
 
@@ -119,8 +133,9 @@ def _read_list(path: Path, split: str | None) -> list[ScanInput]:
     rows = list(reader)
     columns = [c.strip() for c in reader.fieldnames or []]
     if not rows:
-        raise InputError(path, "is empty: expected a header with a 'path' column and one "
-                         "row per scan")
+        raise InputError(
+            path, "is empty: expected a header with a 'path' column and one row per scan"
+        )
     if "path" not in columns:
         raise InputError(path, f"has no 'path' column (columns: {', '.join(columns)})")
     scans = []
@@ -130,8 +145,11 @@ def _read_list(path: Path, split: str | None) -> list[ScanInput]:
             raise InputError(path, f"line {number}: empty path")
         modality = row.get("modality", "").lower() or None
         if modality is not None and modality not in MODALITIES:
-            raise InputError(path, f"line {number}: modality must be one of "
-                             f"{', '.join(MODALITIES)}, got {row['modality']!r}")
+            raise InputError(
+                path,
+                f"line {number}: modality must be one of "
+                f"{', '.join(MODALITIES)}, got {row['modality']!r}",
+            )
         row_split = row.get("split") or None
         if split is not None and "split" in columns and row_split != split:
             continue

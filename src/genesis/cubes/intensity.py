@@ -41,8 +41,11 @@ def ct_window(data: np.ndarray, low: float = -1000.0, high: float = 1000.0) -> n
     return scale_to_unit(data, low, high)
 
 
-def mri_bounds(data: np.ndarray, mode: Literal["percentile", "minmax"] = "percentile",
-               percentiles: tuple[float, float] = (0.5, 99.5)) -> tuple[float, float]:
+def mri_bounds(
+    data: np.ndarray,
+    mode: Literal["percentile", "minmax"] = "percentile",
+    percentiles: tuple[float, float] = (0.5, 99.5),
+) -> tuple[float, float]:
     """The intensity range of one MRI volume that maps to [0, 1]."""
     if mode == "minmax":
         return float(data.min()), float(data.max())
@@ -50,8 +53,11 @@ def mri_bounds(data: np.ndarray, mode: Literal["percentile", "minmax"] = "percen
     return float(low), float(high)
 
 
-def mri_window(data: np.ndarray, mode: Literal["percentile", "minmax"] = "percentile",
-               percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+def mri_window(
+    data: np.ndarray,
+    mode: Literal["percentile", "minmax"] = "percentile",
+    percentiles: tuple[float, float] = (0.5, 99.5),
+) -> np.ndarray:
     """Scale one MRI volume to [0, 1] by its own percentiles or min/max, in place."""
     return scale_to_unit(data, *mri_bounds(data, mode, percentiles))
 

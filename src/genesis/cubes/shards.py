@@ -33,8 +33,20 @@ DTYPE = np.dtype("<f2")
 #: Manifest columns: one row per cube (status ``ok``) or skipped scan (``skipped``, with the
 #: reason). ``modality``, ``border`` and ``min_slices`` record what was used for the scan
 #: (``cubes.recipe: auto`` chooses the last two per scan).
-MANIFEST_COLUMNS = ("index", "source", "split", "x", "y", "z", "scale", "status", "reason",
-                    "modality", "border", "min_slices")
+MANIFEST_COLUMNS = (
+    "index",
+    "source",
+    "split",
+    "x",
+    "y",
+    "z",
+    "scale",
+    "status",
+    "reason",
+    "modality",
+    "border",
+    "min_slices",
+)
 #: Fixed .npy header size (a multiple of 64, so the data stays aligned for mmap).
 HEADER_BYTES = 128
 _MAGIC = b"\x93NUMPY\x01\x00"
@@ -42,8 +54,11 @@ _MAGIC = b"\x93NUMPY\x01\x00"
 
 def npy_header(count: int, cube_shape: Sequence[int]) -> bytes:
     """A version 1.0 ``.npy`` header of exactly ``HEADER_BYTES`` bytes."""
-    meta = {"descr": np.lib.format.dtype_to_descr(DTYPE), "fortran_order": False,
-            "shape": (int(count), *map(int, cube_shape))}
+    meta = {
+        "descr": np.lib.format.dtype_to_descr(DTYPE),
+        "fortran_order": False,
+        "shape": (int(count), *map(int, cube_shape)),
+    }
     text = repr(meta)
     room = HEADER_BYTES - len(_MAGIC) - 2 - 1  # magic + version, length field, newline
     if len(text) > room:
@@ -77,8 +92,9 @@ class ShardAppender:
 
 
 @contextmanager
-def shard_writer(path: Path, cube_shape: tuple[int, int, int]
-                 ) -> Iterator[tuple[ShardAppender, list[dict[str, Any]]]]:
+def shard_writer(
+    path: Path, cube_shape: tuple[int, int, int]
+) -> Iterator[tuple[ShardAppender, list[dict[str, Any]]]]:
     """Stream cubes into ``path`` and collect manifest rows; both appear only together.
 
     Yields the appender and the list of manifest rows to fill. When the block succeeds,
@@ -97,12 +113,12 @@ def shard_writer(path: Path, cube_shape: tuple[int, int, int]
 def manifest_text(rows: Sequence[dict[str, Any]]) -> str:
     """The manifest CSV of ``rows``, ``MANIFEST_COLUMNS`` in order, missing values empty."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n",
-                            extrasaction="ignore")
+    writer = csv.DictWriter(
+        buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n", extrasaction="ignore"
+    )
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: "" if row.get(key) is None else row[key]
-                         for key in MANIFEST_COLUMNS})
+        writer.writerow({key: "" if row.get(key) is None else row[key] for key in MANIFEST_COLUMNS})
     return buffer.getvalue()
 
 

@@ -48,7 +48,7 @@ def doubled_column_scores(scaled: np.ndarray, threshold: float) -> np.ndarray:
         weight = 2 - k
         if weight == 0:
             break  # a first hit at k = 2 scores 0: nothing left to add
-        hit = above[:, :, k:k + depth] & pending
+        hit = above[:, :, k : k + depth] & pending
         doubled += hit * np.uint8(weight)
         pending -= hit
     return doubled
@@ -70,17 +70,24 @@ def integral_image(values: np.ndarray) -> np.ndarray:
     return table
 
 
-def window_sums(table: np.ndarray, corners: np.ndarray, size: tuple[int, int, int]
-                ) -> np.ndarray:
+def window_sums(table: np.ndarray, corners: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
     """Sum of the box ``[corner, corner + size)`` for each row of ``corners`` (n, 3)."""
-    x0, y0, z0 = (np.asarray(corners, dtype=np.intp).T)
+    x0, y0, z0 = np.asarray(corners, dtype=np.intp).T
     x1, y1, z1 = x0 + size[0], y0 + size[1], z0 + size[2]
 
     def at(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         return table[x, y, z].astype(np.int64)
 
-    return (at(x1, y1, z1) - at(x0, y1, z1) - at(x1, y0, z1) - at(x1, y1, z0)
-            + at(x0, y0, z1) + at(x0, y1, z0) + at(x1, y0, z0) - at(x0, y0, z0))
+    return (
+        at(x1, y1, z1)
+        - at(x0, y1, z1)
+        - at(x1, y0, z1)
+        - at(x1, y1, z0)
+        + at(x0, y0, z1)
+        + at(x0, y1, z0)
+        + at(x1, y0, z0)
+        - at(x0, y0, z0)
+    )
 
 
 @dataclass(frozen=True)
@@ -92,10 +99,10 @@ class TissueFilter:
     fraction: float
 
     @classmethod
-    def for_scan(cls, scaled: np.ndarray, cube_size: tuple[int, int, int], threshold: float,
-                 fraction: float) -> TissueFilter:
-        return cls(integral_image(doubled_column_scores(scaled, threshold)), cube_size,
-                   fraction)
+    def for_scan(
+        cls, scaled: np.ndarray, cube_size: tuple[int, int, int], threshold: float, fraction: float
+    ) -> TissueFilter:
+        return cls(integral_image(doubled_column_scores(scaled, threshold)), cube_size, fraction)
 
     def scores(self, corners: np.ndarray) -> np.ndarray:
         """The summed score of each window (multiples of 0.5, exact)."""
@@ -115,10 +122,14 @@ class ForegroundFilter:
     min_fraction: float
 
     @classmethod
-    def for_scan(cls, scaled: np.ndarray, cube_size: tuple[int, int, int], background: float,
-                 min_fraction: float) -> ForegroundFilter:
-        return cls(integral_image((scaled > background).view(np.uint8)), cube_size,
-                   min_fraction)
+    def for_scan(
+        cls,
+        scaled: np.ndarray,
+        cube_size: tuple[int, int, int],
+        background: float,
+        min_fraction: float,
+    ) -> ForegroundFilter:
+        return cls(integral_image((scaled > background).view(np.uint8)), cube_size, min_fraction)
 
     def accepts(self, corners: np.ndarray) -> np.ndarray:
         counts = window_sums(self.table, corners, self.cube_size)

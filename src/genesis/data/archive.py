@@ -69,8 +69,9 @@ def _checked_target(archive: Path, name: str, destination: Path) -> Path:
     root = destination.resolve()
     target = (root / name).resolve()
     if target != root and not target.is_relative_to(root):
-        raise InputError(archive, f"refusing entry {name!r}: it would be written outside "
-                         "the extraction folder")
+        raise InputError(
+            archive, f"refusing entry {name!r}: it would be written outside the extraction folder"
+        )
     return target
 
 
@@ -86,8 +87,9 @@ def _extract_zip(archive: Path, destination: Path) -> None:
                 if kind == stat.S_IFLNK:
                     raise InputError(archive, f"refusing entry {info.filename!r}: symbolic link")
                 if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                    raise InputError(archive, f"refusing entry {info.filename!r}: not a "
-                                     "regular file or folder")
+                    raise InputError(
+                        archive, f"refusing entry {info.filename!r}: not a regular file or folder"
+                    )
             for info in infos:
                 if is_junk(info.filename):
                     continue
@@ -106,11 +108,13 @@ def _extract_tar(archive: Path, destination: Path) -> None:
     def check(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
         _checked_target(archive, member.name, destination)
         if member.issym() or member.islnk():
-            raise InputError(archive, f"refusing entry {member.name!r}: link to "
-                             f"{member.linkname!r}")
+            raise InputError(
+                archive, f"refusing entry {member.name!r}: link to {member.linkname!r}"
+            )
         if not (member.isfile() or member.isdir()):
-            raise InputError(archive, f"refusing entry {member.name!r}: not a regular file "
-                             "or folder")
+            raise InputError(
+                archive, f"refusing entry {member.name!r}: not a regular file or folder"
+            )
         if is_junk(member.name):
             return None
         # The stdlib "data" filter on top: clears setuid bits and odd permissions.
@@ -199,5 +203,8 @@ def _pick(archive: Path, work: Path, member: str | None, is_dir: bool) -> Path:
     matches = sorted(p for p in work.rglob(PurePosixPath(member).name) if p.is_file())
     if len(matches) == 1:
         return matches[0]
-    raise InputError(archive, f"archive holds {len(matches)} files named "
-                     f"{PurePosixPath(member).name}, expected exactly one")
+    raise InputError(
+        archive,
+        f"archive holds {len(matches)} files named "
+        f"{PurePosixPath(member).name}, expected exactly one",
+    )

@@ -18,17 +18,30 @@ from genesis.io.geometry import HasGeometry
 
 #: Bytes per element of each MetaIO ElementType (MetaIO's MET_ValueTypeSize).
 ELEMENT_BYTES: dict[str, int] = {
-    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2,
-    "MET_INT": 4, "MET_UINT": 4, "MET_LONG": 4, "MET_ULONG": 4,
-    "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
+    "MET_CHAR": 1,
+    "MET_UCHAR": 1,
+    "MET_SHORT": 2,
+    "MET_USHORT": 2,
+    "MET_INT": 4,
+    "MET_UINT": 4,
+    "MET_LONG": 4,
+    "MET_ULONG": 4,
+    "MET_LONG_LONG": 8,
+    "MET_ULONG_LONG": 8,
+    "MET_FLOAT": 4,
+    "MET_DOUBLE": 8,
 }
 
 #: ElementType written for each NumPy dtype.
 ELEMENT_TYPES: dict[np.dtype, str] = {
-    np.dtype(np.int8): "MET_CHAR", np.dtype(np.uint8): "MET_UCHAR",
-    np.dtype(np.int16): "MET_SHORT", np.dtype(np.uint16): "MET_USHORT",
-    np.dtype(np.int32): "MET_INT", np.dtype(np.uint32): "MET_UINT",
-    np.dtype(np.float32): "MET_FLOAT", np.dtype(np.float64): "MET_DOUBLE",
+    np.dtype(np.int8): "MET_CHAR",
+    np.dtype(np.uint8): "MET_UCHAR",
+    np.dtype(np.int16): "MET_SHORT",
+    np.dtype(np.uint16): "MET_USHORT",
+    np.dtype(np.int32): "MET_INT",
+    np.dtype(np.uint32): "MET_UINT",
+    np.dtype(np.float32): "MET_FLOAT",
+    np.dtype(np.float64): "MET_DOUBLE",
 }
 
 _MAX_HEADER_BYTES = 64 * 1024

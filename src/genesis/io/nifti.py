@@ -39,17 +39,17 @@ def read_nifti(path: Path) -> tuple[np.ndarray, Geometry]:
         geometry = geometry_from_ras(image.affine)
     except Exception as error:  # nibabel/gzip/zlib raise many types for one bad file
         detail = " ".join(str(error).split())  # one line, as the CLI prints it
-        raise InputError(path, f"cannot read NIfTI ({type(error).__name__}: {detail}); "
-                         "truncated or corrupt file?") from None
+        raise InputError(
+            path,
+            f"cannot read NIfTI ({type(error).__name__}: {detail}); truncated or corrupt file?",
+        ) from None
     if data.ndim > 4:
         # NIfTI puts time in axis 3 and vector components in axis 4; fold a length-1 time axis.
         data = data.reshape(*data.shape[:3], -1)
     return data, geometry
 
 
-def save_nifti_file(
-    path: Path, data: np.ndarray, geometry: Geometry
-) -> None:
+def save_nifti_file(path: Path, data: np.ndarray, geometry: Geometry) -> None:
     """Write ``data`` (dtype kept) with the RAS affine of ``geometry``, atomically."""
     import nibabel as nib
 

@@ -68,8 +68,9 @@ def load_volume(path: str | Path, *, ndim: int | None = None) -> Volume:
     elif name.endswith(NIFTI_SUFFIXES):
         data, geometry = read_nifti(path)
     else:
-        raise InputError(path, "unknown image format; expected .mhd, .mha, .nii, .nii.gz "
-                         "or a DICOM folder")
+        raise InputError(
+            path, "unknown image format; expected .mhd, .mha, .nii, .nii.gz or a DICOM folder"
+        )
     if ndim is not None and data.ndim != ndim:
         raise InputError(path, f"expected a {ndim}D volume, got shape {data.shape}")
     if data.ndim not in (3, 4):
@@ -97,8 +98,11 @@ def save_nifti(
     if like is not None:
         geometry = Geometry(like.spacing, like.origin, np.asarray(like.direction, float))
     elif spacing is not None and origin is not None:
-        geometry = Geometry(tuple(map(float, spacing)), tuple(map(float, origin)),
-                            np.eye(3) if direction is None else np.asarray(direction, float))
+        geometry = Geometry(
+            tuple(map(float, spacing)),
+            tuple(map(float, origin)),
+            np.eye(3) if direction is None else np.asarray(direction, float),
+        )
     else:
         raise ValueError("save_nifti needs like= or both spacing= and origin=")
     data = np.asarray(data)
@@ -113,8 +117,9 @@ def _read_with_sitk(path: Path) -> tuple[np.ndarray, Geometry]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise InputError(path, f"SimpleITK cannot read it ({_itk_reason(error)}); "
-                         "corrupt or truncated data?") from None
+        raise InputError(
+            path, f"SimpleITK cannot read it ({_itk_reason(error)}); corrupt or truncated data?"
+        ) from None
     return _from_sitk(image, path)
 
 
@@ -135,14 +140,20 @@ def _read_dicom_series(folder: Path) -> tuple[np.ndarray, Geometry]:
     files = {uid: reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series}
     chosen = max(series, key=lambda uid: len(files[uid]))
     if len(series) > 1:
-        log.warning("%s: %d DICOM series; reading %s (%d slices)",
-                    folder, len(series), chosen, len(files[chosen]))
+        log.warning(
+            "%s: %d DICOM series; reading %s (%d slices)",
+            folder,
+            len(series),
+            chosen,
+            len(files[chosen]),
+        )
     reader.SetFileNames(files[chosen])
     try:
         image = reader.Execute()
     except RuntimeError as error:
-        raise InputError(folder, f"cannot read DICOM series {chosen} "
-                         f"({_itk_reason(error)})") from None
+        raise InputError(
+            folder, f"cannot read DICOM series {chosen} ({_itk_reason(error)})"
+        ) from None
     return _from_sitk(image, folder)
 
 

@@ -26,8 +26,14 @@ class GenesisClassifier(GenesisEncoder):
         hidden: units of the hidden layer (1024 in the release).
     """
 
-    def __init__(self, n_classes: int = 1, in_channels: int = 1, width: int = 32,
-                 batch_stats: bool = False, hidden: int = 1024) -> None:
+    def __init__(
+        self,
+        n_classes: int = 1,
+        in_channels: int = 1,
+        width: int = 32,
+        batch_stats: bool = False,
+        hidden: int = 1024,
+    ) -> None:
         super().__init__(in_channels, width, batch_stats)
         require_positive("n_classes", n_classes)
         require_positive("hidden", hidden)
@@ -39,8 +45,13 @@ class GenesisClassifier(GenesisEncoder):
     @property
     def config(self) -> dict[str, Any]:
         """Constructor arguments, recorded next to saved weights."""
-        return {"n_classes": self.n_classes, "in_channels": self.in_channels,
-                "width": self.width, "batch_stats": self.batch_stats, "hidden": self.hidden}
+        return {
+            "n_classes": self.n_classes,
+            "in_channels": self.in_channels,
+            "width": self.width,
+            "batch_stats": self.batch_stats,
+            "hidden": self.hidden,
+        }
 
     def forward(self, x: Tensor) -> Tensor:
         pooled = self.encode(x).mean(dim=(2, 3, 4))  # (N, 16*width)

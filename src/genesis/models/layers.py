@@ -24,8 +24,9 @@ class BatchStatsNorm3d(nn.BatchNorm3d):
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
             return super().forward(x)
-        return F.batch_norm(x, None, None, self.weight, self.bias, training=True,
-                            momentum=0.0, eps=self.eps)
+        return F.batch_norm(
+            x, None, None, self.weight, self.bias, training=True, momentum=0.0, eps=self.eps
+        )
 
 
 def make_norm(channels: int, batch_stats: bool) -> nn.BatchNorm3d:
@@ -45,8 +46,9 @@ class ConvBlock(nn.Module):
         return torch.relu(self.bn1(self.conv1(x)))
 
 
-def double_block(in_channels: int, mid_channels: int, out_channels: int,
-                 batch_stats: bool) -> nn.Sequential:
+def double_block(
+    in_channels: int, mid_channels: int, out_channels: int, batch_stats: bool
+) -> nn.Sequential:
     """Two blocks in a row; as a Sequential their keys read ``ops.0.*`` and ``ops.1.*``."""
     return nn.Sequential(
         ConvBlock(in_channels, mid_channels, batch_stats),

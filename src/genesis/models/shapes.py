@@ -31,12 +31,12 @@ def check_input_shape(shape: Sequence[int]) -> None:
         InputShapeError: naming the shape and the rule, e.g. for (60, 64, 32).
     """
     dims = tuple(int(n) for n in shape)
-    rule = "x and y must be positive multiples of 16 and z a positive multiple of 8 " \
-        "(e.g. 64x64x32)"
+    rule = "x and y must be positive multiples of 16 and z a positive multiple of 8 (e.g. 64x64x32)"
     if len(dims) != 3:
         raise InputShapeError(f"expected 3 spatial sizes (x, y, z), got {dims}; {rule}")
     bad = [
-        f"{axis}={n}" for axis, n, k in zip("xyz", dims, SPATIAL_DIVISORS, strict=True)
+        f"{axis}={n}"
+        for axis, n, k in zip("xyz", dims, SPATIAL_DIVISORS, strict=True)
         if n <= 0 or n % k
     ]
     if bad:

@@ -56,8 +56,7 @@ def require_positive(name: str, value: int) -> None:
 class EncoderLevel(nn.Module):
     """Two blocks, then (optionally) a 2x max-pool; returns the skip and the pooled map."""
 
-    def __init__(self, in_channels: int, channels: int, batch_stats: bool,
-                 pool: bool) -> None:
+    def __init__(self, in_channels: int, channels: int, batch_stats: bool, pool: bool) -> None:
         super().__init__()
         self.ops = double_block(in_channels, channels, 2 * channels, batch_stats)
         self.pool = nn.MaxPool3d(2) if pool else nn.Identity()
@@ -70,12 +69,14 @@ class EncoderLevel(nn.Module):
 class DecoderLevel(nn.Module):
     """Upsample 2x (channels kept), concatenate the skip after it, two blocks."""
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int,
-                 batch_stats: bool) -> None:
+    def __init__(
+        self, in_channels: int, skip_channels: int, out_channels: int, batch_stats: bool
+    ) -> None:
         super().__init__()
         self.up_conv = nn.ConvTranspose3d(in_channels, in_channels, kernel_size=2, stride=2)
-        self.ops = double_block(in_channels + skip_channels, out_channels, out_channels,
-                                batch_stats)
+        self.ops = double_block(
+            in_channels + skip_channels, out_channels, out_channels, batch_stats
+        )
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
         # The order [upsampled, skip] fixes how the released first-block kernels read
@@ -86,8 +87,7 @@ class DecoderLevel(nn.Module):
 class OutputHead(nn.Module):
     """1x1x1 convolution to the output channels, then the final activation."""
 
-    def __init__(self, in_channels: int, out_channels: int,
-                 final_activation: str | None) -> None:
+    def __init__(self, in_channels: int, out_channels: int, final_activation: str | None) -> None:
         super().__init__()
         self.final_conv = nn.Conv3d(in_channels, out_channels, kernel_size=1)
         self.final_activation = final_activation
@@ -100,8 +100,7 @@ class OutputHead(nn.Module):
 class GenesisEncoder(nn.Module):
     """The U-Net's encoder; the U-Net and the classifier extend it, sharing its names."""
 
-    def __init__(self, in_channels: int = 1, width: int = 32,
-                 batch_stats: bool = False) -> None:
+    def __init__(self, in_channels: int = 1, width: int = 32, batch_stats: bool = False) -> None:
         super().__init__()
         require_positive("in_channels", in_channels)
         require_positive("width", width)
@@ -112,8 +111,9 @@ class GenesisEncoder(nn.Module):
         for depth, name in enumerate(ENCODER_LEVELS):
             channels = width * 2**depth
             is_last = depth == len(ENCODER_LEVELS) - 1
-            self.add_module(name, EncoderLevel(channels_in, channels, self.batch_stats,
-                                               pool=not is_last))
+            self.add_module(
+                name, EncoderLevel(channels_in, channels, self.batch_stats, pool=not is_last)
+            )
             channels_in = 2 * channels
 
     @property
@@ -145,14 +145,21 @@ class UNet3D(GenesisEncoder):
         final_activation: ``"sigmoid"`` (the release) or ``None`` for raw logits.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 32,
-                 batch_stats: bool = False,
-                 final_activation: str | None = "sigmoid") -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        width: int = 32,
+        batch_stats: bool = False,
+        final_activation: str | None = "sigmoid",
+    ) -> None:
         super().__init__(in_channels, width, batch_stats)
         require_positive("out_channels", out_channels)
         if final_activation not in FINAL_ACTIVATIONS:
-            raise ConfigError(f"final_activation must be one of {list(FINAL_ACTIVATIONS)}, "
-                              f"got {final_activation!r}")
+            raise ConfigError(
+                f"final_activation must be one of {list(FINAL_ACTIVATIONS)}, "
+                f"got {final_activation!r}"
+            )
         self.out_channels = out_channels
         self.final_activation = final_activation
         channels_in = self.bottleneck_channels
@@ -165,9 +172,13 @@ class UNet3D(GenesisEncoder):
     @property
     def config(self) -> dict[str, Any]:
         """Constructor arguments, recorded next to saved weights."""
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
-                "width": self.width, "batch_stats": self.batch_stats,
-                "final_activation": self.final_activation}
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "width": self.width,
+            "batch_stats": self.batch_stats,
+            "final_activation": self.final_activation,
+        }
 
     def forward(self, x: Tensor) -> Tensor:
         skips, x = self.encoder_features(x)

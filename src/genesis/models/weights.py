@@ -90,10 +90,12 @@ class LoadReport:
         source = self.format + (", 'module.' prefix stripped" if self.prefix_stripped else "")
         if self.epoch is not None:
             source += f", epoch {self.epoch}"
-        return (f"loaded {len(self.loaded)} tensors from {self.path} ({source}): "
-                f"{_by_prefix(self.loaded)}; skipped {len(self.skipped)} file tensors: "
-                f"{_by_prefix(self.skipped)}; kept {len(self.kept)} model tensors as they "
-                f"were: {_by_prefix(self.kept)}")
+        return (
+            f"loaded {len(self.loaded)} tensors from {self.path} ({source}): "
+            f"{_by_prefix(self.loaded)}; skipped {len(self.skipped)} file tensors: "
+            f"{_by_prefix(self.skipped)}; kept {len(self.kept)} model tensors as they "
+            f"were: {_by_prefix(self.kept)}"
+        )
 
 
 def _by_prefix(keys: Iterable[str]) -> str:
@@ -124,17 +126,23 @@ def _torch_load(path: Path) -> Any:
         text = str(error)
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
         if refused:
-            raise InputError(path, f"refused: the file holds the Python object "
-                             f"{refused.group(1)}, and weights are only read with "
-                             "torch.load(weights_only=True), which never runs code from a "
-                             "file") from error
+            raise InputError(
+                path,
+                f"refused: the file holds the Python object "
+                f"{refused.group(1)}, and weights are only read with "
+                "torch.load(weights_only=True), which never runs code from a "
+                "file",
+            ) from error
         detail = text.split("WeightsUnpickler error:", 1)[-1]
-        raise InputError(path, "not a readable PyTorch weights file (torch.load with "
-                         f"weights_only=True failed: {_first_line(ValueError(detail))})"
-                         ) from error
+        raise InputError(
+            path,
+            "not a readable PyTorch weights file (torch.load with "
+            f"weights_only=True failed: {_first_line(ValueError(detail))})",
+        ) from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise InputError(path, f"not a readable PyTorch weights file: {_first_line(error)}"
-                         ) from error
+        raise InputError(
+            path, f"not a readable PyTorch weights file: {_first_line(error)}"
+        ) from error
 
 
 def _safetensors_load(path: Path) -> tuple[dict[str, Tensor], int | None]:
@@ -143,8 +151,7 @@ def _safetensors_load(path: Path) -> tuple[dict[str, Tensor], int | None]:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as error:
-        raise InputError(path, f"not a readable safetensors file: {_first_line(error)}"
-                         ) from error
+        raise InputError(path, f"not a readable safetensors file: {_first_line(error)}") from error
     epoch = metadata.get("epoch", "")
     return tensors, int(epoch) if epoch.isdigit() else None
 
@@ -157,10 +164,14 @@ def _unpack(path: Path, obj: Any) -> tuple[Mapping[Any, Any], str, int | None]:
         return obj["state_dict"], "pt-checkpoint", epoch if valid_epoch else None
     if isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
         return obj, "pt-state-dict", None
-    found = f"a dict with keys {sorted(map(str, obj))[:10]}" if isinstance(obj, Mapping) \
+    found = (
+        f"a dict with keys {sorted(map(str, obj))[:10]}"
+        if isinstance(obj, Mapping)
         else f"a {type(obj).__name__}"
-    raise InputError(path, f"expected a state dict or a checkpoint with a 'state_dict' entry, "
-                     f"found {found}")
+    )
+    raise InputError(
+        path, f"expected a state dict or a checkpoint with a 'state_dict' entry, found {found}"
+    )
 
 
 def read_weights(path: str | Path) -> WeightsFile:
@@ -171,16 +182,16 @@ def read_weights(path: str | Path) -> WeightsFile:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "weights file not found" if not path.exists()
-                         else "weights path is not a file")
+        raise InputError(
+            path, "weights file not found" if not path.exists() else "weights path is not a file"
+        )
     check_sidecar(path)
     if path.suffix == ".safetensors":
         state, epoch = _safetensors_load(path)
         fmt = "safetensors"
     else:
         state, fmt, epoch = _unpack(path, _torch_load(path))
-    bad = [str(k) for k, v in state.items() if not isinstance(k, str) or
-           not isinstance(v, Tensor)]
+    bad = [str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if bad:
         raise InputError(path, f"state dict entries that are not named tensors: {bad}")
     if not state:
@@ -212,19 +223,27 @@ def check_sidecar(path: Path) -> None:
         return
     actual = file_sha256(path)
     if actual != expected:
-        raise InputError(path, f"sha256 {actual[:12]}... differs from {expected[:12]}... "
-                         f"recorded in {path.with_suffix('.json').name}: the files are not "
-                         "from the same save (mixed copies or an interrupted save); export "
-                         "them again or remove the sidecar")
+        raise InputError(
+            path,
+            f"sha256 {actual[:12]}... differs from {expected[:12]}... "
+            f"recorded in {path.with_suffix('.json').name}: the files are not "
+            "from the same save (mixed copies or an interrupted save); export "
+            "them again or remove the sidecar",
+        )
 
 
 def _shape(tensor: Tensor) -> str:
     return str(tuple(tensor.shape))
 
 
-def _mismatch_message(path: Path, model: nn.Module, expected: Mapping[str, Tensor],
-                      found: Mapping[str, Tensor], encoder_only: bool,
-                      mode: str = "all") -> str | None:
+def _mismatch_message(
+    path: Path,
+    model: nn.Module,
+    expected: Mapping[str, Tensor],
+    found: Mapping[str, Tensor],
+    encoder_only: bool,
+    mode: str = "all",
+) -> str | None:
     """Every way ``found`` fails to fit ``expected``, in one line; None when it fits."""
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
@@ -233,34 +252,52 @@ def _mismatch_message(path: Path, model: nn.Module, expected: Mapping[str, Tenso
         return None
     groups = []
     if missing:
-        groups.append(f"{len(missing)} missing: "
-                      + ", ".join(f"{k} {_shape(expected[k])}" for k in missing))
+        groups.append(
+            f"{len(missing)} missing: " + ", ".join(f"{k} {_shape(expected[k])}" for k in missing)
+        )
     if unexpected:
-        groups.append(f"{len(unexpected)} unexpected: "
-                      + ", ".join(f"{k} {_shape(found[k])}" for k in unexpected))
+        groups.append(
+            f"{len(unexpected)} unexpected: "
+            + ", ".join(f"{k} {_shape(found[k])}" for k in unexpected)
+        )
     if wrong:
-        groups.append(f"{len(wrong)} with the wrong shape: " + ", ".join(
-            f"{k} file {_shape(found[k])} vs model {_shape(expected[k])}" for k in wrong))
+        groups.append(
+            f"{len(wrong)} with the wrong shape: "
+            + ", ".join(
+                f"{k} file {_shape(found[k])} vs model {_shape(expected[k])}" for k in wrong
+            )
+        )
     hints = []
     if _FIRST_BLOCK in wrong:
-        hints.append(f"the file's first block has {found[_FIRST_BLOCK].shape[0]} channels, "
-                     f"the model's {expected[_FIRST_BLOCK].shape[0]}: set the width to match")
+        hints.append(
+            f"the file's first block has {found[_FIRST_BLOCK].shape[0]} channels, "
+            f"the model's {expected[_FIRST_BLOCK].shape[0]}: set the width to match"
+        )
     body_keys = [k for k in expected if not k.startswith(HEAD_PREFIX)]
     head_only = all(k.startswith(HEAD_PREFIX) for k in [*missing, *unexpected, *wrong])
     if not encoder_only and mode == "all" and body_keys and head_only:
-        hints.append(f"all but the head ({HEAD}) fits: pass except_head=True to transfer "
-                     "every other layer and start a new head (a task with other classes)")
+        hints.append(
+            f"all but the head ({HEAD}) fits: pass except_head=True to transfer "
+            "every other layer and start a new head (a task with other classes)"
+        )
     encoder_keys = [k for k in expected if k.startswith(ENCODER_PREFIXES)]
-    if not encoder_only and encoder_keys and all(
-            k in found and found[k].shape == expected[k].shape for k in encoder_keys):
+    if (
+        not encoder_only
+        and encoder_keys
+        and all(k in found and found[k].shape == expected[k].shape for k in encoder_keys)
+    ):
         hints.append("the encoder fits: pass encoder_only=True to load only down_tr*")
     part = {"encoder": " (encoder only)", "except_head": " (all but the head)"}.get(mode, "")
-    return (f"{path}: weights do not fit {type(model).__name__}{part}; "
-            + "; ".join(groups) + "".join(f"; hint: {h}" for h in hints))
+    return (
+        f"{path}: weights do not fit {type(model).__name__}{part}; "
+        + "; ".join(groups)
+        + "".join(f"; hint: {h}" for h in hints)
+    )
 
 
-def load_weights(model: nn.Module, path: str | Path, *,
-                 encoder_only: bool = False, except_head: bool = False) -> LoadReport:
+def load_weights(
+    model: nn.Module, path: str | Path, *, encoder_only: bool = False, except_head: bool = False
+) -> LoadReport:
     """Load a weights file into ``model`` strictly, in place, and report what was loaded.
 
     With ``encoder_only`` only the encoder (``down_tr*``) is loaded: all of its keys must be
@@ -289,19 +326,22 @@ def load_weights(model: nn.Module, path: str | Path, *,
     if encoder_only:
         expected = {k: v for k, v in expected.items() if k.startswith(ENCODER_PREFIXES)}
         if not expected:
-            raise WeightsError(f"{type(target).__name__} has no encoder (down_tr*) "
-                               "parameters to load")
+            raise WeightsError(
+                f"{type(target).__name__} has no encoder (down_tr*) parameters to load"
+            )
         found = {k: v for k, v in found.items() if k.startswith(ENCODER_PREFIXES)}
     problem = _mismatch_message(weights.path, target, expected, found, encoder_only, mode)
     if problem:
         raise WeightsError(problem)
     target.load_state_dict(found, strict=mode == "all")
     report = LoadReport(
-        path=weights.path, format=weights.format,
+        path=weights.path,
+        format=weights.format,
         loaded=tuple(k for k in expected if k in found),
         skipped=tuple(k for k in weights.state_dict if k not in found),
         kept=tuple(k for k in target.state_dict() if k not in found),
-        encoder_only=encoder_only, epoch=weights.epoch,
+        encoder_only=encoder_only,
+        epoch=weights.epoch,
         prefix_stripped=weights.prefix_stripped,
     )
     logger.info(report.summary())
@@ -316,8 +356,9 @@ def weight_paths(stem: str | Path) -> dict[str, Path]:
     return {suffix: stem.with_name(stem.name + suffix) for suffix in WEIGHT_SUFFIXES}
 
 
-def save_weights(model: nn.Module, stem: str | Path, *, provenance: Mapping[str, Any],
-                 epoch: int = 0) -> list[Path]:
+def save_weights(
+    model: nn.Module, stem: str | Path, *, provenance: Mapping[str, Any], epoch: int = 0
+) -> list[Path]:
     """Write ``stem.pt`` (release layout), ``stem.safetensors`` and ``stem.json`` as a set.
 
     The JSON sidecar holds ``provenance`` plus a ``weights`` entry: epoch, model class and
@@ -334,13 +375,20 @@ def save_weights(model: nn.Module, stem: str | Path, *, provenance: Mapping[str,
     order = [paths[".pt"], paths[".safetensors"], paths[".json"]]
     with atomic_set(order) as (pt_tmp, st_tmp, json_tmp):
         with pt_tmp.open("wb") as handle:  # a file object: records named archive/...
-            torch.save({"epoch": int(epoch),
-                        "state_dict": {RELEASE_PREFIX + k: v for k, v in state.items()}},
-                       handle)
+            torch.save(
+                {
+                    "epoch": int(epoch),
+                    "state_dict": {RELEASE_PREFIX + k: v for k, v in state.items()},
+                },
+                handle,
+            )
         save_file(state, str(st_tmp), metadata={"epoch": str(int(epoch))})
         files = {
-            paths[s].name: {"format": FILE_FORMATS[s], "sha256": file_sha256(tmp),
-                            "bytes": tmp.stat().st_size}
+            paths[s].name: {
+                "format": FILE_FORMATS[s],
+                "sha256": file_sha256(tmp),
+                "bytes": tmp.stat().st_size,
+            }
             for s, tmp in ((".pt", pt_tmp), (".safetensors", st_tmp))
         }
         record = dict(provenance)
@@ -352,6 +400,7 @@ def save_weights(model: nn.Module, stem: str | Path, *, provenance: Mapping[str,
             "n_tensors": len(state),
             "files": files,
         }
-        json_tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n",
-                            encoding="utf-8")
+        json_tmp.write_text(
+            json.dumps(record, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8"
+        )
     return order

@@ -120,16 +120,22 @@ def save_figure(figure: Figure, stem: str | Path) -> list[Path]:
 
 # --- pretraining ---------------------------------------------------------------------------
 
-def pretraining_figure(metrics: Mapping[str, pd.DataFrame],
-                       data_label: str | None = None) -> Figure:
+
+def pretraining_figure(
+    metrics: Mapping[str, pd.DataFrame], data_label: str | None = None
+) -> Figure:
     """Train and validation restoration loss per epoch, identity baseline dashed."""
     variants = sorted(metrics, key=lambda v: (v != "all", v))
     figure = Figure(figsize=(11, 4.4), layout="constrained")
     axes = figure.subplots(1, 2, sharey=True)
-    positive = all((frame[["train_loss", "val_loss", "identity_loss"]] > 0).all().all()
-                   for frame in metrics.values())
-    for ax, column, title in ((axes[0], "train_loss", "Training loss"),
-                              (axes[1], "val_loss", "Validation loss")):
+    positive = all(
+        (frame[["train_loss", "val_loss", "identity_loss"]] > 0).all().all()
+        for frame in metrics.values()
+    )
+    for ax, column, title in (
+        (axes[0], "train_loss", "Training loss"),
+        (axes[1], "val_loss", "Validation loss"),
+    ):
         for variant in variants:
             frame = metrics[variant]
             tint = colour("genesis" if variant == "all" else variant, variants[1:])
@@ -141,18 +147,37 @@ def pretraining_figure(metrics: Mapping[str, pd.DataFrame],
         if positive:
             ax.set_yscale("log")
     axes[0].set_ylabel("MSE (intensities scaled to [0, 1])")
-    handles = [Line2D([], [], color=colour("genesis" if v == "all" else v, variants[1:]),
-                      lw=1.8, label=f"variant: {v}") for v in variants]
-    handles.append(Line2D([], [], color="black", lw=1.2, ls="--",
-                          label="identity baseline (output = distorted input)"))
-    figure.legend(handles=handles, fontsize=8, loc="outside lower center",
-                  ncol=min(len(handles), 4))
-    figure.suptitle(titled("Pretraining by image restoration", data_label, "loss per epoch"),
-                    fontweight="bold")
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=colour("genesis" if v == "all" else v, variants[1:]),
+            lw=1.8,
+            label=f"variant: {v}",
+        )
+        for v in variants
+    ]
+    handles.append(
+        Line2D(
+            [],
+            [],
+            color="black",
+            lw=1.2,
+            ls="--",
+            label="identity baseline (output = distorted input)",
+        )
+    )
+    figure.legend(
+        handles=handles, fontsize=8, loc="outside lower center", ncol=min(len(handles), 4)
+    )
+    figure.suptitle(
+        titled("Pretraining by image restoration", data_label, "loss per epoch"), fontweight="bold"
+    )
     return figure
 
 
 # --- target-task bars ----------------------------------------------------------------------
+
 
 def bars_figure(
     summary: pd.DataFrame,
@@ -165,9 +190,14 @@ def bars_figure(
     tasks = task_order(summary["task"])
     figure = Figure(figsize=(max(4.2 * len(tasks), 5.5), 4.6), layout="constrained")
     axes = np.atleast_1d(figure.subplots(1, len(tasks), squeeze=False)[0])
-    lookup = {} if published is None else {
-        (row.task, row.init): (float(row.mean), float(row.std)) for row in published.itertuples()
-    }
+    lookup = (
+        {}
+        if published is None
+        else {
+            (row.task, row.init): (float(row.mean), float(row.std))
+            for row in published.itertuples()
+        }
+    )
     extra = [init for init in inits if init not in FIXED_COLOURS]
     for ax, task in zip(axes, tasks, strict=True):
         runs = summary[summary["task"] == task]
@@ -175,15 +205,32 @@ def bars_figure(
         for x, init in enumerate(shown):
             values = 100 * runs.loc[runs["init"] == init, "value"].to_numpy(float)
             std = float(np.std(values, ddof=1)) if values.size > 1 else 0.0
-            ax.bar(x, values.mean(), width=0.6, color=colour(init, extra), alpha=0.8,
-                   yerr=std, capsize=4, edgecolor="black", linewidth=0.6)
+            ax.bar(
+                x,
+                values.mean(),
+                width=0.6,
+                color=colour(init, extra),
+                alpha=0.8,
+                yerr=std,
+                capsize=4,
+                edgecolor="black",
+                linewidth=0.6,
+            )
             # Evenly spread, not jittered at random, so the figure is reproducible.
             offsets = np.linspace(-0.18, 0.18, values.size) if values.size > 1 else [0.0]
             ax.scatter(x + np.asarray(offsets), values, s=14, color="black", zorder=3)
             reference = lookup.get((task, PUBLISHED_INIT.get(init, "")))
             if reference is not None:
-                ax.errorbar(x + 0.38, reference[0], yerr=reference[1], fmt="D", ms=6,
-                            color="#d62728", capsize=3, zorder=4)
+                ax.errorbar(
+                    x + 0.38,
+                    reference[0],
+                    yerr=reference[1],
+                    fmt="D",
+                    ms=6,
+                    color="#d62728",
+                    capsize=3,
+                    zorder=4,
+                )
         metric = str(runs["metric"].iloc[0])
         ax.set_xticks(range(len(shown)), shown, rotation=20 if len(shown) > 3 else 0)
         ax.set_xlim(-0.6, len(shown) - 0.2)
@@ -192,30 +239,39 @@ def bars_figure(
         ax.set_title(task_title(task, data_label), fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     handles = [
-        Line2D([], [], color="black", marker="|", ls="", ms=10,
-               label="bar: mean ± std (ddof=1) over runs"),
+        Line2D(
+            [],
+            [],
+            color="black",
+            marker="|",
+            ls="",
+            ms=10,
+            label="bar: mean ± std (ddof=1) over runs",
+        ),
         Line2D([], [], color="black", marker="o", ls="", ms=4, label="one fine-tuning run"),
     ]
     if lookup:
-        handles.append(Line2D([], [], color="#d62728", marker="D", ls="", ms=6,
-                              label="published mean ± std"))
+        handles.append(
+            Line2D([], [], color="#d62728", marker="D", ls="", ms=6, label="published mean ± std")
+        )
     figure.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=len(handles))
     figure.suptitle(title, fontweight="bold")
     return figure
 
 
-def tasks_figure(summary: pd.DataFrame, published: pd.DataFrame | None = None,
-                 data_label: str | None = None) -> Figure:
+def tasks_figure(
+    summary: pd.DataFrame, published: pd.DataFrame | None = None, data_label: str | None = None
+) -> Figure:
     inits = [init for init in init_order(summary["init"]) if init in MAIN_INITS]
     if not inits:
-        raise InputError(None, "summary has none of the initialisations scratch, genesis, "
-                         "released")
+        raise InputError(None, "summary has none of the initialisations scratch, genesis, released")
     title = titled("Target tasks", data_label, "fine-tuning from scratch vs pretrained weights")
     return bars_figure(summary, inits, published, title, data_label)
 
 
-def ablation_figure(summary: pd.DataFrame, published: pd.DataFrame | None = None,
-                    data_label: str | None = None) -> Figure:
+def ablation_figure(
+    summary: pd.DataFrame, published: pd.DataFrame | None = None, data_label: str | None = None
+) -> Figure:
     """Bars for scratch, genesis (all) and each variant; a notice when none ran."""
     inits = init_order(summary["init"])
     variants = [init for init in inits if init.startswith("genesis-")]
@@ -241,15 +297,22 @@ def notice_figure(title: str, message: str) -> Figure:
 
 # --- learning curves -----------------------------------------------------------------------
 
-def curves_figure(curves: Mapping[str, Sequence[pd.DataFrame]], task: str,
-                  metric: str | None = None, data_label: str | None = None) -> Figure:
+
+def curves_figure(
+    curves: Mapping[str, Sequence[pd.DataFrame]],
+    task: str,
+    metric: str | None = None,
+    data_label: str | None = None,
+) -> Figure:
     """Validation metric, validation loss and training loss per epoch for every init."""
     figure = Figure(figsize=(14, 4.3), layout="constrained")
     axes = figure.subplots(1, 3)
     metric_label = METRIC_LABELS.get(metric or "", "metric")
-    panels = (("val_metric", f"validation {metric_label}", f"{metric_label} (fraction)"),
-              ("val_loss", "validation loss", "loss"),
-              ("train_loss", "training loss", "loss"))
+    panels = (
+        ("val_metric", f"validation {metric_label}", f"{metric_label} (fraction)"),
+        ("val_loss", "validation loss", "loss"),
+        ("train_loss", "training loss", "loss"),
+    )
     extra = [init for init in curves if init not in FIXED_COLOURS]
     for ax, (column, title, unit) in zip(axes, panels, strict=True):
         for init, frames in curves.items():
@@ -257,23 +320,31 @@ def curves_figure(curves: Mapping[str, Sequence[pd.DataFrame]], task: str,
             for frame in frames:
                 ax.plot(frame["epoch"], frame[column], color=tint, lw=0.7, alpha=0.45)
             mean = pd.concat(frames).groupby("epoch")[column].mean()
-            ax.plot(mean.index, mean.to_numpy(), color=tint, lw=2.4,
-                    label=f"{init} (n={len(frames)})")
+            ax.plot(
+                mean.index, mean.to_numpy(), color=tint, lw=2.4, label=f"{init} (n={len(frames)})"
+            )
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, title="initialisation", title_fontsize=8)
-    figure.suptitle(titled(f"Fine-tuning curves, {task_title(task, data_label)}", data_label,
-                           "thin lines = runs, thick = mean over the runs still training"),
-                    fontweight="bold")
+    figure.suptitle(
+        titled(
+            f"Fine-tuning curves, {task_title(task, data_label)}",
+            data_label,
+            "thin lines = runs, thick = mean over the runs still training",
+        ),
+        fontweight="bold",
+    )
     return figure
 
 
 # --- segmentations -------------------------------------------------------------------------
 
-def segmentation_figure(rows: Sequence[Sequence[Overlay]], task: str,
-                        data_label: str | None = None) -> Figure:
+
+def segmentation_figure(
+    rows: Sequence[Sequence[Overlay]], task: str, data_label: str | None = None
+) -> Figure:
     """Grid of axial slices: ground truth (green) and prediction (magenta) contours."""
     n_rows, n_cols = len(rows), max(len(row) for row in rows)
     figure = Figure(figsize=(3.6 * n_cols + 0.4, 3.6 * n_rows + 0.8), layout="constrained")
@@ -283,11 +354,18 @@ def segmentation_figure(rows: Sequence[Sequence[Overlay]], task: str,
             ax = axes[r, c]
             # (x, y) slice: transpose so x runs left-right and y top-bottom, as in a viewer.
             ax.imshow(panel.image.T, cmap="gray", origin="upper", interpolation="nearest")
-            for mask, tint, style in ((panel.truth, "#2ca02c", "solid"),
-                                      (panel.prediction, "#e377c2", "dashed")):
+            for mask, tint, style in (
+                (panel.truth, "#2ca02c", "solid"),
+                (panel.prediction, "#e377c2", "dashed"),
+            ):
                 if mask.any():
-                    ax.contour(mask.T.astype(float), levels=[0.5], colors=tint,
-                               linewidths=1.6, linestyles=style)
+                    ax.contour(
+                        mask.T.astype(float),
+                        levels=[0.5],
+                        colors=tint,
+                        linewidths=1.6,
+                        linestyles=style,
+                    )
             ax.set_title(f"{panel.init} ({panel.run}): IoU {panel.iou:.2f}", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -295,10 +373,15 @@ def segmentation_figure(rows: Sequence[Sequence[Overlay]], task: str,
                 ax.set_ylabel(f"{panel.case}\naxial slice z={panel.z}", fontsize=9)
         for c in range(len(row), n_cols):
             axes[r, c].set_axis_off()
-    handles = [Line2D([], [], color="#2ca02c", lw=1.6, label="ground truth"),
-               Line2D([], [], color="#e377c2", lw=1.6, ls="--", label="prediction")]
+    handles = [
+        Line2D([], [], color="#2ca02c", lw=1.6, label="ground truth"),
+        Line2D([], [], color="#e377c2", lw=1.6, ls="--", label="prediction"),
+    ]
     figure.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=9)
     head = titled(f"Example test segmentations, {task_title(task, data_label)}", data_label)
-    figure.suptitle(f"{head}\nslice with the most ground-truth foreground per case",
-                    fontsize=11, fontweight="bold")
+    figure.suptitle(
+        f"{head}\nslice with the most ground-truth foreground per case",
+        fontsize=11,
+        fontweight="bold",
+    )
     return figure

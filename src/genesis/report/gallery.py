@@ -27,15 +27,25 @@ PANELS: tuple[tuple[str, dict[str, Any] | None], ...] = (
     ("original", None),
     ("flip", {"enabled": ("flip",), "flip_rate": 1.0}),
     ("local pixel shuffling", {"enabled": ("local_shuffle",), "local_shuffle_rate": 1.0}),
-    ("non-linear, increasing", {"enabled": ("nonlinear",), "nonlinear_rate": 1.0,
-                                "invert_rate": 0.0}),
-    ("non-linear, inverted", {"enabled": ("nonlinear",), "nonlinear_rate": 1.0,
-                              "invert_rate": 1.0}),
+    (
+        "non-linear, increasing",
+        {"enabled": ("nonlinear",), "nonlinear_rate": 1.0, "invert_rate": 0.0},
+    ),
+    (
+        "non-linear, inverted",
+        {"enabled": ("nonlinear",), "nonlinear_rate": 1.0, "invert_rate": 1.0},
+    ),
     ("in-painting", {"enabled": ("inpainting",), "paint_rate": 1.0}),
     ("out-painting", {"enabled": ("outpainting",), "paint_rate": 1.0}),
-    ("all combined", {"local_shuffle_rate": 1.0, "nonlinear_rate": 1.0, "paint_rate": 1.0,
-                      "enabled": ("flip", "local_shuffle", "nonlinear", "inpainting",
-                                  "outpainting")}),
+    (
+        "all combined",
+        {
+            "local_shuffle_rate": 1.0,
+            "nonlinear_rate": 1.0,
+            "paint_rate": 1.0,
+            "enabled": ("flip", "local_shuffle", "nonlinear", "inpainting", "outpainting"),
+        },
+    ),
 )
 VIEWS = ("axial", "coronal", "sagittal")
 #: What the [0, 1] intensities of a cube mean, by the modality of its scans (genesis cubes
@@ -68,8 +78,9 @@ def load_cube(path: str | Path, *, index: int | None = None, seed: int = 0) -> n
     return cube
 
 
-def transformed_panels(cube: np.ndarray, seed: int,
-                       settings: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+def transformed_panels(
+    cube: np.ndarray, seed: int, settings: Mapping[str, Any] | None = None
+) -> dict[str, np.ndarray]:
     """Title -> transformed (X, Y, Z) cube for every panel of the gallery.
 
     ``settings`` is the pretraining transforms section; each panel overrides it so that
@@ -100,9 +111,14 @@ def mid_slices(cube: np.ndarray) -> dict[str, np.ndarray]:
     return {"axial": cube[:, :, z], "coronal": cube[:, y, :], "sagittal": cube[x, :, :]}
 
 
-def gallery_figure(cube: np.ndarray, *, seed: int = 0,
-                   settings: Mapping[str, Any] | None = None, modality: str = "ct",
-                   data_label: str | None = None) -> Figure:
+def gallery_figure(
+    cube: np.ndarray,
+    *,
+    seed: int = 0,
+    settings: Mapping[str, Any] | None = None,
+    modality: str = "ct",
+    data_label: str | None = None,
+) -> Figure:
     """Columns: original, each transformation alone, all combined; rows: three views.
 
     ``modality`` (ct, mri or auto) labels the intensities; ``data_label`` says in the
@@ -113,16 +129,23 @@ def gallery_figure(cube: np.ndarray, *, seed: int = 0,
     panels = transformed_panels(cube, seed, settings)
     X, Y, Z = cube.shape
     heights = (Y, Z, Z)  # rows keep one voxel = one unit on screen
-    figure = Figure(figsize=(2.0 * len(panels) + 0.8, 2.0 * sum(heights) / X + 1.2),
-                    layout="constrained")
+    figure = Figure(
+        figsize=(2.0 * len(panels) + 0.8, 2.0 * sum(heights) / X + 1.2), layout="constrained"
+    )
     axes = figure.subplots(3, len(panels), gridspec_kw={"height_ratios": heights})
     image = None
     for c, (title, volume) in enumerate(panels.items()):
         for r, (view, plane) in enumerate(mid_slices(volume).items()):
             ax = axes[r, c]
             # Transposed so the first axis runs left-right; z (slices) points up.
-            image = ax.imshow(plane.T, cmap="gray", vmin=0, vmax=1, interpolation="nearest",
-                              origin="upper" if view == "axial" else "lower")
+            image = ax.imshow(
+                plane.T,
+                cmap="gray",
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+                origin="upper" if view == "axial" else "lower",
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -131,6 +154,9 @@ def gallery_figure(cube: np.ndarray, *, seed: int = 0,
                 ax.set_ylabel(view, fontsize=9)
     figure.colorbar(image, ax=axes[:, -1], shrink=0.8, label=INTENSITY_LABELS[modality])
     source = f" of {data_label}" if data_label else ""
-    figure.suptitle(f"Models Genesis transformations of one {X}x{Y}x{Z} cube{source} (voxel "
-                    "units), each alone and combined; mid-slices", fontweight="bold")
+    figure.suptitle(
+        f"Models Genesis transformations of one {X}x{Y}x{Z} cube{source} (voxel "
+        "units), each alone and combined; mid-slices",
+        fontweight="bold",
+    )
     return figure

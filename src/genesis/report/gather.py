@@ -59,13 +59,13 @@ def run_key(folder: str | Path) -> RunKey:
     if sweep:
         init_dir, labels = init_dir.parent, sweep.group(1)
     if match is None or not init_dir.name or not init_dir.parent.name:
-        raise InputError(folder, "is not a run folder <task>/<init>/run<k> "
-                         "(or <task>/<init>/labels<pct>/run<k>)")
+        raise InputError(
+            folder, "is not a run folder <task>/<init>/run<k> (or <task>/<init>/labels<pct>/run<k>)"
+        )
     return RunKey(init_dir.parent.name, init_dir.name, int(match.group(1)), labels)
 
 
-def _keyed(paths: Sequence[str | Path], task: str | None, what: str
-           ) -> list[tuple[RunKey, Path]]:
+def _keyed(paths: Sequence[str | Path], task: str | None, what: str) -> list[tuple[RunKey, Path]]:
     """(run, path) of files (or folders) directly in run folders: each given once and,
     with ``task``, of that task."""
     keyed = [(run_key(Path(path).parent), Path(path)) for path in paths]
@@ -82,11 +82,19 @@ def _keyed(paths: Sequence[str | Path], task: str | None, what: str
 def _sorted_runs(keyed: list[tuple[RunKey, Path]]) -> list[tuple[RunKey, Path]]:
     """Init order (scratch, genesis, released, ...), full labels first, then run number."""
     order = {init: k for k, init in enumerate(init_order({key.init for key, _ in keyed}))}
-    return sorted(keyed, key=lambda item: (order[item[0].init], item[0].labels is not None,
-                                           float(item[0].labels or 0), item[0].run))
+    return sorted(
+        keyed,
+        key=lambda item: (
+            order[item[0].init],
+            item[0].labels is not None,
+            float(item[0].labels or 0),
+            item[0].run,
+        ),
+    )
 
 
 # --- pretraining ---------------------------------------------------------------------------
+
 
 def read_pretrain_metrics(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
     """``pretrain/<variant>/metrics.csv`` files, keyed by variant (the folder name)."""
@@ -103,8 +111,10 @@ def read_pretrain_metrics(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame
 
 # --- learning curves -----------------------------------------------------------------------
 
-def read_curves(paths: Sequence[str | Path], task: str | None = None
-                ) -> dict[str, list[pd.DataFrame]]:
+
+def read_curves(
+    paths: Sequence[str | Path], task: str | None = None
+) -> dict[str, list[pd.DataFrame]]:
     """The given ``<task>/<init>/run<k>/curves.csv`` files, grouped by init in run order.
 
     Only these files are read; a label sweep's run forms its own group ("genesis (25%
@@ -120,6 +130,7 @@ def read_curves(paths: Sequence[str | Path], task: str | None = None
 
 
 # --- segmentations -------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Overlay:
@@ -165,8 +176,9 @@ def segmentation_overlays(
         raise InputError(None, f"no predictions/ folder{wanted} given")
     scores = _per_case_iou(per_case, task)
     cases = sorted(
-        set.intersection(*({_case_name(p) for p in folder.glob("*.nii*")}
-                           for _, folder in first.values()))
+        set.intersection(
+            *({_case_name(p) for p in folder.glob("*.nii*")} for _, folder in first.values())
+        )
         & {path.stem for path in volumes.glob("*.npz")}
     )
     if not cases:
@@ -183,14 +195,23 @@ def segmentation_overlays(
             if iou is None:
                 union = np.logical_or(truth, prediction).sum()
                 iou = float(np.logical_and(truth, prediction).sum() / union) if union else math.nan
-            row.append(Overlay(case, init, key.name, z, image[:, :, z], truth[:, :, z],
-                               prediction[:, :, z], iou))
+            row.append(
+                Overlay(
+                    case,
+                    init,
+                    key.name,
+                    z,
+                    image[:, :, z],
+                    truth[:, :, z],
+                    prediction[:, :, z],
+                    iou,
+                )
+            )
         rows.append(row)
     return rows
 
 
-def _per_case_iou(paths: Sequence[str | Path], task: str | None
-                  ) -> dict[tuple[RunKey, str], float]:
+def _per_case_iou(paths: Sequence[str | Path], task: str | None) -> dict[tuple[RunKey, str], float]:
     """(run, case) -> the evaluated IoU from the given per_case.csv files."""
     scores = {}
     for key, path in _keyed(paths, task, "per_case.csv"):
@@ -222,8 +243,9 @@ def _prepared_case(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return image.astype(np.float32), label > 0
 
 
-def _prediction(folder: Path, case: str, shape: tuple[int, ...],
-                geometry: Mapping[str, object] | None) -> np.ndarray:
+def _prediction(
+    folder: Path, case: str, shape: tuple[int, ...], geometry: Mapping[str, object] | None
+) -> np.ndarray:
     """The saved binary prediction, brought onto the prepared grid for display.
 
     Predictions are saved in the source geometry; the prepared volume may be cropped to
@@ -245,8 +267,10 @@ def _prediction(folder: Path, case: str, shape: tuple[int, ...],
     if crop is not None and source_shape == mask.shape:
         mask = mask[tuple(slice(int(lo), int(hi)) for lo, hi in crop)]
     log.info("%s: prediction %s shown on the prepared grid %s", path, mask.shape, shape)
-    index = [np.minimum(((np.arange(n) + 0.5) * m / n).astype(int), m - 1)
-             for n, m in zip(shape, mask.shape, strict=True)]
+    index = [
+        np.minimum(((np.arange(n) + 0.5) * m / n).astype(int), m - 1)
+        for n, m in zip(shape, mask.shape, strict=True)
+    ]
     return mask[np.ix_(*index)]
 
 

@@ -476,5 +476,4 @@ def write_stage(
     provenance = records.load_record(provenance_path)
     sweep_seeds = {**(seeds or {}), "finetune_runs": run_seeds(summary)}
     record = records.complete_record(provenance, config_path, None, sweep_seeds)
-    return write_label_efficiency(label_efficiency_table(summary), stem, data_label,
-                                  record=record)
+    return write_label_efficiency(label_efficiency_table(summary), stem, data_label, record=record)

@@ -111,18 +111,23 @@ def record_lines(record: Mapping[str, Any]) -> list[str]:
     hardware = record.get("hardware") or {}
     gpus = hardware.get("gpus") or []
     machine = ", ".join(
-        part for part in (
+        part
+        for part in (
             str(hardware.get("system", "")),
             f"{hardware['cpus']} CPUs" if hardware.get("cpus") else "",
             "GPUs: " + "; ".join(map(str, gpus)) if gpus else "no GPU",
             f"Python {hardware['python']}" if hardware.get("python") else "",
-        ) if part
+        )
+        if part
     )
     lines = [
         _config_hash_line(record),
         f"git commit: {record.get('git_commit', 'unknown')}",
-        "packages: " + (", ".join(f"{name} {version}" for name, version
-                                  in sorted(packages.items())) or "not recorded"),
+        "packages: "
+        + (
+            ", ".join(f"{name} {version}" for name, version in sorted(packages.items()))
+            or "not recorded"
+        ),
         f"hardware: {machine or 'not recorded'}",
     ]
     lines.extend(_seed_lines(record.get("seeds") or {}))
@@ -131,8 +136,11 @@ def record_lines(record: Mapping[str, Any]) -> list[str]:
 
 def _config_hash_line(record: Mapping[str, Any]) -> str:
     # Written as the config file's sha256, or as a hash of the resolved config mapping.
-    for key, label in (("config_sha256", "config sha256"), ("config_hash", "config hash"),
-                       ("settings_hash", "settings hash")):
+    for key, label in (
+        ("config_sha256", "config sha256"),
+        ("config_hash", "config hash"),
+        ("settings_hash", "settings hash"),
+    ):
         if record.get(key):
             return f"{label}: {record[key]}"
     return "config hash: not recorded"
@@ -148,9 +156,12 @@ def _seed_lines(seeds: Mapping[str, Any]) -> list[str]:
         lines.append("seeds: " + ", ".join(pairs))
     runs = seeds.get("finetune_runs") or {}
     if runs:
-        lines.append("fine-tuning run seeds: " + "; ".join(
-            f"{key}: {', '.join(map(str, values))}" for key, values in sorted(runs.items())
-        ))
+        lines.append(
+            "fine-tuning run seeds: "
+            + "; ".join(
+                f"{key}: {', '.join(map(str, values))}" for key, values in sorted(runs.items())
+            )
+        )
     return lines
 
 

@@ -37,8 +37,12 @@ METRICS = ("auc", "iou")
 
 #: Our initialisation -> the published row it reproduces. The released checkpoint is the
 #: authors' Models Genesis model, so it is compared with the same published row.
-PUBLISHED_INIT = {"scratch": "scratch", "genesis": "genesis", "released": "genesis",
-                  "released_keras": "genesis"}
+PUBLISHED_INIT = {
+    "scratch": "scratch",
+    "genesis": "genesis",
+    "released": "genesis",
+    "released_keras": "genesis",
+}
 
 TASK_NAMES = {
     "ncc": "NCC (lung nodule false-positive reduction, LUNA16)",

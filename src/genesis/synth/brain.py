@@ -65,8 +65,9 @@ class BrainSettings:
         check_range(f"{SECTION}.noise_fraction", self.noise_fraction, 0.0, 0.5)
 
 
-def synthesize_brain(output_dir: str | Path, settings: BrainSettings | Mapping[str, Any] | None,
-                     seed: int) -> dict[str, Any]:
+def synthesize_brain(
+    output_dir: str | Path, settings: BrainSettings | Mapping[str, Any] | None, seed: int
+) -> dict[str, Any]:
     """Write ``dataset.json``, ``imagesTr/BRATS_NNN.nii.gz`` (4D) and ``labelsTr/``."""
     if not isinstance(settings, BrainSettings):
         settings = from_mapping(BrainSettings, settings, SECTION)
@@ -81,32 +82,59 @@ def synthesize_brain(output_dir: str | Path, settings: BrainSettings | Mapping[s
         rng = numpy_rng(seed, "brain", case)
         image, label = build_case(rng, maps, settings)
         name = f"BRATS_{case + 1:03d}.nii.gz"
-        save_nifti(output_dir / "imagesTr" / name, image, spacing=spacing, origin=origin,
-                   direction=RAS_IDENTITY_IN_LPS)
-        save_nifti(output_dir / "labelsTr" / name, label, spacing=spacing, origin=origin,
-                   direction=RAS_IDENTITY_IN_LPS)
+        save_nifti(
+            output_dir / "imagesTr" / name,
+            image,
+            spacing=spacing,
+            origin=origin,
+            direction=RAS_IDENTITY_IN_LPS,
+        )
+        save_nifti(
+            output_dir / "labelsTr" / name,
+            label,
+            spacing=spacing,
+            origin=origin,
+            direction=RAS_IDENTITY_IN_LPS,
+        )
         names.append(name)
-        log.info("wrote %s: voxels per label %s", name,
-                 np.bincount(label.ravel(), minlength=4).tolist())
-    write_dataset_json(output_dir, name="BRATS", description="Gliomas segmentation tumour and "
-                       "oedema in brain images (synthetic phantom in the Task01 layout)",
-                       tensor_size="4D",
-                       modality={"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
-                       labels={"0": "background", "1": "edema", "2": "non-enhancing tumor",
-                               "3": "enhancing tumour"}, cases=names)
-    summary = {"dataset": "brain", "output": str(output_dir), "cases": len(names),
-               "template": maps.source}
+        log.info(
+            "wrote %s: voxels per label %s", name, np.bincount(label.ravel(), minlength=4).tolist()
+        )
+    write_dataset_json(
+        output_dir,
+        name="BRATS",
+        description="Gliomas segmentation tumour and "
+        "oedema in brain images (synthetic phantom in the Task01 layout)",
+        tensor_size="4D",
+        modality={"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+        labels={
+            "0": "background",
+            "1": "edema",
+            "2": "non-enhancing tumor",
+            "3": "enhancing tumour",
+        },
+        cases=names,
+    )
+    summary = {
+        "dataset": "brain",
+        "output": str(output_dir),
+        "cases": len(names),
+        "template": maps.source,
+    }
     log.info("brain phantoms: %s", summary)
     return summary
 
 
-def build_case(rng: np.random.Generator, maps: TissueMaps,
-               settings: BrainSettings) -> tuple[np.ndarray, np.ndarray]:
+def build_case(
+    rng: np.random.Generator, maps: TissueMaps, settings: BrainSettings
+) -> tuple[np.ndarray, np.ndarray]:
     """One case: float32 (X, Y, Z, 4) image with integer-valued intensities, uint8 labels."""
     shape = settings.shape
     coords = _random_warp(rng, shape)
-    gm, wm, csf = (ndi.map_coordinates(m, coords, order=1, mode="constant") for m in
-                   (maps.gm, maps.wm, maps.csf))
+    gm, wm, csf = (
+        ndi.map_coordinates(m, coords, order=1, mode="constant")
+        for m in (maps.gm, maps.wm, maps.csf)
+    )
     brain = (gm + wm + csf) > 0.5
     core_radius = rng.uniform(*settings.tumour_core_radius_vox)
     margin = rng.uniform(*settings.oedema_margin_vox)
@@ -123,8 +151,9 @@ def _random_warp(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.nd
     rotation = _rotation(angles) * rng.uniform(0.92, 1.08)
     centre = (np.array(shape) - 1) / 2
     grid = np.indices(shape, dtype=np.float32).reshape(3, -1) - centre[:, None]
-    coords = (rotation @ grid).reshape(3, *shape) + (centre + rng.uniform(-3, 3, 3))[:, None,
-                                                                                    None, None]
+    coords = (rotation @ grid).reshape(3, *shape) + (centre + rng.uniform(-3, 3, 3))[
+        :, None, None, None
+    ]
     for axis in range(3):
         coords[axis] += 1.5 * smooth_noise(rng, shape, 12.0)
     return coords.astype(np.float32)
@@ -139,8 +168,9 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _tumour_centre(rng: np.random.Generator, brain: np.ndarray, wm: np.ndarray,
-                   radius: float) -> np.ndarray:
+def _tumour_centre(
+    rng: np.random.Generator, brain: np.ndarray, wm: np.ndarray, radius: float
+) -> np.ndarray:
     """A white-matter voxel deep enough in the brain for the whole core.
 
     Depth is measured on a half-resolution grid: eight times fewer voxels, and a voxel of
@@ -154,8 +184,9 @@ def _tumour_centre(rng: np.random.Generator, brain: np.ndarray, wm: np.ndarray,
     return 2.0 * np.argwhere(depth == depth.max())[0]
 
 
-def _mass_effect(rng: np.random.Generator, maps: tuple[np.ndarray, ...], centre: np.ndarray,
-                 reach: float) -> tuple[np.ndarray, ...]:
+def _mass_effect(
+    rng: np.random.Generator, maps: tuple[np.ndarray, ...], centre: np.ndarray, reach: float
+) -> tuple[np.ndarray, ...]:
     """Push tissue away from the tumour centre: resample a box with coordinates pulled in."""
     shape = maps[0].shape
     low = np.maximum(np.floor(centre - 2.5 * reach).astype(int), 0)
@@ -173,8 +204,14 @@ def _mass_effect(rng: np.random.Generator, maps: tuple[np.ndarray, ...], centre:
     return tuple(out)
 
 
-def _tumour_labels(rng: np.random.Generator, brain: np.ndarray, wm: np.ndarray,
-                   centre: np.ndarray, core_radius: float, margin: float) -> np.ndarray:
+def _tumour_labels(
+    rng: np.random.Generator,
+    brain: np.ndarray,
+    wm: np.ndarray,
+    centre: np.ndarray,
+    core_radius: float,
+    margin: float,
+) -> np.ndarray:
     """Necrotic core (2) inside an enhancing rim (3) inside oedema (1) that favours WM."""
     shape = brain.shape
     offset = np.indices(shape, dtype=np.float32) - centre[:, None, None, None].astype(np.float32)
@@ -189,17 +226,26 @@ def _tumour_labels(rng: np.random.Generator, brain: np.ndarray, wm: np.ndarray,
     return label
 
 
-def _render(rng: np.random.Generator, tissues: tuple[np.ndarray, ...], brain: np.ndarray,
-            label: np.ndarray, settings: BrainSettings) -> np.ndarray:
+def _render(
+    rng: np.random.Generator,
+    tissues: tuple[np.ndarray, ...],
+    brain: np.ndarray,
+    label: np.ndarray,
+    settings: BrainSettings,
+) -> np.ndarray:
     """Four contrasts from tissue fractions and smoothed tumour-label weights.
 
     Computed on brain voxels only: the volumes are skull-stripped, so the rest stays 0.
     """
     total = np.maximum(sum(tissues), 1.0)[brain]
-    weights = {name: tissue[brain] / total
-               for name, tissue in zip(("gm", "wm", "csf"), tissues, strict=True)}
-    lesion = {name: ndi.gaussian_filter((label == value).astype(np.float32), 0.7)[brain]
-              for name, value in (("oedema", 1), ("necrosis", 2), ("enhancing", 3))}
+    weights = {
+        name: tissue[brain] / total
+        for name, tissue in zip(("gm", "wm", "csf"), tissues, strict=True)
+    }
+    lesion = {
+        name: ndi.gaussian_filter((label == value).astype(np.float32), 0.7)[brain]
+        for name, value in (("oedema", 1), ("necrosis", 2), ("enhancing", 3))
+    }
     healthy = 1.0 - np.clip(sum(lesion.values()), 0.0, 1.0)
     image = np.zeros((*settings.shape, 4), np.float32)
     noise = rng.uniform(*settings.noise_fraction)

@@ -23,10 +23,23 @@ VESSEL, AIRWAY, GREAT_VESSEL = 0, 1, 2
 
 VESSEL_TREE = TreeShape(generations=8, length_per_radius=(4.0, 7.0), min_radius=0.5)
 #: Directions (towards the lateral side, +y back, +z head) of the vessel trees at each hilum.
-ROOT_HEADINGS = ([0.3, 0.2, 1.0], [0.6, -0.4, 0.8], [1.0, 0.3, 0.1], [0.8, -0.6, -0.1],
-                 [0.5, 0.5, -1.0], [0.6, -0.6, -0.5], [0.3, 0.9, 0.2])
-AIRWAY_TREE = TreeShape(generations=4, length_per_radius=(4.0, 7.0), min_radius=1.2,
-                        angle_major=(15.0, 30.0), angle_minor=(35.0, 60.0), wiggle=0.04)
+ROOT_HEADINGS = (
+    [0.3, 0.2, 1.0],
+    [0.6, -0.4, 0.8],
+    [1.0, 0.3, 0.1],
+    [0.8, -0.6, -0.1],
+    [0.5, 0.5, -1.0],
+    [0.6, -0.6, -0.5],
+    [0.3, 0.9, 0.2],
+)
+AIRWAY_TREE = TreeShape(
+    generations=4,
+    length_per_radius=(4.0, 7.0),
+    min_radius=1.2,
+    angle_major=(15.0, 30.0),
+    angle_minor=(35.0, 60.0),
+    wiggle=0.04,
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +74,9 @@ class ChestAnatomy:
     airways: Tree
 
 
-def sample_layout(rng: np.random.Generator, shape: tuple[int, int, int],
-                  spacing: tuple[float, float, float]) -> Layout:
+def sample_layout(
+    rng: np.random.Generator, shape: tuple[int, int, int], spacing: tuple[float, float, float]
+) -> Layout:
     """Draw body size, organ positions and rib pattern, scaled to the field of view."""
     fov = [n * s for n, s in zip(shape, spacing, strict=True)]
     scale = min(fov[0] / 330.0, fov[1] / 270.0) * rng.uniform(0.9, 1.0)
@@ -71,9 +85,14 @@ def sample_layout(rng: np.random.Generator, shape: tuple[int, int, int],
     base_left = base_right - height * rng.uniform(0.0, 0.05)
     apex = height * rng.uniform(0.92, 1.02)
     span = apex - base_right
-    heart = (scale * rng.uniform(10, 25), scale * rng.uniform(-50, -35),
-             base_right + span * rng.uniform(0.18, 0.28), scale * rng.uniform(50, 60),
-             scale * rng.uniform(40, 48), span * rng.uniform(0.22, 0.3))
+    heart = (
+        scale * rng.uniform(10, 25),
+        scale * rng.uniform(-50, -35),
+        base_right + span * rng.uniform(0.18, 0.28),
+        scale * rng.uniform(50, 60),
+        scale * rng.uniform(40, 48),
+        span * rng.uniform(0.22, 0.3),
+    )
     return Layout(
         scale=scale,
         body_axes=(scale * rng.uniform(150, 165), scale * rng.uniform(108, 122)),
@@ -92,8 +111,9 @@ def sample_layout(rng: np.random.Generator, shape: tuple[int, int, int],
     )
 
 
-def build_anatomy(rng: np.random.Generator, shape: tuple[int, int, int],
-                  spacing: tuple[float, float, float]) -> ChestAnatomy:
+def build_anatomy(
+    rng: np.random.Generator, shape: tuple[int, int, int], spacing: tuple[float, float, float]
+) -> ChestAnatomy:
     """Paint the chest without nodules; see the module docstring for the order."""
     layout = sample_layout(rng, shape, spacing)
     centre = ((shape[0] - 1) * spacing[0] / 2, (shape[1] - 1) * spacing[1] / 2, 0.0)
@@ -117,8 +137,19 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int, int],
     heart = _ellipsoid(u, v, w, layout.heart)
     hu = np.where(thorax & (heart <= 1.0), 40.0 + 6.0 * texture, hu)
     if layout.gas_bubble:
-        bubble = _ellipsoid(u, v, w, (0.45 * a, layout.body_y - 0.25 * b, layout.base[1] - 12.0,
-                                      28 * layout.scale, 22 * layout.scale, 10 * layout.scale))
+        bubble = _ellipsoid(
+            u,
+            v,
+            w,
+            (
+                0.45 * a,
+                layout.body_y - 0.25 * b,
+                layout.base[1] - 12.0,
+                28 * layout.scale,
+                22 * layout.scale,
+                10 * layout.scale,
+            ),
+        )
         hu = np.where(cavity & (w < zb) & (bubble <= 1.0), -1000.0, hu)
     _paint_bones(hu, u, v, w, depth, wall, layout)
 
@@ -126,14 +157,17 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int, int],
     gravity = 45.0 * np.clip((v - layout.body_y) / b + 0.5, 0.0, 1.0)
     hu = np.where(lung, -865.0 + 22.0 * texture + gravity, hu)
 
-    vessels, airways, fixed_points, fixed_values = _trees(rng, lung, u, v, w, layout, shape,
-                                                          spacing)
+    vessels, airways, fixed_points, fixed_values = _trees(
+        rng, lung, u, v, w, layout, shape, spacing
+    )
     points = np.concatenate([vessels.points, airways.points, fixed_points])
-    values = np.concatenate([
-        np.stack([vessels.radii, np.full(len(vessels.radii), VESSEL)], axis=1),
-        np.stack([airways.radii, np.full(len(airways.radii), AIRWAY)], axis=1),
-        fixed_values,
-    ])
+    values = np.concatenate(
+        [
+            np.stack([vessels.radii, np.full(len(vessels.radii), VESSEL)], axis=1),
+            np.stack([airways.radii, np.full(len(airways.radii), AIRWAY)], axis=1),
+            fixed_values,
+        ]
+    )
     distance, (radius, kind) = tube_distance(shape, spacing, points, values)
     hu = _paint_tubes(hu, distance, radius, np.rint(kind), cavity, min(spacing), texture)
     return ChestAnatomy(hu, lung, np.ascontiguousarray(body), distance, vessels, airways)
@@ -148,8 +182,9 @@ def _diaphragm(u: np.ndarray, v: np.ndarray, layout: Layout) -> np.ndarray:
     return side_base + layout.dome * (1.0 - np.clip(q, 0.0, 1.0))
 
 
-def _ellipsoid(u: np.ndarray, v: np.ndarray, w: np.ndarray,
-               params: tuple[float, ...]) -> np.ndarray:
+def _ellipsoid(
+    u: np.ndarray, v: np.ndarray, w: np.ndarray, params: tuple[float, ...]
+) -> np.ndarray:
     """Normalised ellipsoid equation: <= 1 inside. ``params`` = centre, then semi-axes."""
     cu, cv, cw, ru, rv, rw = params
     return ((u - cu) / ru) ** 2 + ((v - cv) / rv) ** 2 + ((w - cw) / rw) ** 2
@@ -168,24 +203,54 @@ def _spine_centre(layout: Layout) -> tuple[float, float]:
     return layout.body_y + b - wall_back - 0.6 * radius, radius
 
 
-def _paint_bones(hu: np.ndarray, u: np.ndarray, v: np.ndarray, w: np.ndarray,
-                 depth: np.ndarray, wall: np.ndarray, layout: Layout) -> None:
+def _paint_bones(
+    hu: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    w: np.ndarray,
+    depth: np.ndarray,
+    wall: np.ndarray,
+    layout: Layout,
+) -> None:
     """Vertebrae, ribs and sternum (in place)."""
     s = layout.scale
     spine_v, radius = _spine_centre(layout)
     paint_spine(hu, u, v, w, spine_v, radius, s, layout.rib_period, layout.rib_phase)
     position = np.clip((v - layout.body_y) / layout.body_axes[1], -1.0, 1.0)
-    paint_ribs(hu, w, depth, wall, position, s, layout.rib_period, layout.rib_slope,
-               layout.rib_phase, layout.base[0] - 25.0 * s)
-    sternum = (np.abs(u) < 14.0 * s) & (depth > layout.fat + 1.0) & (
-        depth < layout.fat + 10.0 * s) & (position < -0.8)
-    hu[...] = np.where(sternum & (w > layout.base[0] + 0.2 * (layout.apex - layout.base[0])),
-                       320.0, hu)
+    paint_ribs(
+        hu,
+        w,
+        depth,
+        wall,
+        position,
+        s,
+        layout.rib_period,
+        layout.rib_slope,
+        layout.rib_phase,
+        layout.base[0] - 25.0 * s,
+    )
+    sternum = (
+        (np.abs(u) < 14.0 * s)
+        & (depth > layout.fat + 1.0)
+        & (depth < layout.fat + 10.0 * s)
+        & (position < -0.8)
+    )
+    hu[...] = np.where(
+        sternum & (w > layout.base[0] + 0.2 * (layout.apex - layout.base[0])), 320.0, hu
+    )
 
 
-def _lungs(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, w: np.ndarray,
-           zb: np.ndarray, thorax: np.ndarray, heart: np.ndarray, layout: Layout,
-           shape: tuple[int, int, int]) -> np.ndarray:
+def _lungs(
+    rng: np.random.Generator,
+    u: np.ndarray,
+    v: np.ndarray,
+    w: np.ndarray,
+    zb: np.ndarray,
+    thorax: np.ndarray,
+    heart: np.ndarray,
+    layout: Layout,
+    shape: tuple[int, int, int],
+) -> np.ndarray:
     """Two tapered superellipsoids with a wobbly surface, carved by heart, spine, mediastinum."""
     a, b = layout.body_axes
     s = layout.scale
@@ -197,11 +262,13 @@ def _lungs(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, w: np.ndarray
     for sign, half_width in ((-1.0, 0.52 * a), (1.0, 0.48 * a)):
         cu = sign * 0.5 * a
         q = (np.abs(u - cu) / (half_width * taper)) ** 2.4 + (
-            np.abs(v - layout.body_y) / (0.95 * b * taper)) ** 2.4
+            np.abs(v - layout.body_y) / (0.95 * b * taper)
+        ) ** 2.4
         lung |= q <= 1.0 + wobble
     spine_v, radius = _spine_centre(layout)
     near_spine = (u * u + (v - spine_v) ** 2 < (radius + 10.0 * s) ** 2) | (
-        (np.abs(u) < radius + 4.0 * s) & (v > spine_v))
+        (np.abs(u) < radius + 4.0 * s) & (v > spine_v)
+    )
     margin = (1.0 + 6.0 * s / min(layout.heart[3:])) ** 2
     lung &= thorax & (t >= 0) & (t <= 1) & (heart > margin) & (np.abs(u) > 12.0 * s)
     lung &= ~np.broadcast_to(near_spine, shape)
@@ -215,9 +282,16 @@ def _lungs(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, w: np.ndarray
     return lung
 
 
-def _trees(rng: np.random.Generator, lung: np.ndarray, u: np.ndarray, v: np.ndarray,
-           w: np.ndarray, layout: Layout, shape: tuple[int, int, int],
-           spacing: tuple[float, float, float]) -> tuple[Tree, Tree, np.ndarray, np.ndarray]:
+def _trees(
+    rng: np.random.Generator,
+    lung: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    w: np.ndarray,
+    layout: Layout,
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+) -> tuple[Tree, Tree, np.ndarray, np.ndarray]:
     """Vessel and bronchial trees from each hilum, plus the fixed mediastinal tubes.
 
     Returns the two trees and the tubes' centreline points (index) with (radius, kind).
@@ -230,7 +304,7 @@ def _trees(rng: np.random.Generator, lung: np.ndarray, u: np.ndarray, v: np.ndar
     vessel_trees, airway_trees, hila = [], [], []
     for sign in (-1.0, 1.0):
         side = lung & ((u < 0) if sign < 0 else (u > 0))
-        target = (np.array([sign * 0.22 * a, layout.body_y + 0.05 * b, hilum_z]) - origin)
+        target = np.array([sign * 0.22 * a, layout.body_y + 0.05 * b, hilum_z]) - origin
         hilum = _nearest_voxel(side, target / spacing_arr, spacing_arr)
         if hilum is None:
             continue
@@ -238,23 +312,40 @@ def _trees(rng: np.random.Generator, lung: np.ndarray, u: np.ndarray, v: np.ndar
         mirror = np.array([sign, 1.0, 1.0])
         for heading in ROOT_HEADINGS:
             direction = np.array(heading) * mirror + np.array([0.2 * sign, 0.0, 0.0])
-            vessel_trees.append(grow_tree(rng, side, spacing, hilum, direction,
-                                          rng.uniform(3.0, 4.5) * s, VESSEL_TREE))
+            vessel_trees.append(
+                grow_tree(
+                    rng, side, spacing, hilum, direction, rng.uniform(3.0, 4.5) * s, VESSEL_TREE
+                )
+            )
         for heading in ([0.4, 0.1, 1.0], [0.8, 0.2, -0.6]):
-            airway_trees.append(grow_tree(rng, side, spacing, hilum, np.array(heading) * mirror,
-                                          rng.uniform(3.5, 4.5) * s, AIRWAY_TREE))
+            airway_trees.append(
+                grow_tree(
+                    rng,
+                    side,
+                    spacing,
+                    hilum,
+                    np.array(heading) * mirror,
+                    rng.uniform(3.5, 4.5) * s,
+                    AIRWAY_TREE,
+                )
+            )
     points, values = [], []
     for vertices_mm, radii, kind in _mediastinal_tubes(layout, hila, float(w.ravel()[-1])):
         vertices = (np.asarray(vertices_mm, float) - origin) / spacing_arr
         line, line_radii = polyline(vertices, np.asarray(radii, float) * s, spacing)
         points.append(line)
         values.append(np.stack([line_radii, np.full(len(line), kind)], axis=1))
-    return (_merge(vessel_trees), _merge(airway_trees), np.concatenate(points),
-            np.concatenate(values))
+    return (
+        _merge(vessel_trees),
+        _merge(airway_trees),
+        np.concatenate(points),
+        np.concatenate(values),
+    )
 
 
-def _mediastinal_tubes(layout: Layout, hila: list[np.ndarray], top: float
-                       ) -> list[tuple[list, list[float], int]]:
+def _mediastinal_tubes(
+    layout: Layout, hila: list[np.ndarray], top: float
+) -> list[tuple[list, list[float], int]]:
     """Polylines in mm (u, v, w) with radii in units of ``layout.scale`` and a tube kind:
     trachea and main bronchi, pulmonary arteries, aorta, oesophagus, superior vena cava."""
     s = layout.scale
@@ -269,8 +360,16 @@ def _mediastinal_tubes(layout: Layout, hila: list[np.ndarray], top: float
     vena_cava = [-0.12 * layout.body_axes[0], heart_v + 0.2 * heart_rv]
     tubes = [
         ([[carina[0], carina[1], top + 10.0], carina], [8.0, 7.0], AIRWAY),
-        ([[*descending, -20.0], [*descending, arch_z], [*ascending, arch_z], [*ascending, heart_z]],
-         [11.0, 12.0, 14.0, 15.0], GREAT_VESSEL),
+        (
+            [
+                [*descending, -20.0],
+                [*descending, arch_z],
+                [*ascending, arch_z],
+                [*ascending, heart_z],
+            ],
+            [11.0, 12.0, 14.0, 15.0],
+            GREAT_VESSEL,
+        ),
         ([[*oesophagus, -20.0], [*oesophagus, top + 10.0]], [6.0, 6.0], GREAT_VESSEL),
         ([[*vena_cava, heart_z], [*vena_cava, top + 10.0]], [9.0, 9.0], GREAT_VESSEL),
     ]
@@ -280,8 +379,7 @@ def _mediastinal_tubes(layout: Layout, hila: list[np.ndarray], top: float
     return tubes
 
 
-def _nearest_voxel(mask: np.ndarray, target: np.ndarray,
-                   spacing: np.ndarray) -> np.ndarray | None:
+def _nearest_voxel(mask: np.ndarray, target: np.ndarray, spacing: np.ndarray) -> np.ndarray | None:
     voxels = np.argwhere(mask)
     if len(voxels) == 0:
         return None
@@ -293,12 +391,23 @@ def _merge(trees: list[Tree]) -> Tree:
     if not trees:
         empty = np.zeros((0, 3))
         return Tree(empty, np.zeros(0), empty, np.zeros(0))
-    return Tree(*(np.concatenate([getattr(t, name) for t in trees])
-                  for name in ("points", "radii", "forks", "fork_radii")))
+    return Tree(
+        *(
+            np.concatenate([getattr(t, name) for t in trees])
+            for name in ("points", "radii", "forks", "fork_radii")
+        )
+    )
 
 
-def _paint_tubes(hu: np.ndarray, distance: np.ndarray, radius: np.ndarray, kind: np.ndarray,
-                 cavity: np.ndarray, voxel: float, texture: np.ndarray) -> np.ndarray:
+def _paint_tubes(
+    hu: np.ndarray,
+    distance: np.ndarray,
+    radius: np.ndarray,
+    kind: np.ndarray,
+    cavity: np.ndarray,
+    voxel: float,
+    texture: np.ndarray,
+) -> np.ndarray:
     """Vessels and great vessels as soft tissue, airways as air with a soft-tissue wall.
 
     Tubes thinner than a voxel only partly fill it, so their contrast fades with radius.

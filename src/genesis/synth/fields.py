@@ -10,8 +10,11 @@ import numpy as np
 from scipy import ndimage as ndi
 
 
-def mm_grid(shape: tuple[int, int, int], spacing: tuple[float, float, float],
-            centre: tuple[float, float, float] | None = None) -> tuple[np.ndarray, ...]:
+def mm_grid(
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    centre: tuple[float, float, float] | None = None,
+) -> tuple[np.ndarray, ...]:
     """Open (broadcastable) x, y, z coordinate grids in mm, relative to ``centre`` (mm).
 
     Shapes are (X, 1, 1), (1, Y, 1), (1, 1, Z): expressions over them broadcast to the
@@ -19,8 +22,10 @@ def mm_grid(shape: tuple[int, int, int], spacing: tuple[float, float, float],
     """
     if centre is None:
         centre = tuple((n - 1) * s / 2 for n, s in zip(shape, spacing, strict=True))
-    axes = [(np.arange(n, dtype=np.float32) * s - c)
-            for n, s, c in zip(shape, spacing, centre, strict=True)]
+    axes = [
+        (np.arange(n, dtype=np.float32) * s - c)
+        for n, s, c in zip(shape, spacing, centre, strict=True)
+    ]
     return (axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :])
 
 
@@ -32,8 +37,7 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], cell: float) 
     these correlation lengths costs tens.
     """
     coarse = tuple(max(3, int(np.ceil(n / cell)) + 2) for n in shape)
-    field = ndi.gaussian_filter(rng.standard_normal(coarse).astype(np.float32), 0.7,
-                                mode="wrap")
+    field = ndi.gaussian_filter(rng.standard_normal(coarse).astype(np.float32), 0.7, mode="wrap")
     for axis, n in enumerate(shape):
         field = _upsample_linear(field, axis, n)
     field -= field.mean()
@@ -56,8 +60,12 @@ def soft_inside(signed_distance_mm: np.ndarray, width_mm: float) -> np.ndarray:
     return np.clip(0.5 - signed_distance_mm / width_mm, 0.0, 1.0).astype(np.float32)
 
 
-def tube_distance(shape: tuple[int, int, int], spacing: tuple[float, float, float],
-                  points: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def tube_distance(
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    points: np.ndarray,
+    values: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Distance (mm) to the nearest centreline voxel, and that voxel's values.
 
     ``points`` are continuous (x, y, z) indices along all centrelines and ``values`` (N, k)
@@ -78,13 +86,13 @@ def tube_distance(shape: tuple[int, int, int], spacing: tuple[float, float, floa
     ix, iy, iz = index[order].T
     centre[ix, iy, iz] = True
     lookup[:, ix, iy, iz] = values[order].T
-    distance, nearest = ndi.distance_transform_edt(~centre, sampling=spacing,
-                                                   return_indices=True)
+    distance, nearest = ndi.distance_transform_edt(~centre, sampling=spacing, return_indices=True)
     return distance.astype(np.float32), lookup[:, nearest[0], nearest[1], nearest[2]]
 
 
-def box_around(centre: np.ndarray, radius_vox: np.ndarray,
-               shape: tuple[int, ...]) -> tuple[slice, slice, slice]:
+def box_around(
+    centre: np.ndarray, radius_vox: np.ndarray, shape: tuple[int, ...]
+) -> tuple[slice, slice, slice]:
     """Index slices of the box of half-size ``radius_vox`` around ``centre``, clipped."""
     low = np.maximum(np.floor(centre - radius_vox).astype(int), 0)
     high = np.minimum(np.ceil(centre + radius_vox).astype(int) + 1, shape[:3])
@@ -97,8 +105,9 @@ def random_unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def lobulated_ball(offsets_mm: tuple[np.ndarray, ...], radius: float,
-                   bumps: np.ndarray, bump_radii: np.ndarray) -> np.ndarray:
+def lobulated_ball(
+    offsets_mm: tuple[np.ndarray, ...], radius: float, bumps: np.ndarray, bump_radii: np.ndarray
+) -> np.ndarray:
     """Signed distance (mm, negative inside) of a sphere united with smaller spheres.
 
     ``offsets_mm`` are open grids relative to the main centre; ``bumps`` (k, 3) are the
@@ -107,7 +116,9 @@ def lobulated_ball(offsets_mm: tuple[np.ndarray, ...], radius: float,
     dx, dy, dz = offsets_mm
     signed = np.sqrt(dx * dx + dy * dy + dz * dz) - radius
     for centre, bump_radius in zip(bumps, bump_radii, strict=True):
-        bump = np.sqrt((dx - centre[0]) ** 2 + (dy - centre[1]) ** 2
-                       + (dz - centre[2]) ** 2) - bump_radius
+        bump = (
+            np.sqrt((dx - centre[0]) ** 2 + (dy - centre[1]) ** 2 + (dz - centre[2]) ** 2)
+            - bump_radius
+        )
         signed = np.minimum(signed, bump)
     return signed

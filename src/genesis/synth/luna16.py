@@ -57,8 +57,10 @@ class Luna16Settings:
 
     def __post_init__(self) -> None:
         if not self.subsets or min(self.subsets) < 0 or len(set(self.subsets)) != len(self.subsets):
-            raise ConfigError(f"{SECTION}.subsets must be distinct non-negative integers, "
-                              f"got {list(self.subsets)}")
+            raise ConfigError(
+                f"{SECTION}.subsets must be distinct non-negative integers, "
+                f"got {list(self.subsets)}"
+            )
         check_value(f"{SECTION}.scans_per_subset", self.scans_per_subset, 1)
         check_shape(f"{SECTION}.shape", self.shape, minimum=(32, 32, 16))
         check_range(f"{SECTION}.inplane_spacing_mm", self.inplane_spacing_mm, 0.1)
@@ -68,8 +70,7 @@ class Luna16Settings:
         check_range(f"{SECTION}.nodule_diameter_mm", self.nodule_diameter_mm, 1.0)
         check_value(f"{SECTION}.max_duplicates", self.max_duplicates, 0)
         check_value(f"{SECTION}.negatives_per_scan", self.negatives_per_scan, 0)
-        check_value(f"{SECTION}.hard_negative_fraction", self.hard_negative_fraction,
-                    0.0, 1.0)
+        check_value(f"{SECTION}.hard_negative_fraction", self.hard_negative_fraction, 0.0, 1.0)
         check_range(f"{SECTION}.noise_hu", self.noise_hu, 0.0)
 
 
@@ -84,8 +85,9 @@ class Scan:
     candidates: list[tuple[np.ndarray, int]]  # (world point, class)
 
 
-def synthesize_luna16(output_dir: str | Path, settings: Luna16Settings | Mapping[str, Any] | None,
-                      seed: int) -> dict[str, Any]:
+def synthesize_luna16(
+    output_dir: str | Path, settings: Luna16Settings | Mapping[str, Any] | None, seed: int
+) -> dict[str, Any]:
     """Write the LUNA16-layout phantom set into ``output_dir``; return a summary."""
     if not isinstance(settings, Luna16Settings):
         settings = from_mapping(Luna16Settings, settings, SECTION)
@@ -118,25 +120,32 @@ def _choose_flipped(count: int, fraction: float, seed: int) -> set[int]:
     return set(numpy_rng(seed, "luna16", "flipped").choice(count, n, replace=False).tolist())
 
 
-def _make_scan(output_dir: Path, settings: Luna16Settings, seed: int, subset: int, k: int,
-               flipped: bool) -> Scan:
+def _make_scan(
+    output_dir: Path, settings: Luna16Settings, seed: int, subset: int, k: int, flipped: bool
+) -> Scan:
     rng = numpy_rng(seed, "luna16", "scan", subset, k)
     uid = UID_ROOT + str(rng.integers(1, 10)) + "".join(map(str, rng.integers(0, 10, 29)))
     inplane = round(float(rng.uniform(*settings.inplane_spacing_mm)), 6)
     spacing = (inplane, inplane, round(float(rng.uniform(*settings.slice_spacing_mm)), 2))
     shape = settings.shape
     fov = np.array(shape) * np.array(spacing)
-    origin = (round(float(-fov[0] / 2 + rng.uniform(-25, 5)), 3),
-              round(float(-fov[1] / 2 + rng.uniform(-25, 5)), 3),
-              round(float(rng.uniform(-400, -300)), 2))
+    origin = (
+        round(float(-fov[0] / 2 + rng.uniform(-25, 5)), 3),
+        round(float(-fov[1] / 2 + rng.uniform(-25, 5)), 3),
+        round(float(rng.uniform(-400, -300)), 2),
+    )
     canonical = Geometry(spacing, origin, np.eye(3))
 
     anatomy = build_anatomy(rng, shape, spacing)
     count = int(rng.integers(settings.nodules_per_scan[0], settings.nodules_per_scan[1] + 1))
     nodules = place_nodules(rng, anatomy.lung, spacing, count, settings.nodule_diameter_mm)
     if len(nodules) < count:
-        log.warning("scan %s: placed %d of %d nodules (lungs too small for the sizes asked)",
-                    uid, len(nodules), count)
+        log.warning(
+            "scan %s: placed %d of %d nodules (lungs too small for the sizes asked)",
+            uid,
+            len(nodules),
+            count,
+        )
     hu = anatomy.hu
     paint_nodules(hu, nodules, spacing)
     hu += np.float32(rng.uniform(*settings.noise_hu)) * rng.standard_normal(shape, np.float32)
@@ -150,20 +159,37 @@ def _make_scan(output_dir: Path, settings: Luna16Settings, seed: int, subset: in
         corner = voxel_to_world(np.array([shape[0] - 1, shape[1] - 1, 0.0]), canonical)
         geometry = Geometry(spacing, (float(corner[0]), float(corner[1]), origin[2]), FLIPPED)
     path = output_dir / f"subset{subset}" / f"{uid}.mhd"
-    save_metaimage(path, np.ascontiguousarray(volume), spacing=geometry.spacing,
-                   origin=geometry.origin, direction=geometry.direction)
-    world_nodules = [(voxel_to_world(n.centre.astype(float), canonical), n.diameter_mm)
-                     for n in nodules]
+    save_metaimage(
+        path,
+        np.ascontiguousarray(volume),
+        spacing=geometry.spacing,
+        origin=geometry.origin,
+        direction=geometry.direction,
+    )
+    world_nodules = [
+        (voxel_to_world(n.centre.astype(float), canonical), n.diameter_mm) for n in nodules
+    ]
     world_points = voxel_to_world(points, canonical)
-    log.info("wrote %s: spacing %s, %d nodules, %d candidates, flipped=%s",
-             path, spacing, len(nodules), len(points), flipped)
-    return Scan(uid, subset, flipped, world_nodules,
-                list(zip(world_points, classes.tolist(), strict=True)))
+    log.info(
+        "wrote %s: spacing %s, %d nodules, %d candidates, flipped=%s",
+        path,
+        spacing,
+        len(nodules),
+        len(points),
+        flipped,
+    )
+    return Scan(
+        uid, subset, flipped, world_nodules, list(zip(world_points, classes.tolist(), strict=True))
+    )
 
 
-def sample_candidates(rng: np.random.Generator, anatomy: ChestAnatomy, nodules: list[Nodule],
-                settings: Luna16Settings, spacing: tuple[float, float, float]
-                ) -> tuple[np.ndarray, np.ndarray]:
+def sample_candidates(
+    rng: np.random.Generator,
+    anatomy: ChestAnatomy,
+    nodules: list[Nodule],
+    settings: Luna16Settings,
+    spacing: tuple[float, float, float],
+) -> tuple[np.ndarray, np.ndarray]:
     """Positives on every nodule (plus jittered duplicates), hard and easy negatives.
 
     Hard negatives sit on nodule look-alikes: vessel forks, thick vessels seen end-on,
@@ -181,13 +207,18 @@ def sample_candidates(rng: np.random.Generator, anatomy: ChestAnatomy, nodules: 
     hard = round(settings.negatives_per_scan * settings.hard_negative_fraction)
     easy = settings.negatives_per_scan - hard
     pools = _pools(anatomy)
-    negatives = [_draw(rng, pools[name], round(hard * share), nodules, spacing_arr, anatomy)
-                 for name, share in HARD_MIX.items()]
-    negatives += [_draw(rng, pools[name], round(easy * share), nodules, spacing_arr, anatomy)
-                  for name, share in EASY_MIX.items()]
+    negatives = [
+        _draw(rng, pools[name], round(hard * share), nodules, spacing_arr, anatomy)
+        for name, share in HARD_MIX.items()
+    ]
+    negatives += [
+        _draw(rng, pools[name], round(easy * share), nodules, spacing_arr, anatomy)
+        for name, share in EASY_MIX.items()
+    ]
     points = np.concatenate([np.reshape(positives, (-1, 3)), *negatives])
-    classes = np.concatenate([np.ones(len(positives), int),
-                              np.zeros(len(points) - len(positives), int)])
+    classes = np.concatenate(
+        [np.ones(len(positives), int), np.zeros(len(points) - len(positives), int)]
+    )
     order = rng.permutation(len(points))
     return points[order], classes[order]
 
@@ -207,8 +238,14 @@ def _pools(anatomy: ChestAnatomy) -> dict[str, np.ndarray]:
     }
 
 
-def _draw(rng: np.random.Generator, pool: np.ndarray, count: int, nodules: list[Nodule],
-          spacing: np.ndarray, anatomy: ChestAnatomy) -> np.ndarray:
+def _draw(
+    rng: np.random.Generator,
+    pool: np.ndarray,
+    count: int,
+    nodules: list[Nodule],
+    spacing: np.ndarray,
+    anatomy: ChestAnatomy,
+) -> np.ndarray:
     """Up to ``count`` pool points, jittered by half a voxel, inside the scan and clear of
     every nodule (5 mm beyond its radius)."""
     if count <= 0 or len(pool) == 0:

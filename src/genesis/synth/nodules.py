@@ -28,9 +28,13 @@ class Nodule:
     halo_mm: float  # ground-glass rim thickness, 0 for none
 
 
-def place_nodules(rng: np.random.Generator, lung: np.ndarray,
-                  spacing: tuple[float, float, float], count: int,
-                  diameter_range: tuple[float, float]) -> list[Nodule]:
+def place_nodules(
+    rng: np.random.Generator,
+    lung: np.ndarray,
+    spacing: tuple[float, float, float],
+    count: int,
+    diameter_range: tuple[float, float],
+) -> list[Nodule]:
     """Draw ``count`` non-overlapping nodules whose bodies lie in the lung.
 
     A draw is kept when the lung fills its ball (interior nodule) or 55-90% of it
@@ -47,8 +51,9 @@ def place_nodules(rng: np.random.Generator, lung: np.ndarray,
         juxtapleural = bool(rng.random() < JUXTAPLEURAL_RATE)
         centre = None
         while centre is None and diameter >= diameter_range[0] - 1e-9:
-            centre = _find_position(rng, lung, candidates, spacing_arr, diameter / 2,
-                                    juxtapleural, nodules)
+            centre = _find_position(
+                rng, lung, candidates, spacing_arr, diameter / 2, juxtapleural, nodules
+            )
             if centre is None:
                 diameter *= 0.8
         if centre is not None:
@@ -56,18 +61,31 @@ def place_nodules(rng: np.random.Generator, lung: np.ndarray,
     return nodules
 
 
-def _find_position(rng: np.random.Generator, lung: np.ndarray, candidates: np.ndarray,
-                   spacing: np.ndarray, radius: float, juxtapleural: bool,
-                   placed: list[Nodule]) -> np.ndarray | None:
+def _find_position(
+    rng: np.random.Generator,
+    lung: np.ndarray,
+    candidates: np.ndarray,
+    spacing: np.ndarray,
+    radius: float,
+    juxtapleural: bool,
+    placed: list[Nodule],
+) -> np.ndarray | None:
     for centre in candidates[rng.integers(0, len(candidates), PLACEMENT_TRIES)]:
-        if any(np.linalg.norm((centre - other.centre) * spacing)
-               < radius + other.diameter_mm / 2 + 3.0 for other in placed):
+        if any(
+            np.linalg.norm((centre - other.centre) * spacing) < radius + other.diameter_mm / 2 + 3.0
+            for other in placed
+        ):
             continue
         box = box_around(centre, radius / spacing, lung.shape)
-        offsets = [(np.arange(sl.start, sl.stop) - c) * s
-                   for sl, c, s in zip(box, centre, spacing, strict=True)]
-        ball = (offsets[0][:, None, None] ** 2 + offsets[1][None, :, None] ** 2
-                + offsets[2][None, None, :] ** 2) <= radius**2
+        offsets = [
+            (np.arange(sl.start, sl.stop) - c) * s
+            for sl, c, s in zip(box, centre, spacing, strict=True)
+        ]
+        ball = (
+            offsets[0][:, None, None] ** 2
+            + offsets[1][None, :, None] ** 2
+            + offsets[2][None, None, :] ** 2
+        ) <= radius**2
         fraction = float(lung[box][ball].mean())
         if (0.55 <= fraction <= 0.9) if juxtapleural else fraction >= 0.97:
             return centre
@@ -85,12 +103,19 @@ def _nodule_look(rng: np.random.Generator, centre: np.ndarray, diameter: float) 
         hu, halo = rng.uniform(-10, 60), 0.0  # solid
     count = int(rng.integers(0, 4)) if radius > 3.0 else 0
     bumps = random_unit_vectors(rng, count) * radius * rng.uniform(0.6, 0.9, (count, 1))
-    return Nodule(np.asarray(centre, int), diameter, float(hu), bumps,
-                  radius * rng.uniform(0.3, 0.55, count), float(halo))
+    return Nodule(
+        np.asarray(centre, int),
+        diameter,
+        float(hu),
+        bumps,
+        radius * rng.uniform(0.3, 0.55, count),
+        float(halo),
+    )
 
 
-def paint_nodules(hu: np.ndarray, nodules: list[Nodule],
-                  spacing: tuple[float, float, float]) -> None:
+def paint_nodules(
+    hu: np.ndarray, nodules: list[Nodule], spacing: tuple[float, float, float]
+) -> None:
     """Blend each nodule into ``hu`` (in place) with a one-voxel partial-volume edge."""
     spacing_arr = np.asarray(spacing, float)
     voxel = float(spacing_arr.min())
@@ -99,9 +124,11 @@ def paint_nodules(hu: np.ndarray, nodules: list[Nodule],
         reach = radius * 1.6 + nodule.halo_mm + 2 * voxel
         box = box_around(nodule.centre, reach / spacing_arr, hu.shape)
         offsets = tuple(
-            ((np.arange(sl.start, sl.stop) - c) * s).astype(np.float32).reshape(
-                [-1 if axis == i else 1 for axis in range(3)])
-            for i, (sl, c, s) in enumerate(zip(box, nodule.centre, spacing_arr, strict=True)))
+            ((np.arange(sl.start, sl.stop) - c) * s)
+            .astype(np.float32)
+            .reshape([-1 if axis == i else 1 for axis in range(3)])
+            for i, (sl, c, s) in enumerate(zip(box, nodule.centre, spacing_arr, strict=True))
+        )
         signed = lobulated_ball(offsets, radius, nodule.bumps, nodule.bump_radii)
         region = hu[box]
         if nodule.halo_mm > 0:

@@ -101,9 +101,11 @@ def analytic_head(shape: tuple[int, int, int]) -> TissueMaps:
     ventricles = np.zeros(shape, dtype=bool)
     for sign in (-1.0, 1.0):
         ventricles |= ((u - sign * 0.12 * axes[0]) / (0.1 * axes[0])) ** 2 + (
-            v / (0.35 * axes[1])) ** 2 + ((w - 0.1 * axes[2]) / (0.2 * axes[2])) ** 2 < 1.0
+            v / (0.35 * axes[1])
+        ) ** 2 + ((w - 0.1 * axes[2]) / (0.2 * axes[2])) ** 2 < 1.0
     gm = ndi.gaussian_filter(ribbon.astype(np.float32), 0.6)
     csf = ndi.gaussian_filter(ventricles.astype(np.float32), 0.6)
     wm = np.clip(ndi.gaussian_filter(brain.astype(np.float32), 0.6) - gm - csf, 0.0, 1.0)
-    return TissueMaps(gm.astype(np.float32), wm.astype(np.float32), csf.astype(np.float32),
-                      "analytic")
+    return TissueMaps(
+        gm.astype(np.float32), wm.astype(np.float32), csf.astype(np.float32), "analytic"
+    )

@@ -68,8 +68,10 @@ def grow_tree(
         fork_radii.append(0.92 * r)
         # Both children turn away from the parent in one plane, on opposite sides.
         perpendicular = _unit(np.cross(end_heading, rng.standard_normal(3)))
-        for ratio, angle, side in ((shape.child_ratio_major, shape.angle_major, 1.0),
-                                   (shape.child_ratio_minor, shape.angle_minor, -1.0)):
+        for ratio, angle, side in (
+            (shape.child_ratio_major, shape.angle_major, 1.0),
+            (shape.child_ratio_minor, shape.angle_minor, -1.0),
+        ):
             child_r = r * rng.uniform(*ratio)
             if child_r < shape.min_radius:
                 continue
@@ -79,18 +81,24 @@ def grow_tree(
     if not points:
         empty = np.zeros((0, 3))
         return Tree(empty, np.zeros(0), empty, np.zeros(0))
-    return Tree(np.concatenate(points), np.concatenate(radii),
-                np.asarray(forks).reshape(-1, 3), np.asarray(fork_radii))
+    return Tree(
+        np.concatenate(points),
+        np.concatenate(radii),
+        np.asarray(forks).reshape(-1, 3),
+        np.asarray(fork_radii),
+    )
 
 
-def polyline(points_index: np.ndarray, radii_mm: np.ndarray,
-             spacing: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+def polyline(
+    points_index: np.ndarray, radii_mm: np.ndarray, spacing: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """Densely sample a polyline through ``points_index`` with linearly varying radius."""
     spacing_arr = np.asarray(spacing, float)
     step = 0.5 * float(spacing_arr.min())
     samples, values = [], []
-    for a, b, ra, rb in zip(points_index[:-1], points_index[1:], radii_mm[:-1], radii_mm[1:],
-                            strict=True):
+    for a, b, ra, rb in zip(
+        points_index[:-1], points_index[1:], radii_mm[:-1], radii_mm[1:], strict=True
+    ):
         length = float(np.linalg.norm((b - a) * spacing_arr))
         t = np.linspace(0.0, 1.0, max(2, int(np.ceil(length / step)) + 1))[:, None]
         samples.append(a + t * (b - a))
@@ -98,8 +106,14 @@ def polyline(points_index: np.ndarray, radii_mm: np.ndarray,
     return np.concatenate(samples), np.concatenate(values)
 
 
-def _walk(rng: np.random.Generator, origin_mm: np.ndarray, heading: np.ndarray,
-          length: float, step: float, wiggle: float) -> np.ndarray:
+def _walk(
+    rng: np.random.Generator,
+    origin_mm: np.ndarray,
+    heading: np.ndarray,
+    length: float,
+    step: float,
+    wiggle: float,
+) -> np.ndarray:
     """A persistent random walk: the heading drifts by accumulated small random turns."""
     n = max(2, int(length / step))
     drift = np.cumsum(rng.normal(0.0, wiggle, size=(n, 3)), axis=0)

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from genesis.errors import ConfigError
 
 
-def check_range(key: str, pair: Sequence[float], minimum: float,
-                maximum: float | None = None) -> None:
+def check_range(
+    key: str, pair: Sequence[float], minimum: float, maximum: float | None = None
+) -> None:
     """``pair`` is (low, high) with minimum <= low <= high (<= maximum)."""
     low, high = pair
     if low > high:

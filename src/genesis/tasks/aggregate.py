@@ -20,8 +20,17 @@ from genesis.atomic import write_text
 from genesis.errors import InputError
 
 #: Columns of ``finetune/summary.csv`` (docs/architecture.md).
-SUMMARY_COLUMNS: tuple[str, ...] = ("task", "init", "fraction", "n_labelled", "run", "seed",
-                                    "metric", "value", "dice")
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "task",
+    "init",
+    "fraction",
+    "n_labelled",
+    "run",
+    "seed",
+    "metric",
+    "value",
+    "dice",
+)
 _REQUIRED: tuple[str, ...] = ("task", "init", "run", "seed", "metric", "value")
 
 
@@ -54,13 +63,21 @@ def summary_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             if row[key] is None or (isinstance(row[key], float) and math.isnan(row[key])):
                 row[key] = ""
         rows.append(row)
-    rows.sort(key=lambda r: (str(r["task"]), str(r["init"]), float(r["fraction"]),
-                             _run_key(r["run"]), str(r["seed"])))
+    rows.sort(
+        key=lambda r: (
+            str(r["task"]),
+            str(r["init"]),
+            float(r["fraction"]),
+            _run_key(r["run"]),
+            str(r["seed"]),
+        )
+    )
     keys = [(r["task"], r["init"], r["fraction"], r["run"]) for r in rows]
     duplicates = sorted({k for k in keys if keys.count(k) > 1}, key=str)
     if duplicates:
-        raise InputError(None, f"several metrics files for the same (task, init, fraction, "
-                         f"run): {duplicates}")
+        raise InputError(
+            None, f"several metrics files for the same (task, init, fraction, run): {duplicates}"
+        )
     return rows
 
 

@@ -101,12 +101,18 @@ def read_run(run_dir: str | Path) -> RunRecord:
     try:
         record = json.loads(sidecar.read_text(encoding="utf-8"))
         finetune, model = record["finetune"], record["weights"]
-        return RunRecord(weights, finetune["task"], finetune["init"], int(finetune["seed"]),
-                         finetune.get("run"), finetune["settings"],
-                         tuple(int(n) for n in finetune["cube_size"]), model["model"],
-                         model["model_config"],
-                         {key: finetune.get(key) for key in
-                          ("label_fraction", "n_labelled", "n_train_cases")})
+        return RunRecord(
+            weights,
+            finetune["task"],
+            finetune["init"],
+            int(finetune["seed"]),
+            finetune.get("run"),
+            finetune["settings"],
+            tuple(int(n) for n in finetune["cube_size"]),
+            model["model"],
+            model["model_config"],
+            {key: finetune.get(key) for key in ("label_fraction", "n_labelled", "n_train_cases")},
+        )
     except FileNotFoundError:
         raise InputError(sidecar, "missing; run `genesis finetune` first") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
@@ -124,8 +130,11 @@ def build_run_model(run: RunRecord) -> nn.Module:
     )
 
     classes: dict[str, type[nn.Module]] = {
-        "UNet3D": UNet3D, "GenesisClassifier": GenesisClassifier,
-        "KerasUNet3D": KerasUNet3D, "KerasClassifier": KerasClassifier}
+        "UNet3D": UNet3D,
+        "GenesisClassifier": GenesisClassifier,
+        "KerasUNet3D": KerasUNet3D,
+        "KerasClassifier": KerasClassifier,
+    }
     if run.model_class not in classes:
         raise InputError(run.weights, f"unknown model class {run.model_class!r}")
     model = classes[run.model_class](**run.model_config)
@@ -137,15 +146,24 @@ def check_consistent(run: RunRecord, task: str, settings: EvaluateSettings) -> N
     if run.task != task:
         raise ConfigError(f"--task {task} but {run.weights} was fine-tuned for {run.task}")
     if settings.width is not None and settings.width != run.model_config.get("width"):
-        raise ConfigError(f"tasks.{task}.evaluate.width {settings.width} differs from the run's "
-                          f"width {run.model_config.get('width')} ({run.weights})")
+        raise ConfigError(
+            f"tasks.{task}.evaluate.width {settings.width} differs from the run's "
+            f"width {run.model_config.get('width')} ({run.weights})"
+        )
     if settings.cube_size is not None and tuple(settings.cube_size) != run.cube_size:
-        raise ConfigError(f"tasks.{task}.evaluate.cube_size {list(settings.cube_size)} differs "
-                          f"from the run's {list(run.cube_size)} ({run.weights})")
+        raise ConfigError(
+            f"tasks.{task}.evaluate.cube_size {list(settings.cube_size)} differs "
+            f"from the run's {list(run.cube_size)} ({run.weights})"
+        )
 
 
-def evaluate(task: str, data_dir: str | Path, run_dir: str | Path,
-             settings: EvaluateSettings, device: torch.device | str = "cpu") -> dict[str, Any]:
+def evaluate(
+    task: str,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    settings: EvaluateSettings,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
     """Score the run on the test split; write metrics.json, per_case.csv (, predictions/)."""
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     run = read_run(run_dir)
@@ -153,22 +171,36 @@ def evaluate(task: str, data_dir: str | Path, run_dir: str | Path,
     (run_dir / PREDICTIONS_DIR).mkdir(exist_ok=True)  # a declared output, even if empty
     info = task_info(data_dir)
     model = build_run_model(run).to(
-        device, memory_format=memory_format(bool(run.settings.get("channels_last", True))))
+        device, memory_format=memory_format(bool(run.settings.get("channels_last", True)))
+    )
     if info.kind == "segmentation":
         results = _evaluate_segmentation(model, run, info, data_dir, run_dir, settings, device)
     else:
-        results = _evaluate_classification(model, run, info, data_dir, run_dir, settings,
-                                           device)
+        results = _evaluate_classification(model, run, info, data_dir, run_dir, settings, device)
     number = run.run if run.run is not None else run_number(run_dir)
     fraction = run.labels.get("label_fraction")
-    metrics = {"task": task, "kind": info.kind, "init": run.init, "run": number,
-               "seed": run.seed, "fraction": 1.0 if fraction is None else fraction,
-               "n_labelled": run.labels.get("n_labelled"),
-               "weights": str(run.weights), "evaluation": _settings_record(settings),
-               **results}
+    metrics = {
+        "task": task,
+        "kind": info.kind,
+        "init": run.init,
+        "run": number,
+        "seed": run.seed,
+        "fraction": 1.0 if fraction is None else fraction,
+        "n_labelled": run.labels.get("n_labelled"),
+        "weights": str(run.weights),
+        "evaluation": _settings_record(settings),
+        **results,
+    }
     write_json(run_dir / METRICS_JSON, metrics)
-    log.info("%s %s run %s: %s = %.4f over %d test cases", task, run.init, number,
-             metrics["metric"], metrics["value"], metrics["n_cases"])
+    log.info(
+        "%s %s run %s: %s = %.4f over %d test cases",
+        task,
+        run.init,
+        number,
+        metrics["metric"],
+        metrics["value"],
+        metrics["n_cases"],
+    )
     return metrics
 
 
@@ -178,9 +210,15 @@ def _settings_record(settings: EvaluateSettings) -> dict[str, Any]:
     return to_mapping(settings)
 
 
-def _evaluate_classification(model: nn.Module, run: RunRecord, info: TaskInfo,
-                             data_dir: Path, run_dir: Path, settings: EvaluateSettings,
-                             device: torch.device | str) -> dict[str, Any]:
+def _evaluate_classification(
+    model: nn.Module,
+    run: RunRecord,
+    info: TaskInfo,
+    data_dir: Path,
+    run_dir: Path,
+    settings: EvaluateSettings,
+    device: torch.device | str,
+) -> dict[str, Any]:
     from genesis.tasks.inference import predict_scores
     from genesis.tasks.metrics import roc_auc
     from genesis.tasks.prepared import crop_center, load_ncc_candidates, load_ncc_split
@@ -188,37 +226,57 @@ def _evaluate_classification(model: nn.Module, run: RunRecord, info: TaskInfo,
     cubes, labels = load_ncc_split(data_dir, "test")
     candidates = load_ncc_candidates(data_dir, "test")
     cubes = crop_center(cubes[:, None], run.cube_size)[:, 0]  # stored test cubes: identity
-    scores = predict_scores(model, cubes, batch_size=settings.batch_size, device=device,
-                            softmax=info.multiclass)
+    scores = predict_scores(
+        model, cubes, batch_size=settings.batch_size, device=device, softmax=info.multiclass
+    )
     if info.multiclass:
         from sklearn.metrics import roc_auc_score
 
         present = np.unique(labels)
         if present.size != info.n_classes:
-            raise InputError(data_dir, f"the test split holds classes {present.tolist()} of "
-                             f"{info.n_classes}; the macro AUC needs every class")
+            raise InputError(
+                data_dir,
+                f"the test split holds classes {present.tolist()} of "
+                f"{info.n_classes}; the macro AUC needs every class",
+            )
         auc = float(roc_auc_score(labels, scores, multi_class="ovr", average="macro"))
         score_columns = [f"score_{name}" for name in info.class_names]
-        rows = [{"candidate": int(c), "label": int(y),
-                 **{col: f"{v:.6g}" for col, v in zip(score_columns, s, strict=True)}}
-                for c, y, s in zip(candidates, labels, scores, strict=True)]
+        rows = [
+            {
+                "candidate": int(c),
+                "label": int(y),
+                **{col: f"{v:.6g}" for col, v in zip(score_columns, s, strict=True)},
+            }
+            for c, y, s in zip(candidates, labels, scores, strict=True)
+        ]
         columns = ("candidate", "label", *score_columns)
     else:
         auc = roc_auc(labels, scores)
-        rows = [{"candidate": int(c), "label": int(y), "score": f"{s:.6g}"}
-                for c, y, s in zip(candidates, labels, scores, strict=True)]
+        rows = [
+            {"candidate": int(c), "label": int(y), "score": f"{s:.6g}"}
+            for c, y, s in zip(candidates, labels, scores, strict=True)
+        ]
         columns = ("candidate", "label", "score")
     _write_csv(run_dir / PER_CASE_CSV, columns, rows)
-    counts = {name: int(np.count_nonzero(labels == k))
-              for k, name in enumerate(info.class_names)}
-    return {"metric": "auc", "value": auc, "n_cases": len(rows),
-            "n_positive": int(np.count_nonzero(labels)) if not info.multiclass else None,
-            "cases_per_class": counts}
+    counts = {name: int(np.count_nonzero(labels == k)) for k, name in enumerate(info.class_names)}
+    return {
+        "metric": "auc",
+        "value": auc,
+        "n_cases": len(rows),
+        "n_positive": int(np.count_nonzero(labels)) if not info.multiclass else None,
+        "cases_per_class": counts,
+    }
 
 
-def _evaluate_segmentation(model: nn.Module, run: RunRecord, info: TaskInfo, data_dir: Path,
-                           run_dir: Path, settings: EvaluateSettings,
-                           device: torch.device | str) -> dict[str, Any]:
+def _evaluate_segmentation(
+    model: nn.Module,
+    run: RunRecord,
+    info: TaskInfo,
+    data_dir: Path,
+    run_dir: Path,
+    settings: EvaluateSettings,
+    device: torch.device | str,
+) -> dict[str, Any]:
     from genesis.tasks.inference import predict_volume
     from genesis.tasks.metrics import (
         class_overlaps,
@@ -232,9 +290,16 @@ def _evaluate_segmentation(model: nn.Module, run: RunRecord, info: TaskInfo, dat
     names = info.class_names[1:]
     rows, counts = [], []
     for case in iter_cases(data_dir, "test"):
-        probability = predict_volume(model, case.image, roi=roi, overlap=settings.overlap,
-                                     mode=settings.mode, sw_batch_size=settings.sw_batch_size,
-                                     device=device, softmax=info.multiclass)
+        probability = predict_volume(
+            model,
+            case.image,
+            roi=roi,
+            overlap=settings.overlap,
+            mode=settings.mode,
+            sw_batch_size=settings.sw_batch_size,
+            device=device,
+            softmax=info.multiclass,
+        )
         if info.multiclass:
             labels = probability.argmax(axis=0).astype(np.uint8)
         else:
@@ -242,35 +307,50 @@ def _evaluate_segmentation(model: nn.Module, run: RunRecord, info: TaskInfo, dat
         overlaps = class_overlaps(labels, case.label, info.n_classes)
         ious = [iou_from_counts(c) for c in overlaps]
         dices = [dice_from_counts(c) for c in overlaps]
-        row: dict[str, Any] = {"case": case.name, "iou": float(np.mean(ious)),
-                               "dice": float(np.mean(dices))}
+        row: dict[str, Any] = {
+            "case": case.name,
+            "iou": float(np.mean(ious)),
+            "dice": float(np.mean(dices)),
+        }
         if info.multiclass:
             row.update({f"iou_{n}": v for n, v in zip(names, ious, strict=True)})
             row.update({f"dice_{n}": v for n, v in zip(names, dices, strict=True)})
         rows.append(row)
         counts.append(overlaps)
         if settings.save_predictions:
-            save_prediction(run_dir / PREDICTIONS_DIR / f"{case.name}.nii.gz", labels, case,
-                            info.classes)
+            save_prediction(
+                run_dir / PREDICTIONS_DIR / f"{case.name}.nii.gz", labels, case, info.classes
+            )
         log.info("%s: IoU %.4f, Dice %.4f", case.name, row["iou"], row["dice"])
     if not rows:
         raise InputError(data_dir, "no prepared test case; run `genesis prepare` first")
     columns = [key for key in rows[0]]
-    _write_csv(run_dir / PER_CASE_CSV, tuple(columns),
-               [{k: (v if k == "case" else f"{v:.6g}") for k, v in r.items()} for r in rows])
+    _write_csv(
+        run_dir / PER_CASE_CSV,
+        tuple(columns),
+        [{k: (v if k == "case" else f"{v:.6g}") for k, v in r.items()} for r in rows],
+    )
     per_class = {
-        name: {"iou": float(np.mean([iou_from_counts(c[k]) for c in counts])),
-               "dice": float(np.mean([dice_from_counts(c[k]) for c in counts])),
-               "iou_pooled": pooled_iou([c[k] for c in counts])}
-        for k, name in enumerate(names)}
-    return {"metric": "iou", "value": float(np.mean([r["iou"] for r in rows])),
-            "dice": float(np.mean([r["dice"] for r in rows])),
-            "iou_pooled": float(np.mean([v["iou_pooled"] for v in per_class.values()])),
-            "per_class": per_class, "n_cases": len(rows)}
+        name: {
+            "iou": float(np.mean([iou_from_counts(c[k]) for c in counts])),
+            "dice": float(np.mean([dice_from_counts(c[k]) for c in counts])),
+            "iou_pooled": pooled_iou([c[k] for c in counts]),
+        }
+        for k, name in enumerate(names)
+    }
+    return {
+        "metric": "iou",
+        "value": float(np.mean([r["iou"] for r in rows])),
+        "dice": float(np.mean([r["dice"] for r in rows])),
+        "iou_pooled": float(np.mean([v["iou_pooled"] for v in per_class.values()])),
+        "per_class": per_class,
+        "n_cases": len(rows),
+    }
 
 
-def save_prediction(path: Path, labels: np.ndarray, case: Any,
-                    values: tuple[str, ...] = ("0", "1")) -> None:
+def save_prediction(
+    path: Path, labels: np.ndarray, case: Any, values: tuple[str, ...] = ("0", "1")
+) -> None:
     """The label map on the source scan's grid and geometry, as uint8 NIfTI, with the
     source label values (class index k is written as ``values[k]``)."""
     from genesis.io import save_nifti

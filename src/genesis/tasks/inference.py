@@ -61,8 +61,13 @@ def predict_volume(
     model.eval()
     with torch.inference_mode():
         output = sliding_window_inference(
-            volume, roi_size=tuple(int(n) for n in roi), sw_batch_size=sw_batch_size,
-            predictor=predictor, overlap=overlap, mode=mode, padding_mode="constant",
+            volume,
+            roi_size=tuple(int(n) for n in roi),
+            sw_batch_size=sw_batch_size,
+            predictor=predictor,
+            overlap=overlap,
+            mode=mode,
+            padding_mode="constant",
             cval=0.0,
         )
     return (output[0] if softmax else output[0, 0]).float().cpu().numpy()
@@ -83,7 +88,7 @@ def predict_scores(
     scores: list[np.ndarray] = []
     with torch.inference_mode():
         for start in range(0, len(cubes), batch_size):
-            chunk = np.asarray(cubes[start:start + batch_size], dtype=np.float32)
+            chunk = np.asarray(cubes[start : start + batch_size], dtype=np.float32)
             batch = torch.from_numpy(chunk)[:, None].to(device)  # (B, 1, X, Y, Z)
             with autocast_for(device):
                 logits = model(batch).float().reshape(len(chunk), -1)

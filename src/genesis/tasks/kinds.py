@@ -44,15 +44,22 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "ncc": Preset("classification", "genesis.tasks.prepare_ncc:NccSettings:prepare_ncc",
-                  (("lr", 1e-3), ("batch_size", 24), ("early_stop_patience", 10),
-                   ("lr_patience", 5))),
-    "lcs": Preset("segmentation", "genesis.tasks.prepare_lcs:LcsSettings:prepare_lcs",
-                  (("lr", 1e-2), ("batch_size", 16), ("early_stop_patience", 20),
-                   ("lr_patience", 10))),
-    "bms": Preset("segmentation", "genesis.tasks.prepare_bms:BmsSettings:prepare_bms",
-                  (("lr", 1e-3), ("batch_size", 16), ("early_stop_patience", 30),
-                   ("lr_patience", 15)), two_stage_crop=True),
+    "ncc": Preset(
+        "classification",
+        "genesis.tasks.prepare_ncc:NccSettings:prepare_ncc",
+        (("lr", 1e-3), ("batch_size", 24), ("early_stop_patience", 10), ("lr_patience", 5)),
+    ),
+    "lcs": Preset(
+        "segmentation",
+        "genesis.tasks.prepare_lcs:LcsSettings:prepare_lcs",
+        (("lr", 1e-2), ("batch_size", 16), ("early_stop_patience", 20), ("lr_patience", 10)),
+    ),
+    "bms": Preset(
+        "segmentation",
+        "genesis.tasks.prepare_bms:BmsSettings:prepare_bms",
+        (("lr", 1e-3), ("batch_size", 16), ("early_stop_patience", 30), ("lr_patience", 15)),
+        two_stage_crop=True,
+    ),
 }
 #: The preset whose fine-tuning settings a user's task of each kind starts from: the
 #: paper's NCC and BMS (Adam at 1e-3 for both; LCS's 1e-2 is specific to its resized CT).
@@ -63,8 +70,10 @@ def check_name(task: str) -> None:
     import re
 
     if not re.fullmatch(NAME_PATTERN, task):
-        raise ConfigError(f"task name {task!r} must be lower case letters, digits and "
-                          f"underscores, starting with a letter")
+        raise ConfigError(
+            f"task name {task!r} must be lower case letters, digits and "
+            f"underscores, starting with a letter"
+        )
 
 
 def check_kind(kind: str, key: str = "kind") -> Kind:
@@ -133,12 +142,16 @@ def task_info(task_dir: str | Path) -> TaskInfo:
     except (OSError, json.JSONDecodeError) as error:
         raise InputError(path, f"not valid JSON ({error})") from None
     kind = record.get("kind") or (
-        "segmentation" if (Path(task_dir) / CASES_CSV).is_file() else "classification")
+        "segmentation" if (Path(task_dir) / CASES_CSV).is_file() else "classification"
+    )
     if kind not in KINDS:
         raise InputError(path, f"unknown task kind {kind!r}; expected one of {list(KINDS)}")
     classes = tuple(str(c) for c in record.get("classes", ("0", "1")))
     names = tuple(str(n) for n in record.get("class_names", classes))
     if len(classes) < 2 or len(names) != len(classes):
-        raise InputError(path, f"'classes' must list at least two classes (with as many "
-                         f"'class_names'), got {list(classes)} / {list(names)}")
+        raise InputError(
+            path,
+            f"'classes' must list at least two classes (with as many "
+            f"'class_names'), got {list(classes)} / {list(names)}",
+        )
     return TaskInfo(kind, classes, names)

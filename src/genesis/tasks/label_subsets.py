@@ -29,14 +29,16 @@ from genesis.seeding import numpy_rng
 
 
 def check_fraction(fraction: float, key: str = "label_fraction") -> float:
-    if not (isinstance(fraction, int | float) and math.isfinite(fraction)
-            and 0.0 < fraction <= 1.0):
+    if not (
+        isinstance(fraction, int | float) and math.isfinite(fraction) and 0.0 < fraction <= 1.0
+    ):
         raise ConfigError(f"{key} must be in (0, 1], got {fraction!r}")
     return float(fraction)
 
 
-def labelled_order(classes_per_case: Sequence[frozenset[int]], seed: int,
-                   task: str) -> tuple[list[int], int]:
+def labelled_order(
+    classes_per_case: Sequence[frozenset[int]], seed: int, task: str
+) -> tuple[list[int], int]:
     """A seeded order of the cases and how many of its first cases cover every class.
 
     Args:
@@ -58,8 +60,9 @@ def labelled_order(classes_per_case: Sequence[frozenset[int]], seed: int,
     return front + [i for i in permutation if i not in chosen], len(front)
 
 
-def labelled_subset(classes_per_case: Sequence[frozenset[int]], fraction: float, seed: int,
-                    task: str) -> np.ndarray:
+def labelled_subset(
+    classes_per_case: Sequence[frozenset[int]], fraction: float, seed: int, task: str
+) -> np.ndarray:
     """Indices (sorted) of the training cases labelled at ``fraction``; see the module."""
     fraction = check_fraction(fraction)
     n = len(classes_per_case)

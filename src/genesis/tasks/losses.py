@@ -35,8 +35,9 @@ class SoftDiceLoss(nn.Module):
         p = probabilities.float()
         t = target.float()
         if p.shape != t.shape:
-            raise ValueError(f"prediction shape {tuple(p.shape)} differs from target shape "
-                             f"{tuple(t.shape)}")
+            raise ValueError(
+                f"prediction shape {tuple(p.shape)} differs from target shape {tuple(t.shape)}"
+            )
         axes = [0, *range(2, p.ndim)]  # everything but the channel axis
         intersection = (p * t).sum(dim=axes)
         total = p.sum(dim=axes) + t.sum(dim=axes)

@@ -58,8 +58,9 @@ def pooled_iou(counts: Sequence[tuple[int, int, int]]) -> float:
     return 1.0 if union == 0 else inter / union
 
 
-def class_overlaps(pred: np.ndarray, target: np.ndarray, n_classes: int
-                   ) -> list[tuple[int, int, int]]:
+def class_overlaps(
+    pred: np.ndarray, target: np.ndarray, n_classes: int
+) -> list[tuple[int, int, int]]:
     """(intersection, |pred|, |target|) of each foreground class 1..n_classes-1.
 
     ``pred`` and ``target`` are label maps of class indices of one shape. One pass of
@@ -68,12 +69,14 @@ def class_overlaps(pred: np.ndarray, target: np.ndarray, n_classes: int
     p = np.asarray(pred).astype(np.int64, copy=False).reshape(-1)
     t = np.asarray(target).astype(np.int64, copy=False).reshape(-1)
     if p.shape != t.shape:
-        raise ValueError(f"prediction shape {np.shape(pred)} differs from target shape "
-                         f"{np.shape(target)}")
+        raise ValueError(
+            f"prediction shape {np.shape(pred)} differs from target shape {np.shape(target)}"
+        )
     joint = np.bincount(p * n_classes + t, minlength=n_classes * n_classes)
     joint = joint.reshape(n_classes, n_classes)  # [predicted, true]
-    return [(int(joint[k, k]), int(joint[k].sum()), int(joint[:, k].sum()))
-            for k in range(1, n_classes)]
+    return [
+        (int(joint[k, k]), int(joint[k].sum()), int(joint[:, k].sum())) for k in range(1, n_classes)
+    ]
 
 
 def iou_from_counts(counts: tuple[int, int, int]) -> float:
@@ -143,10 +146,14 @@ def _check_auc_input(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     if y.shape != s.shape:
         raise InputError(None, f"ROC AUC: {y.size} labels but {s.size} scores")
     if not np.all(np.isfinite(s)):
-        raise InputError(None, f"ROC AUC: {int(np.sum(~np.isfinite(s)))} scores are NaN "
-                         "or infinite")
+        raise InputError(
+            None, f"ROC AUC: {int(np.sum(~np.isfinite(s)))} scores are NaN or infinite"
+        )
     classes = np.unique(y)
     if classes.size != 2:
-        raise InputError(None, f"ROC AUC needs both classes among the labels, got only "
-                         f"{classes.tolist()} in {y.size} labels")
+        raise InputError(
+            None,
+            f"ROC AUC needs both classes among the labels, got only "
+            f"{classes.tolist()} in {y.size} labels",
+        )
     return y, s

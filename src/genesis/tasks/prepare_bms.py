@@ -86,8 +86,10 @@ class BmsSettings:
             raise ConfigError(f"{SECTION}.cube_size must be positive, got {list(self.cube_size)}")
         canonical_modality(self.modality)
         if self.clip_range[0] >= self.clip_range[1]:
-            raise ConfigError(f"{SECTION}.clip_range must be [low, high] with low < high, "
-                              f"got {list(self.clip_range)}")
+            raise ConfigError(
+                f"{SECTION}.clip_range must be [low, high] with low < high, "
+                f"got {list(self.clip_range)}"
+            )
         if self.crop_margin < 0:
             raise ConfigError(f"{SECTION}.crop_margin must be >= 0, got {self.crop_margin}")
         if self.inplane_size is not None and self.inplane_size < 1:
@@ -95,22 +97,25 @@ class BmsSettings:
         if self.folds < 2:
             raise ConfigError(f"{SECTION}.folds must be at least 2, got {self.folds}")
         if not 1 <= self.test_fold <= self.folds:
-            raise ConfigError(f"{SECTION}.test_fold must be in 1..{self.folds} (folds), got "
-                              f"{self.test_fold}")
+            raise ConfigError(
+                f"{SECTION}.test_fold must be in 1..{self.folds} (folds), got {self.test_fold}"
+            )
         if not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"{SECTION}.val_fraction must be in [0, 1), got "
-                              f"{self.val_fraction}")
+            raise ConfigError(f"{SECTION}.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.geometry_tolerance_mm < 0:
-            raise ConfigError(f"{SECTION}.geometry_tolerance_mm must be >= 0, got "
-                              f"{self.geometry_tolerance_mm}")
+            raise ConfigError(
+                f"{SECTION}.geometry_tolerance_mm must be >= 0, got {self.geometry_tolerance_mm}"
+            )
 
 
 def canonical_modality(name: str) -> str:
     for canonical, spellings in MODALITIES.items():
         if name.lower() in spellings:
             return canonical
-    raise ConfigError(f"{SECTION}.modality must be one of {list(MODALITIES)} (or flair, t1, "
-                      f"t1ce, t2), got {name!r}")
+    raise ConfigError(
+        f"{SECTION}.modality must be one of {list(MODALITIES)} (or flair, t1, "
+        f"t1ce, t2), got {name!r}"
+    )
 
 
 def find_brain_cases(data_dir: Path, modality: str) -> tuple[str, list[SourceCase]]:
@@ -118,13 +123,19 @@ def find_brain_cases(data_dir: Path, modality: str) -> tuple[str, list[SourceCas
     for root in (data_dir, data_dir / "Task01_BrainTumour"):
         if (root / "dataset.json").is_file():
             return "msd_task01", _msd_cases(root, modality)
-    segs = sorted(p for p in [*data_dir.rglob("*_seg.nii.gz"), *data_dir.rglob("*_seg.nii")]
-                  if not p.name.startswith("._"))
+    segs = sorted(
+        p
+        for p in [*data_dir.rglob("*_seg.nii.gz"), *data_dir.rglob("*_seg.nii")]
+        if not p.name.startswith("._")
+    )
     if segs:
         return "brats2018", _brats_cases(segs, modality)
-    raise InputError(data_dir, "no brain tumour data found: expected MSD Task01_BrainTumour "
-                     "(dataset.json, imagesTr/, labelsTr/) or BraTS 2018 "
-                     "{HGG,LGG}/Brats18_*/Brats18_*_{flair,t1,t1ce,t2,seg}.nii.gz")
+    raise InputError(
+        data_dir,
+        "no brain tumour data found: expected MSD Task01_BrainTumour "
+        "(dataset.json, imagesTr/, labelsTr/) or BraTS 2018 "
+        "{HGG,LGG}/Brats18_*/Brats18_*_{flair,t1,t1ce,t2,seg}.nii.gz",
+    )
 
 
 def _msd_cases(root: Path, modality: str) -> list[SourceCase]:
@@ -133,11 +144,15 @@ def _msd_cases(root: Path, modality: str) -> list[SourceCase]:
         meta = json.loads(path.read_text(encoding="utf-8"))
         pairs = [(root / item["image"], root / item["label"]) for item in meta["training"]]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise InputError(path, f"not an MSD dataset.json with a 'training' list of "
-                         f"{{image, label}} entries ({type(error).__name__}: {error})") from None
+        raise InputError(
+            path,
+            f"not an MSD dataset.json with a 'training' list of "
+            f"{{image, label}} entries ({type(error).__name__}: {error})",
+        ) from None
     channel = _msd_channel(meta.get("modality"), modality, path)
-    cases = [SourceCase(image.name.split(".nii")[0], image, label, channel)
-             for image, label in pairs]
+    cases = [
+        SourceCase(image.name.split(".nii")[0], image, label, channel) for image, label in pairs
+    ]
     if not cases:
         raise InputError(path, "lists no training cases")
     return sorted(cases, key=lambda case: case.name)
@@ -178,14 +193,17 @@ def mri_normaliser(settings: BmsSettings) -> Any:
             low, high = float(data.min()), float(data.max())
             if high <= low:
                 raise InputError(path, f"image is constant ({low:g}); cannot min-max normalise")
-        scaled = (np.clip(data, low, high, dtype=np.float32) - np.float32(low))
+        scaled = np.clip(data, low, high, dtype=np.float32) - np.float32(low)
         return scaled / np.float32(high - low)
 
     return normalise
 
 
 def prepare_bms(
-    data_dir: Path, output_dir: Path, settings: BmsSettings, seed: int,
+    data_dir: Path,
+    output_dir: Path,
+    settings: BmsSettings,
+    seed: int,
     split_file: Path | None = None,
 ) -> dict[str, Any]:
     """Prepare every brain case of the folds; see the module docstring."""
@@ -195,8 +213,14 @@ def prepare_bms(
     layout, cases = find_brain_cases(data_dir, modality)
     shuffle = layout == "msd_task01" if settings.shuffle is None else settings.shuffle
     rng = numpy_rng(seed, "bms", "folds") if shuffle else None
-    computed = fold_splits([case.name for case in cases], settings.folds, settings.test_fold,
-                           settings.val_fraction, rng, SECTION)
+    computed = fold_splits(
+        [case.name for case in cases],
+        settings.folds,
+        settings.test_fold,
+        settings.val_fraction,
+        rng,
+        SECTION,
+    )
     assignment = resolve_split(cases, computed, split_file, output_dir)
     prep = Preprocessing(
         normalise=mri_normaliser(settings),
@@ -217,8 +241,10 @@ def prepare_bms(
         "settings": to_mapping(settings),
         "target": "whole tumour: every non-zero label vs 0",
         # The paper's two-stage training crop, scaled to cube_size (see PatchSampler).
-        "patch_sizes": {"outer": list(outer_patch_size(settings.cube_size)),
-                        "inner": list(settings.cube_size)},
+        "patch_sizes": {
+            "outer": list(outer_patch_size(settings.cube_size)),
+            "inner": list(settings.cube_size),
+        },
         "provenance": provenance_record(settings=to_mapping(settings), seeds={"prepare": seed}),
     }
     return prepare_cases("bms", cases, assignment, output_dir, prep, settings.skip_bad, summary)

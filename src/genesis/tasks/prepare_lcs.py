@@ -55,18 +55,23 @@ class LcsSettings:
         if min(self.cube_size) < 1:
             raise ConfigError(f"{SECTION}.cube_size must be positive, got {list(self.cube_size)}")
         if self.hu_window[0] >= self.hu_window[1]:
-            raise ConfigError(f"{SECTION}.hu_window must be [low, high] with low < high, "
-                              f"got {list(self.hu_window)}")
+            raise ConfigError(
+                f"{SECTION}.hu_window must be [low, high] with low < high, "
+                f"got {list(self.hu_window)}"
+            )
         if self.inplane_size is not None and self.inplane_size < 1:
             raise ConfigError(f"{SECTION}.inplane_size must be positive, got {self.inplane_size}")
         if self.z_scale <= 0:
             raise ConfigError(f"{SECTION}.z_scale must be positive, got {self.z_scale}")
         if self.geometry_tolerance_mm < 0:
-            raise ConfigError(f"{SECTION}.geometry_tolerance_mm must be >= 0, got "
-                              f"{self.geometry_tolerance_mm}")
+            raise ConfigError(
+                f"{SECTION}.geometry_tolerance_mm must be >= 0, got {self.geometry_tolerance_mm}"
+            )
         if min(self.split_counts) < 0 or self.split_counts[0] < 1:
-            raise ConfigError(f"{SECTION}.split_counts must be [train >= 1, val >= 0, "
-                              f"test >= 0], got {list(self.split_counts)}")
+            raise ConfigError(
+                f"{SECTION}.split_counts must be [train >= 1, val >= 0, "
+                f"test >= 0], got {list(self.split_counts)}"
+            )
 
 
 def find_liver_cases(data_dir: Path) -> tuple[str, list[SourceCase]]:
@@ -79,12 +84,17 @@ def find_liver_cases(data_dir: Path) -> tuple[str, list[SourceCase]]:
         labels = _numbered(data_dir.rglob("segmentation-*.nii*"), "segmentation-")
         missing = sorted(set(volumes) - set(labels))
         if missing:
-            raise InputError(volumes[missing[0]], f"no segmentation-{missing[0]}.nii[.gz] "
-                             f"under {data_dir} for this volume")
+            raise InputError(
+                volumes[missing[0]],
+                f"no segmentation-{missing[0]}.nii[.gz] under {data_dir} for this volume",
+            )
         return "lits", [SourceCase(f"liver_{n}", volumes[n], labels[n]) for n in sorted(volumes)]
-    raise InputError(data_dir, "no liver data found: expected MSD Task03_Liver "
-                     "(dataset.json, imagesTr/, labelsTr/) or LiTS volume-N.nii / "
-                     "segmentation-N.nii files")
+    raise InputError(
+        data_dir,
+        "no liver data found: expected MSD Task03_Liver "
+        "(dataset.json, imagesTr/, labelsTr/) or LiTS volume-N.nii / "
+        "segmentation-N.nii files",
+    )
 
 
 def _msd_cases(root: Path) -> list[SourceCase]:
@@ -94,8 +104,11 @@ def _msd_cases(root: Path) -> list[SourceCase]:
         training = json.loads(path.read_text(encoding="utf-8"))["training"]
         pairs = [(root / item["image"], root / item["label"]) for item in training]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise InputError(path, f"not an MSD dataset.json with a 'training' list of "
-                         f"{{image, label}} entries ({type(error).__name__}: {error})") from None
+        raise InputError(
+            path,
+            f"not an MSD dataset.json with a 'training' list of "
+            f"{{image, label}} entries ({type(error).__name__}: {error})",
+        ) from None
     if not pairs:
         raise InputError(path, "lists no training cases")
     cases = []
@@ -145,7 +158,10 @@ def ct_normaliser(window: tuple[float, float]) -> Any:
 
 
 def prepare_lcs(
-    data_dir: Path, output_dir: Path, settings: LcsSettings, seed: int,
+    data_dir: Path,
+    output_dir: Path,
+    settings: LcsSettings,
+    seed: int,
     split_file: Path | None = None,
 ) -> dict[str, Any]:
     """Prepare every liver volume of the split; see the module docstring."""
@@ -155,8 +171,11 @@ def prepare_lcs(
     computed = index_splits([case.name for case in cases], settings.split_counts)
     left_out = len(cases) - len(computed)
     if left_out:
-        log.info("lcs: %d volume(s) beyond the %s split counts are not used", left_out,
-                 list(settings.split_counts))
+        log.info(
+            "lcs: %d volume(s) beyond the %s split counts are not used",
+            left_out,
+            list(settings.split_counts),
+        )
     assignment = resolve_split(cases, computed, split_file, output_dir)
     prep = Preprocessing(
         normalise=ct_normaliser(settings.hu_window),

@@ -85,8 +85,10 @@ class NccSettings:
             if value is not None and value < 0:
                 raise ConfigError(f"{SECTION}.{key} must be >= 0, got {value}")
         if self.hu_window[0] >= self.hu_window[1]:
-            raise ConfigError(f"{SECTION}.hu_window must be [low, high] with low < high, "
-                              f"got {list(self.hu_window)}")
+            raise ConfigError(
+                f"{SECTION}.hu_window must be [low, high] with low < high, "
+                f"got {list(self.hu_window)}"
+            )
         subset_splits(self.train_subsets, self.val_subsets, self.test_subsets, SECTION)
 
     def stored_size(self, split: str) -> tuple[int, int, int]:
@@ -113,8 +115,11 @@ def find_luna16(data_dir: Path) -> tuple[Path, Path]:
         csv_path = _candidates_csv(root)
         if csv_path is not None:
             return root, csv_path
-    raise InputError(data_dir, "no candidates_V2.csv (or candidates_V2/candidates_V2.csv) "
-                     "here or in luna16/; expected the LUNA16 layout")
+    raise InputError(
+        data_dir,
+        "no candidates_V2.csv (or candidates_V2/candidates_V2.csv) "
+        "here or in luna16/; expected the LUNA16 layout",
+    )
 
 
 def _candidates_csv(root: Path) -> Path | None:
@@ -142,8 +147,11 @@ def discover_scans(root: Path) -> dict[str, Scan]:
 
 
 def present_subsets(root: Path) -> set[int]:
-    return {int(m.group(1)) for folder in root.glob("subset*")
-            if folder.is_dir() and (m := re.fullmatch(r"subset(\d+)", folder.name))}
+    return {
+        int(m.group(1))
+        for folder in root.glob("subset*")
+        if folder.is_dir() and (m := re.fullmatch(r"subset(\d+)", folder.name))
+    }
 
 
 def read_candidates(path: Path) -> Any:
@@ -154,13 +162,17 @@ def read_candidates(path: Path) -> Any:
         table = pd.read_csv(path, dtype={"seriesuid": str})
     except (OSError, ValueError, pd.errors.ParserError) as error:
         if isinstance(error, pd.errors.EmptyDataError):
-            raise InputError(path, "is empty; expected a header "
-                             f"{','.join(CANDIDATE_COLUMNS)} and one row per candidate") from None
+            raise InputError(
+                path,
+                "is empty; expected a header "
+                f"{','.join(CANDIDATE_COLUMNS)} and one row per candidate",
+            ) from None
         raise InputError(path, f"cannot read candidates CSV ({error})") from None
     missing = [c for c in CANDIDATE_COLUMNS if c not in table.columns]
     if missing:
-        raise InputError(path, f"lacks column(s) {', '.join(missing)}; "
-                         f"expected {', '.join(CANDIDATE_COLUMNS)}")
+        raise InputError(
+            path, f"lacks column(s) {', '.join(missing)}; expected {', '.join(CANDIDATE_COLUMNS)}"
+        )
     if table.empty:
         raise InputError(path, "lists no candidates")
     table = table.reset_index(drop=True)
@@ -170,8 +182,11 @@ def read_candidates(path: Path) -> Any:
     bad |= ~classes.isin([0, 1])
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(path, f"row {row} (line {row + 2}) has a missing or non-numeric "
-                         f"coordinate, or a class other than 0/1: {table.iloc[row].to_dict()}")
+        raise InputError(
+            path,
+            f"row {row} (line {row + 2}) has a missing or non-numeric "
+            f"coordinate, or a class other than 0/1: {table.iloc[row].to_dict()}",
+        )
     table[["coordX", "coordY", "coordZ"]] = coords
     table["class"] = classes.astype(np.uint8)
     return table
@@ -185,27 +200,40 @@ def assign_scans(
     scans: dict[str, Scan], settings: NccSettings, split_file: Path | None, root: Path
 ) -> dict[str, str]:
     """Series UID -> split, from the configured subsets or from a pinned split file."""
-    by_subset = subset_splits(settings.train_subsets, settings.val_subsets,
-                              settings.test_subsets, SECTION)
+    by_subset = subset_splits(
+        settings.train_subsets, settings.val_subsets, settings.test_subsets, SECTION
+    )
     missing = sorted(set(by_subset) - present_subsets(root))
     if missing:
-        log.warning("%s: configured subset folder(s) %s missing (partial download?)",
-                    root, ", ".join(f"subset{k}" for k in missing))
+        log.warning(
+            "%s: configured subset folder(s) %s missing (partial download?)",
+            root,
+            ", ".join(f"subset{k}" for k in missing),
+        )
     if split_file is None or not split_file.is_file():
         if split_file is not None:
-            log.warning("split file %s does not exist; using the configured subsets (copy "
-                        "%s there to pin this split)", split_file, SPLIT_CSV)
-        return {uid: by_subset[scan.subset] for uid, scan in scans.items()
-                if scan.subset in by_subset}
+            log.warning(
+                "split file %s does not exist; using the configured subsets (copy "
+                "%s there to pin this split)",
+                split_file,
+                SPLIT_CSV,
+            )
+        return {
+            uid: by_subset[scan.subset] for uid, scan in scans.items() if scan.subset in by_subset
+        }
     pinned = read_split_csv(split_file, "seriesuid", SPLIT_COLUMNS)
     for uid, row in pinned.items():
         scan = scans.get(uid)
         if scan is None:
-            raise InputError(split_file, f"series {uid} (subset {row['subset']}) has no scan "
-                             f"under {root}")
+            raise InputError(
+                split_file, f"series {uid} (subset {row['subset']}) has no scan under {root}"
+            )
         if str(scan.subset) != row["subset"].strip():
-            raise InputError(split_file, f"series {uid} is pinned to subset {row['subset']} "
-                             f"but lies in subset{scan.subset} ({scan.path})")
+            raise InputError(
+                split_file,
+                f"series {uid} is pinned to subset {row['subset']} "
+                f"but lies in subset{scan.subset} ({scan.path})",
+            )
     log.info("using pinned split %s (%d series)", split_file, len(pinned))
     return {uid: row["split"] for uid, row in pinned.items()}
 
@@ -227,11 +255,21 @@ def check_series_known(
     absent = sorted(LUNA16_SUBSETS - present)
     if not absent:
         row = int(unknown.index[0])
-        raise InputError(csv_path, f"series {unknown.iloc[0]} (row {row}) matches no scan in "
-                         f"any subset folder under {root}, and all of subset0-9 are present")
-    log.warning("%s: %d candidates of %d series have no scan under %s (subset folders "
-                "present: %s; absent: %s); ignored", csv_path, len(unknown), unknown.nunique(),
-                root, _ranges(present) or "none", _ranges(absent))
+        raise InputError(
+            csv_path,
+            f"series {unknown.iloc[0]} (row {row}) matches no scan in "
+            f"any subset folder under {root}, and all of subset0-9 are present",
+        )
+    log.warning(
+        "%s: %d candidates of %d series have no scan under %s (subset folders "
+        "present: %s; absent: %s); ignored",
+        csv_path,
+        len(unknown),
+        unknown.nunique(),
+        root,
+        _ranges(present) or "none",
+        _ranges(absent),
+    )
     return known
 
 
@@ -253,9 +291,12 @@ def select_candidates(
             rng = numpy_rng(seed, "ncc", "negatives", split)
             negatives = np.sort(rng.choice(negatives, size=keep, replace=False))
         if len(positives) == 0:
-            raise InputError(None, f"NCC split {split} has no positive candidate "
-                             f"({int(in_split.sum())} candidates in its scans); check the "
-                             f"{split}_subsets setting and the data on disk")
+            raise InputError(
+                None,
+                f"NCC split {split} has no positive candidate "
+                f"({int(in_split.sum())} candidates in its scans); check the "
+                f"{split}_subsets setting and the data on disk",
+            )
         selected[split] = np.union1d(positives, negatives)
     return selected
 
@@ -265,7 +306,9 @@ def select_candidates(
 
 
 def extract_cubes(
-    volume: np.ndarray, centres: np.ndarray, size: tuple[int, int, int],
+    volume: np.ndarray,
+    centres: np.ndarray,
+    size: tuple[int, int, int],
     window: tuple[float, float],
 ) -> np.ndarray:
     """Cubes ``(k, *size)`` in [0, 1] centred on integer voxels ``centres`` ``(k, 3)``.
@@ -292,16 +335,18 @@ class _SplitArrays:
 
     def __init__(self, path: Path, planned: int, size: tuple[int, int, int]) -> None:
         self.path = path
-        self.cubes = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16,
-                                               shape=(planned, *size))
+        self.cubes = np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.float16, shape=(planned, *size)
+        )
         self.rows: list[np.ndarray] = []
         self.voxels: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
         self.count = 0
 
-    def append(self, cubes: np.ndarray, rows: np.ndarray, voxels: np.ndarray,
-               labels: np.ndarray) -> None:
-        self.cubes[self.count:self.count + len(cubes)] = cubes
+    def append(
+        self, cubes: np.ndarray, rows: np.ndarray, voxels: np.ndarray, labels: np.ndarray
+    ) -> None:
+        self.cubes[self.count : self.count + len(cubes)] = cubes
         self.count += len(cubes)
         self.rows.append(rows)
         self.voxels.append(voxels)
@@ -325,8 +370,9 @@ def _truncate_npy(path: Path, count: int) -> None:
     """Rewrite ``path`` keeping its first ``count`` rows, streaming in chunks."""
     source = np.load(path, mmap_mode="r")
     with atomic_path(path) as tmp:
-        target = np.lib.format.open_memmap(tmp, mode="w+", dtype=source.dtype,
-                                           shape=(count, *source.shape[1:]))
+        target = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=source.dtype, shape=(count, *source.shape[1:])
+        )
         for start in range(0, count, 1024):
             stop = min(start + 1024, count)
             target[start:stop] = source[start:stop]
@@ -340,7 +386,10 @@ def _truncate_npy(path: Path, count: int) -> None:
 
 
 def prepare_ncc(
-    data_dir: Path, output_dir: Path, settings: NccSettings, seed: int,
+    data_dir: Path,
+    output_dir: Path,
+    settings: NccSettings,
+    seed: int,
     split_file: Path | None = None,
 ) -> dict[str, Any]:
     """Cut the candidate cubes of every split; write arrays, CSVs and ``prepare.json``."""
@@ -355,23 +404,32 @@ def prepare_ncc(
     assignment = assign_scans(scans, settings, split_file, root)
     candidates = candidates[known]
     selected = select_candidates(candidates, assignment, settings, seed)
-    write_split_csv(output_dir / SPLIT_CSV, SPLIT_COLUMNS, [
-        {"seriesuid": uid, "subset": scans[uid].subset, "split": split}
-        for uid, split in sorted(assignment.items(),
-                                 key=lambda item: (SPLITS.index(item[1]), scans[item[0]].subset,
-                                                   item[0]))])
+    write_split_csv(
+        output_dir / SPLIT_CSV,
+        SPLIT_COLUMNS,
+        [
+            {"seriesuid": uid, "subset": scans[uid].subset, "split": split}
+            for uid, split in sorted(
+                assignment.items(),
+                key=lambda item: (SPLITS.index(item[1]), scans[item[0]].subset, item[0]),
+            )
+        ],
+    )
     extraction = _extract(candidates, selected, assignment, scans, settings, output_dir)
     arrays = extraction.arrays
     for split in SPLITS:
         if not (arrays[split]["labels"] == 1).any():
-            raise InputError(output_dir, f"NCC split {split} kept no positive cube "
-                             "(all skipped; see the log)")
+            raise InputError(
+                output_dir, f"NCC split {split} kept no positive cube (all skipped; see the log)"
+            )
         with atomic_path(ncc_arrays_path(output_dir, split)) as tmp:
             np.savez(tmp, **arrays[split])
-    _write_candidates_csv(output_dir / CANDIDATES_CSV, candidates, selected, assignment,
-                          extraction)
-    skipped = [{"row": r, "seriesuid": candidates.at[r, "seriesuid"], "reason": s[1]}
-               for r, s in sorted(extraction.status.items()) if s[0] == "skipped"]
+    _write_candidates_csv(output_dir / CANDIDATES_CSV, candidates, selected, assignment, extraction)
+    skipped = [
+        {"row": r, "seriesuid": candidates.at[r, "seriesuid"], "reason": s[1]}
+        for r, s in sorted(extraction.status.items())
+        if s[0] == "skipped"
+    ]
     summary = {
         "task": "ncc",
         "layout": "luna16",
@@ -403,22 +461,34 @@ class _Extraction:
 
 
 def _extract(
-    candidates: Any, selected: dict[str, np.ndarray], assignment: dict[str, str],
-    scans: dict[str, Scan], settings: NccSettings, output_dir: Path,
+    candidates: Any,
+    selected: dict[str, np.ndarray],
+    assignment: dict[str, str],
+    scans: dict[str, Scan],
+    settings: NccSettings,
+    output_dir: Path,
 ) -> _Extraction:
     """Read each scan once and append its candidates' cubes to its split's ``.npy``."""
     from genesis.io import load_volume
 
     all_rows = np.sort(np.concatenate([selected[split] for split in SPLITS]))
-    rows_by_scan = {uid: np.asarray(group, dtype=np.int64) for uid, group in
-                    candidates.loc[all_rows].groupby("seriesuid").groups.items()}
-    order = sorted(rows_by_scan, key=lambda uid: (SPLITS.index(assignment[uid]),
-                                                   scans[uid].subset, uid))
+    rows_by_scan = {
+        uid: np.asarray(group, dtype=np.int64)
+        for uid, group in candidates.loc[all_rows].groupby("seriesuid").groups.items()
+    }
+    order = sorted(
+        rows_by_scan, key=lambda uid: (SPLITS.index(assignment[uid]), scans[uid].subset, uid)
+    )
     result = _Extraction({}, {}, [])
     with contextlib.ExitStack() as stack:
-        writers = {split: _SplitArrays(stack.enter_context(atomic_path(
-            ncc_cubes_path(output_dir, split))), len(selected[split]),
-            settings.stored_size(split)) for split in SPLITS}
+        writers = {
+            split: _SplitArrays(
+                stack.enter_context(atomic_path(ncc_cubes_path(output_dir, split))),
+                len(selected[split]),
+                settings.stored_size(split),
+            )
+            for split in SPLITS
+        }
         for position, uid in enumerate(order, start=1):
             split, rows = assignment[uid], rows_by_scan[uid]
             try:
@@ -428,20 +498,41 @@ def _extract(
                     raise
                 log.warning("skipping scan %s and its %d candidates: %s", uid, len(rows), error)
                 result.skipped_scans.append({"seriesuid": uid, "reason": str(error)})
-                result.status.update({int(r): ("skipped", f"scan unreadable: {error}", None)
-                                      for r in rows})
+                result.status.update(
+                    {int(r): ("skipped", f"scan unreadable: {error}", None) for r in rows}
+                )
                 continue
-            kept = _cut_scan(volume, uid, rows, candidates, settings.stored_size(split),
-                             settings.hu_window, writers[split], result.status)
-            log.info("ncc: %s (%s, subset%d) %d/%d: %d cubes", uid, split, scans[uid].subset,
-                     position, len(order), kept)
+            kept = _cut_scan(
+                volume,
+                uid,
+                rows,
+                candidates,
+                settings.stored_size(split),
+                settings.hu_window,
+                writers[split],
+                result.status,
+            )
+            log.info(
+                "ncc: %s (%s, subset%d) %d/%d: %d cubes",
+                uid,
+                split,
+                scans[uid].subset,
+                position,
+                len(order),
+                kept,
+            )
         result.arrays = {split: writers[split].finish() for split in SPLITS}
     return result
 
 
 def _cut_scan(
-    volume: Any, uid: str, rows: np.ndarray, candidates: Any, size: tuple[int, int, int],
-    window: tuple[float, float], writer: _SplitArrays,
+    volume: Any,
+    uid: str,
+    rows: np.ndarray,
+    candidates: Any,
+    size: tuple[int, int, int],
+    window: tuple[float, float],
+    writer: _SplitArrays,
     status: dict[int, tuple[str, str, np.ndarray | None]],
 ) -> int:
     """Cubes of one scan's candidates; a centre outside the scan is a logged skip."""
@@ -451,8 +542,10 @@ def _cut_scan(
     voxels = np.rint(world_to_voxel(world, volume)).astype(np.int64)
     inside = np.all((voxels >= 0) & (voxels < volume.data.shape), axis=1)
     for row, voxel in zip(rows[~inside], voxels[~inside], strict=True):
-        reason = (f"centre voxel {tuple(int(v) for v in voxel)} outside the scan "
-                  f"(shape {volume.data.shape})")
+        reason = (
+            f"centre voxel {tuple(int(v) for v in voxel)} outside the scan "
+            f"(shape {volume.data.shape})"
+        )
         log.warning("skipping candidate row %d of %s: %s", row, uid, reason)
         status[int(row)] = ("skipped", reason, voxel)
     rows, voxels = rows[inside], voxels[inside]
@@ -469,31 +562,71 @@ def _counts(
     arrays: dict[str, np.ndarray], assignment: dict[str, str], split: str
 ) -> dict[str, int]:
     labels = arrays["labels"]
-    return {"scans": sum(s == split for s in assignment.values()), "cubes": len(labels),
-            "positives": int((labels == 1).sum()), "negatives": int((labels == 0).sum())}
+    return {
+        "scans": sum(s == split for s in assignment.values()),
+        "cubes": len(labels),
+        "positives": int((labels == 1).sum()),
+        "negatives": int((labels == 0).sum()),
+    }
 
 
 def _write_candidates_csv(
-    path: Path, candidates: Any, selected: dict[str, np.ndarray], assignment: dict[str, str],
+    path: Path,
+    candidates: Any,
+    selected: dict[str, np.ndarray],
+    assignment: dict[str, str],
     extraction: _Extraction,
 ) -> None:
     """One row per selected candidate: position, fate, and index into its split arrays."""
-    index = {int(r): i for split in SPLITS
-             for i, r in enumerate(extraction.arrays[split]["candidate"])}
-    columns = ["row", "seriesuid", "coordX", "coordY", "coordZ", "voxel_x", "voxel_y",
-               "voxel_z", "class", "split", "index", "status", "reason"]
+    index = {
+        int(r): i for split in SPLITS for i, r in enumerate(extraction.arrays[split]["candidate"])
+    }
+    columns = [
+        "row",
+        "seriesuid",
+        "coordX",
+        "coordY",
+        "coordZ",
+        "voxel_x",
+        "voxel_y",
+        "voxel_z",
+        "class",
+        "split",
+        "index",
+        "status",
+        "reason",
+    ]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     rows = np.sort(np.concatenate([selected[split] for split in SPLITS]))
     table = candidates.loc[rows]
-    for row, uid, x, y, z, label in zip(rows, table["seriesuid"], table["coordX"],
-                                        table["coordY"], table["coordZ"], table["class"],
-                                        strict=True):
+    for row, uid, x, y, z, label in zip(
+        rows,
+        table["seriesuid"],
+        table["coordX"],
+        table["coordY"],
+        table["coordZ"],
+        table["class"],
+        strict=True,
+    ):
         state, reason, voxel = extraction.status.get(int(row), ("skipped", "not processed", None))
         voxel_text = ["", "", ""] if voxel is None else [int(v) for v in voxel]
-        writer.writerow([int(row), uid, x, y, z, *voxel_text, int(label), assignment[uid],
-                         index.get(int(row), -1), state, reason])
+        writer.writerow(
+            [
+                int(row),
+                uid,
+                x,
+                y,
+                z,
+                *voxel_text,
+                int(label),
+                assignment[uid],
+                index.get(int(row), -1),
+                state,
+                reason,
+            ]
+        )
     write_text(path, buffer.getvalue())
 
 

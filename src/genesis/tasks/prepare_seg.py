@@ -95,17 +95,35 @@ def resolve_split(
         pinned = read_split_csv(split_file, "case", ("case", "split"))
         absent = [name for name in pinned if name not in by_name]
         if absent:
-            raise InputError(split_file, f"pinned case(s) {', '.join(absent[:5])} are not in "
-                             "the data" + (f" ({len(absent)} in all)" if len(absent) > 5 else ""))
+            raise InputError(
+                split_file,
+                f"pinned case(s) {', '.join(absent[:5])} are not in "
+                "the data" + (f" ({len(absent)} in all)" if len(absent) > 5 else ""),
+            )
         left_out = len(by_name) - len(pinned)
-        log.info("using pinned split %s (%d cases; %d cases in the data not pinned, left out)",
-                 split_file, len(pinned), left_out)
+        log.info(
+            "using pinned split %s (%d cases; %d cases in the data not pinned, left out)",
+            split_file,
+            len(pinned),
+            left_out,
+        )
         assignment = {name: row["split"] for name, row in pinned.items()}
     elif split_file is not None:
-        log.warning("split file %s does not exist; using the computed split (copy %s there "
-                    "to pin it)", split_file, SPLIT_CSV)
-    rows = [{"case": name, "split": assignment[name], "image": str(case.image),
-             "label": str(case.label)} for name, case in by_name.items() if name in assignment]
+        log.warning(
+            "split file %s does not exist; using the computed split (copy %s there to pin it)",
+            split_file,
+            SPLIT_CSV,
+        )
+    rows = [
+        {
+            "case": name,
+            "split": assignment[name],
+            "image": str(case.image),
+            "label": str(case.label),
+        }
+        for name, case in by_name.items()
+        if name in assignment
+    ]
     rows.sort(key=lambda row: SPLITS.index(row["split"]))
     write_split_csv(output_dir / SPLIT_CSV, SPLIT_COLUMNS, rows)
     return assignment
@@ -127,8 +145,9 @@ def prepare_cases(
     """
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    ordered = sorted((c for c in cases if c.name in assignment),
-                     key=lambda c: SPLITS.index(assignment[c.name]))
+    ordered = sorted(
+        (c for c in cases if c.name in assignment), key=lambda c: SPLITS.index(assignment[c.name])
+    )
     for position, case in enumerate(ordered, start=1):
         split = assignment[case.name]
         try:
@@ -143,26 +162,47 @@ def prepare_cases(
         with atomic_path(output_dir / file) as tmp:
             np.savez(tmp, image=prepared.image.astype(np.float16), label=prepared.label)
         rows.append(_case_row(case, split, file, prepared))
-        log.info("%s: prepared %s (%s) %d/%d -> %s", task, case.name, split, position,
-                 len(ordered), "x".join(map(str, prepared.image.shape)))
+        log.info(
+            "%s: prepared %s (%s) %d/%d -> %s",
+            task,
+            case.name,
+            split,
+            position,
+            len(ordered),
+            "x".join(map(str, prepared.image.shape)),
+        )
     counts = {split: sum(r["split"] == split for r in rows) for split in SPLITS}
     empty = [split for split in SPLITS if counts[split] == 0]
     if empty:
-        raise InputError(output_dir, f"{task}: no usable case in split(s) {', '.join(empty)} "
-                         f"({len(skipped)} skipped; see the log); cannot train or evaluate")
+        raise InputError(
+            output_dir,
+            f"{task}: no usable case in split(s) {', '.join(empty)} "
+            f"({len(skipped)} skipped; see the log); cannot train or evaluate",
+        )
     values = prep.class_values or (0, 1)
     names = prep.class_names or ("background", "foreground")
-    train_voxels = [sum(r["class_voxels"][k] for r in rows if r["split"] == "train")
-                    for k in range(len(values))]
+    train_voxels = [
+        sum(r["class_voxels"][k] for r in rows if r["split"] == "train") for k in range(len(values))
+    ]
     absent = [f"{names[k]} ({values[k]})" for k in range(1, len(values)) if not train_voxels[k]]
     if absent:
-        raise InputError(output_dir, f"{task}: class(es) {', '.join(absent)} have no voxel in "
-                         "any training case (an empty class cannot be learnt); drop them "
-                         "from the classes or add cases")
+        raise InputError(
+            output_dir,
+            f"{task}: class(es) {', '.join(absent)} have no voxel in "
+            "any training case (an empty class cannot be learnt); drop them "
+            "from the classes or add cases",
+        )
     _write_cases_csv(output_dir / CASES_CSV, rows)
-    summary = {**summary, "kind": "segmentation", "classes": [str(v) for v in values],
-               "class_names": list(names), "class_voxels_train": train_voxels,
-               "counts": counts, "skipped": skipped, "n_skipped": len(skipped)}
+    summary = {
+        **summary,
+        "kind": "segmentation",
+        "classes": [str(v) for v in values],
+        "class_names": list(names),
+        "class_voxels_train": train_voxels,
+        "counts": counts,
+        "skipped": skipped,
+        "n_skipped": len(skipped),
+    }
     write_json(output_dir / PREPARE_JSON, summary)
     return summary
 
@@ -177,8 +217,11 @@ def prepare_case(case: SourceCase, split: str, prep: Preprocessing) -> PreparedC
     foreground = int(np.count_nonzero(binary))
     if foreground == 0:
         if split != "test":
-            raise InputError(case.label, f"case {case.name}: label volume is empty (no "
-                             f"foreground voxels); a {split} case needs foreground")
+            raise InputError(
+                case.label,
+                f"case {case.name}: label volume is empty (no "
+                f"foreground voxels); a {split} case needs foreground",
+            )
         log.warning("%s: test case %s has an empty label", case.label, case.name)
     box = full_box(image.data.shape)
     if prep.crop_to_foreground:
@@ -208,20 +251,33 @@ def _read_pair(case: SourceCase, tolerance_mm: float) -> tuple[Volume, Volume]:
     if case.channel is not None:
         channels = image.data.shape[3]
         if case.channel >= channels:
-            raise InputError(case.image, f"case {case.name}: has {channels} channels, channel "
-                             f"{case.channel} requested")
-        image = Volume(np.ascontiguousarray(image.data[..., case.channel]), image.spacing,
-                       image.origin, image.direction, image.path)
+            raise InputError(
+                case.image,
+                f"case {case.name}: has {channels} channels, channel {case.channel} requested",
+            )
+        image = Volume(
+            np.ascontiguousarray(image.data[..., case.channel]),
+            image.spacing,
+            image.origin,
+            image.direction,
+            image.path,
+        )
     label = load_volume(case.label, ndim=3)
     if image.data.shape != label.data.shape:
-        raise InputError(case.label, f"case {case.name}: label shape {label.data.shape} does "
-                         f"not match image shape {image.data.shape} ({case.image.name})")
+        raise InputError(
+            case.label,
+            f"case {case.name}: label shape {label.data.shape} does "
+            f"not match image shape {image.data.shape} ({case.image.name})",
+        )
     mismatch = float(np.max(np.abs(image.affine - label.affine)))
     if mismatch > tolerance_mm:
-        raise InputError(case.label, f"case {case.name}: label geometry differs from the image "
-                         f"({case.image.name}) by up to {mismatch:.4g} mm (spacing "
-                         f"{label.spacing} vs {image.spacing}, origin {label.origin} vs "
-                         f"{image.origin}); tolerance {tolerance_mm} mm")
+        raise InputError(
+            case.label,
+            f"case {case.name}: label geometry differs from the image "
+            f"({case.image.name}) by up to {mismatch:.4g} mm (spacing "
+            f"{label.spacing} vs {image.spacing}, origin {label.origin} vs "
+            f"{image.origin}); tolerance {tolerance_mm} mm",
+        )
     return image, label
 
 
@@ -231,8 +287,11 @@ def binarise(label: np.ndarray, allowed: Sequence[int], path: Path) -> np.ndarra
     if unexpected.any():
         values = np.unique(label[unexpected])
         shown = ", ".join(f"{v:g}" for v in values[:5]) + (" ..." if values.size > 5 else "")
-        raise InputError(path, f"label volume holds value(s) {shown} outside the expected "
-                         f"{list(allowed)} (is this an image rather than a label?)")
+        raise InputError(
+            path,
+            f"label volume holds value(s) {shown} outside the expected "
+            f"{list(allowed)} (is this an image rather than a label?)",
+        )
     return (label != 0).astype(np.uint8)
 
 
@@ -247,8 +306,11 @@ def encode_classes(label: np.ndarray, values: Sequence[int], path: Path) -> np.n
     if not known.all():
         unknown = np.unique(data[~known])
         shown = ", ".join(f"{v:g}" for v in unknown[:5]) + (" ..." if unknown.size > 5 else "")
-        raise InputError(path, f"label volume holds value(s) {shown} that are not among the "
-                         f"task's classes {list(values)} (unknown class value)")
+        raise InputError(
+            path,
+            f"label volume holds value(s) {shown} that are not among the "
+            f"task's classes {list(values)} (unknown class value)",
+        )
     return order[index].astype(np.uint8)
 
 
@@ -303,8 +365,9 @@ def _case_row(case: SourceCase, split: str, file: str, prepared: PreparedCase) -
 
 def _write_cases_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(CASES_COLUMNS), lineterminator="\n",
-                            extrasaction="ignore")
+    writer = csv.DictWriter(
+        buffer, fieldnames=list(CASES_COLUMNS), lineterminator="\n", extrasaction="ignore"
+    )
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buffer.getvalue())

@@ -83,41 +83,52 @@ class SegmentationSettings:
         if min(self.cube_size) < 1:
             raise ConfigError(f"{section}.cube_size must be positive, got {list(self.cube_size)}")
         if self.modality not in ("ct", "mri", "auto"):
-            raise ConfigError(f"{section}.modality must be ct, mri or auto, got "
-                              f"{self.modality!r}")
+            raise ConfigError(f"{section}.modality must be ct, mri or auto, got {self.modality!r}")
         for key in ("hu_window", "mri_percentiles"):
             low, high = getattr(self, key)
             if not (np.isfinite(low) and np.isfinite(high) and low < high):
-                raise ConfigError(f"{section}.{key} must be [low, high] with low < high, got "
-                                  f"{list(getattr(self, key))}")
+                raise ConfigError(
+                    f"{section}.{key} must be [low, high] with low < high, got "
+                    f"{list(getattr(self, key))}"
+                )
         if not (self.mri_percentiles[0] >= 0 and self.mri_percentiles[1] <= 100):
             raise ConfigError(f"{section}.mri_percentiles must lie in [0, 100]")
         if not 0 < self.auto_ct_air_fraction < 1:
-            raise ConfigError(f"{section}.auto_ct_air_fraction must be in (0, 1), got "
-                              f"{self.auto_ct_air_fraction}")
+            raise ConfigError(
+                f"{section}.auto_ct_air_fraction must be in (0, 1), got {self.auto_ct_air_fraction}"
+            )
         if self.channel is not None and self.channel < 0:
             raise ConfigError(f"{section}.channel must be >= 0 or null, got {self.channel}")
         if self.classes is not None:
-            if len(self.classes) < 2 or self.classes[0] != 0 or len(set(self.classes)) != len(
-                    self.classes):
-                raise ConfigError(f"{section}.classes must list distinct label values, "
-                                  f"background 0 first and at least one more, got "
-                                  f"{list(self.classes)}")
+            if (
+                len(self.classes) < 2
+                or self.classes[0] != 0
+                or len(set(self.classes)) != len(self.classes)
+            ):
+                raise ConfigError(
+                    f"{section}.classes must list distinct label values, "
+                    f"background 0 first and at least one more, got "
+                    f"{list(self.classes)}"
+                )
             if max(self.classes) > 255 or min(self.classes) < 0:
                 raise ConfigError(f"{section}.classes must be label values in 0..255")
         if self.class_names is not None and (
-                self.classes is None or len(self.class_names) != len(self.classes)):
+            self.classes is None or len(self.class_names) != len(self.classes)
+        ):
             raise ConfigError(f"{section}.class_names needs classes, one name each")
         if self.inplane_size is not None and self.inplane_size < 1:
             raise ConfigError(f"{section}.inplane_size must be positive, got {self.inplane_size}")
         if not (np.isfinite(self.z_scale) and self.z_scale > 0):
-            raise ConfigError(f"{section}.z_scale must be a finite positive number, got "
-                              f"{self.z_scale}")
+            raise ConfigError(
+                f"{section}.z_scale must be a finite positive number, got {self.z_scale}"
+            )
         if self.crop_margin < 0:
             raise ConfigError(f"{section}.crop_margin must be >= 0, got {self.crop_margin}")
         if not (np.isfinite(self.geometry_tolerance_mm) and self.geometry_tolerance_mm >= 0):
-            raise ConfigError(f"{section}.geometry_tolerance_mm must be a finite number >= 0, "
-                              f"got {self.geometry_tolerance_mm}")
+            raise ConfigError(
+                f"{section}.geometry_tolerance_mm must be a finite number >= 0, "
+                f"got {self.geometry_tolerance_mm}"
+            )
 
 
 @dataclass(frozen=True)
@@ -137,27 +148,45 @@ def discover(data: Path, channel: int | None) -> Discovered:
         return _msd(data, channel)
     if data.is_file():
         return _csv(data, channel)
-    raise InputError(data, "does not exist; expected an MSD-layout folder (dataset.json, "
-                     "imagesTr/, labelsTr/) or a CSV with image,label[,split] columns")
+    raise InputError(
+        data,
+        "does not exist; expected an MSD-layout folder (dataset.json, "
+        "imagesTr/, labelsTr/) or a CSV with image,label[,split] columns",
+    )
 
 
 def _msd(root: Path, channel: int | None) -> Discovered:
     path = root / "dataset.json"
     if not path.is_file():
-        raise InputError(root, "not an MSD-layout folder: no dataset.json (or pass a CSV "
-                         "with image,label[,split] columns)")
+        raise InputError(
+            root,
+            "not an MSD-layout folder: no dataset.json (or pass a CSV "
+            "with image,label[,split] columns)",
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         training = manifest["training"]
         pairs = [(root / item["image"], root / item["label"]) for item in training]
         labels = manifest.get("labels")
-        classes = ({int(float(k)): str(v) for k, v in labels.items()}
-                   if isinstance(labels, dict) and labels else None)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
-            ValueError) as error:
-        raise InputError(path, f"not an MSD dataset.json with a 'training' list of "
-                         f"{{image, label}} entries and a 'labels' map ({type(error).__name__}: "
-                         f"{error})") from None
+        classes = (
+            {int(float(k)): str(v) for k, v in labels.items()}
+            if isinstance(labels, dict) and labels
+            else None
+        )
+    except (
+        OSError,
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+        KeyError,
+        TypeError,
+        ValueError,
+    ) as error:
+        raise InputError(
+            path,
+            f"not an MSD dataset.json with a 'training' list of "
+            f"{{image, label}} entries and a 'labels' map ({type(error).__name__}: "
+            f"{error})",
+        ) from None
     if not pairs:
         raise InputError(path, "lists no training cases")
     modality = manifest.get("modality")
@@ -177,8 +206,11 @@ def _csv(path: Path, channel: int | None) -> Discovered:
         raise InputError(path, f"cannot read the CSV ({error})") from None
     missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:
-        raise InputError(path, f"lacks column(s) {', '.join(missing)}; a segmentation CSV "
-                         "has image,label[,split] columns")
+        raise InputError(
+            path,
+            f"lacks column(s) {', '.join(missing)}; a segmentation CSV "
+            "has image,label[,split] columns",
+        )
     if not rows:
         raise InputError(path, "lists no cases")
     pairs, split_of = [], {}
@@ -190,12 +222,14 @@ def _csv(path: Path, channel: int | None) -> Discovered:
         split = row.get("split", "")
         if split:
             if split not in SPLITS:
-                raise InputError(path, f"line {line}: split {split!r} must be one of "
-                                 f"{', '.join(SPLITS)}")
+                raise InputError(
+                    path, f"line {line}: split {split!r} must be one of {', '.join(SPLITS)}"
+                )
             split_of[len(pairs) - 1] = split
     if split_of and len(split_of) != len(pairs):
-        raise InputError(path, "the split column is filled on some rows only; fill it on "
-                         "every row or on none")
+        raise InputError(
+            path, "the split column is filled on some rows only; fill it on every row or on none"
+        )
     cases = _named(pairs, channel)
     splits = {cases[i].name: split for i, split in split_of.items()}
     return Discovered("csv", cases, splits, None, None)
@@ -213,8 +247,7 @@ def _named(pairs: list[tuple[Path, Path]], channel: int | None) -> list[SourceCa
         name = _stem(image)
         count = seen.get(name, 0)
         seen[name] = count + 1
-        cases.append(SourceCase(name if count == 0 else f"{name}_{count}", image, label,
-                                channel))
+        cases.append(SourceCase(name if count == 0 else f"{name}_{count}", image, label, channel))
     return cases
 
 
@@ -239,25 +272,30 @@ def label_values(cases: list[SourceCase]) -> list[int]:
             continue  # reported with its case during preparation
         values = np.unique(data)
         if not np.all(values == np.round(values)) or values.min() < 0 or values.max() > 255:
-            raise InputError(case.label, f"label volume holds values {values[:5].tolist()}...; "
-                             "expected integer class values 0..255 (is this an image?)")
+            raise InputError(
+                case.label,
+                f"label volume holds values {values[:5].tolist()}...; "
+                "expected integer class values 0..255 (is this an image?)",
+            )
         found.update(int(v) for v in values)
     return sorted(found | {0})
 
 
-def resolve_classes(settings: SegmentationSettings, found: Discovered
-                    ) -> tuple[tuple[int, ...], tuple[str, ...]]:
+def resolve_classes(
+    settings: SegmentationSettings, found: Discovered
+) -> tuple[tuple[int, ...], tuple[str, ...]]:
     if settings.classes is not None:
         values = tuple(settings.classes)
         names = settings.class_names or tuple(
-            (found.classes or {}).get(v, "background" if v == 0 else f"class_{v}")
-            for v in values)
+            (found.classes or {}).get(v, "background" if v == 0 else f"class_{v}") for v in values
+        )
         return values, tuple(names)
     if found.classes is not None:
         values = tuple(sorted(found.classes))
         if values[0] != 0:
-            raise InputError(None, f"dataset.json's labels {found.classes} lack the "
-                             "background value 0")
+            raise InputError(
+                None, f"dataset.json's labels {found.classes} lack the background value 0"
+            )
         return values, tuple(found.classes[v] for v in values)
     values = tuple(label_values(found.cases))
     if len(values) < 2:
@@ -281,7 +319,11 @@ def normaliser(settings: SegmentationSettings, declared: str | None) -> Any:
 
 
 def prepare_segmentation(
-    task: str, data: Path, output_dir: Path, settings: SegmentationSettings, seed: int,
+    task: str,
+    data: Path,
+    output_dir: Path,
+    settings: SegmentationSettings,
+    seed: int,
     split_file: Path | None = None,
 ) -> dict[str, Any]:
     """Prepare a user's segmentation task; see the module docstring."""
@@ -294,9 +336,12 @@ def prepare_segmentation(
     if found.splits:
         computed = dict(found.splits)
     else:
-        computed = proportion_splits(names_list, settings.split_proportions,
-                                     numpy_rng(seed, "split", task),
-                                     f"{section}.split_proportions")
+        computed = proportion_splits(
+            names_list,
+            settings.split_proportions,
+            numpy_rng(seed, "split", task),
+            f"{section}.split_proportions",
+        )
     assignment = resolve_split(found.cases, computed, split_file, output_dir)
     prep = Preprocessing(
         normalise=normaliser(settings, found.modality),
@@ -315,15 +360,22 @@ def prepare_segmentation(
         "layout": found.layout,
         "data": str(data),
         "split_file": str(split_file) if split_file and split_file.is_file() else None,
-        "split_source": ("split_file" if split_file and split_file.is_file() else
-                         "split column" if found.splits else "split_proportions"),
+        "split_source": (
+            "split_file"
+            if split_file and split_file.is_file()
+            else "split column"
+            if found.splits
+            else "split_proportions"
+        ),
         "seed": seed,
         "settings": to_mapping(settings),
-        "modality": settings.modality if settings.modality != "auto" else (
-            found.modality or "auto (per scan)"),
+        "modality": settings.modality
+        if settings.modality != "auto"
+        else (found.modality or "auto (per scan)"),
         "target": target,
         "provenance": provenance_record(settings=to_mapping(settings), seeds={"prepare": seed}),
     }
     log.info("%s: %d cases (%s), classes %s", task, len(found.cases), found.layout, target)
-    return prepare_cases(task, found.cases, assignment, output_dir, prep, settings.skip_bad,
-                         summary)
+    return prepare_cases(
+        task, found.cases, assignment, output_dir, prep, settings.skip_bad, summary
+    )

@@ -89,8 +89,17 @@ CASES_CSV = "cases.csv"
 VOLUMES_DIR = "volumes"
 
 #: Columns of cases.csv, in order.
-CASES_COLUMNS = ("case", "split", "file", "image_path", "label_path", "orig_shape",
-                 "prepared_shape", "foreground_voxels", "geometry")
+CASES_COLUMNS = (
+    "case",
+    "split",
+    "file",
+    "image_path",
+    "label_path",
+    "orig_shape",
+    "prepared_shape",
+    "foreground_voxels",
+    "geometry",
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -216,12 +225,14 @@ def restore_to_source(
     geometry = case.geometry if isinstance(case, Case) else case
     prepared_shape = tuple(geometry["prepared_shape"])
     if tuple(prediction.shape) != prepared_shape:
-        raise ValueError(f"prediction has shape {prediction.shape}, the prepared grid is "
-                         f"{prepared_shape}")
+        raise ValueError(
+            f"prediction has shape {prediction.shape}, the prepared grid is {prepared_shape}"
+        )
     box = [(int(lo), int(hi)) for lo, hi in geometry["crop"]]
     crop_shape = tuple(hi - lo for lo, hi in box)
     mode: Literal["linear", "nearest"] = (
-        "linear" if np.issubdtype(prediction.dtype, np.floating) else "nearest")
+        "linear" if np.issubdtype(prediction.dtype, np.floating) else "nearest"
+    )
     resized = resize_volume(prediction, crop_shape, mode)
     restored = np.zeros(tuple(geometry["source_shape"]), dtype=resized.dtype)
     restored[tuple(slice(lo, hi) for lo, hi in box)] = resized
@@ -260,19 +271,22 @@ def resize_volume(
     with torch.no_grad():
         for z0 in range(0, Z, slab):
             # (X, Y, z) slab -> (z, 1, X, Y): slices become the batch.
-            chunk = torch.from_numpy(np.ascontiguousarray(
-                array[:, :, z0:z0 + slab].transpose(2, 0, 1), dtype=np.float32))[:, None]
+            chunk = torch.from_numpy(
+                np.ascontiguousarray(
+                    array[:, :, z0 : z0 + slab].transpose(2, 0, 1), dtype=np.float32
+                )
+            )[:, None]
             if (X2, Y2) != (X, Y):
                 chunk = _interpolate(F, chunk, (X2, Y2), mode, shrink=X2 < X or Y2 < Y)
-            inplane[:, :, z0:z0 + slab] = chunk[:, 0].permute(1, 2, 0).numpy()
+            inplane[:, :, z0 : z0 + slab] = chunk[:, 0].permute(1, 2, 0).numpy()
         if Z2 == Z:
             return inplane.astype(out_dtype, copy=False)
         out = np.empty(shape, dtype=out_dtype)
         for x0 in range(0, X2, slab):
             # (x, Y2, Z) rows -> (x * Y2, 1, Z): resize each z profile.
-            rows = torch.from_numpy(inplane[x0:x0 + slab].reshape(-1, 1, Z))
+            rows = torch.from_numpy(inplane[x0 : x0 + slab].reshape(-1, 1, Z))
             rows = _interpolate(F, rows, (Z2,), mode, shrink=False)
-            out[x0:x0 + slab] = rows.reshape(-1, Y2, Z2).numpy().astype(out_dtype, copy=False)
+            out[x0 : x0 + slab] = rows.reshape(-1, Y2, Z2).numpy().astype(out_dtype, copy=False)
     return out
 
 
@@ -281,8 +295,9 @@ def _interpolate(F: Any, tensor: Any, size: tuple[int, ...], mode: str, shrink: 
         return F.interpolate(tensor, size=size, mode="nearest-exact")
     torch_mode = "bilinear" if len(size) == 2 else "linear"
     antialias = shrink and torch_mode == "bilinear"
-    return F.interpolate(tensor, size=size, mode=torch_mode, align_corners=False,
-                         antialias=antialias)
+    return F.interpolate(
+        tensor, size=size, mode=torch_mode, align_corners=False, antialias=antialias
+    )
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -307,5 +322,6 @@ def _load_npy(path: Path, mmap: bool) -> np.ndarray:
 
 def _unreadable(path: Path, error: Exception) -> InputError:
     reason = " ".join(str(error).split()) or type(error).__name__
-    return InputError(path, f"cannot read ({reason}); truncated or corrupt file? Run "
-                      "`genesis prepare` again")
+    return InputError(
+        path, f"cannot read ({reason}); truncated or corrupt file? Run `genesis prepare` again"
+    )

@@ -41,8 +41,10 @@ def subset_splits(
             if subset < 0:
                 raise ConfigError(f"{section}.{split}_subsets: negative subset {subset}")
             if subset in mapping:
-                raise ConfigError(f"{section}: subset {subset} is in both "
-                                  f"{mapping[subset]}_subsets and {split}_subsets")
+                raise ConfigError(
+                    f"{section}: subset {subset} is in both "
+                    f"{mapping[subset]}_subsets and {split}_subsets"
+                )
             mapping[subset] = split
     return mapping
 
@@ -104,9 +106,8 @@ def fold_splits(
     n_val = round(val_fraction * len(rest))
     if val_fraction > 0 and len(rest) >= 2:
         n_val = max(n_val, 1)
-    val = set(rest[len(rest) - n_val:]) if n_val else set()
-    return {name: "test" if name in test else "val" if name in val else "train"
-            for name in names}
+    val = set(rest[len(rest) - n_val :]) if n_val else set()
+    return {name: "test" if name in test else "val" if name in val else "train" for name in names}
 
 
 def proportion_splits(
@@ -122,11 +123,11 @@ def proportion_splits(
     """
     values = [float(p) for p in proportions]
     if len(values) != 3 or any(not 0.0 <= p <= 1.0 for p in values) or not values[0] > 0:
-        raise ConfigError(f"{section} must be three proportions in [0, 1] (train > 0), got "
-                          f"{list(proportions)}")
+        raise ConfigError(
+            f"{section} must be three proportions in [0, 1] (train > 0), got {list(proportions)}"
+        )
     if not abs(sum(values) - 1.0) < 1e-6:
-        raise ConfigError(f"{section} must sum to 1, got {list(proportions)} "
-                          f"(sum {sum(values):g})")
+        raise ConfigError(f"{section} must sum to 1, got {list(proportions)} (sum {sum(values):g})")
     order = [names[i] for i in rng.permutation(len(names))]
     n = len(order)
     n_val, n_test = round(n * values[1]), round(n * values[2])
@@ -145,8 +146,9 @@ def write_split_csv(
 ) -> None:
     """Write the split table atomically, one row per case, columns in the given order."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n",
-                            extrasaction="ignore")
+    writer = csv.DictWriter(
+        buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore"
+    )
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buffer.getvalue())
@@ -163,16 +165,18 @@ def read_split_csv(path: Path, key: str, columns: Sequence[str]) -> dict[str, di
         raise InputError(path, f"cannot read split file ({error})") from None
     missing = [c for c in columns if c not in header]
     if missing:
-        raise InputError(path, f"split file lacks column(s) {', '.join(missing)}; "
-                         f"expected {', '.join(columns)}")
+        raise InputError(
+            path, f"split file lacks column(s) {', '.join(missing)}; expected {', '.join(columns)}"
+        )
     if not rows:
         raise InputError(path, "split file lists no cases")
     pinned: dict[str, dict[str, str]] = {}
     for line, row in enumerate(rows, start=2):
         name, split = row[key], row["split"]
         if split not in SPLITS:
-            raise InputError(path, f"line {line}: split {split!r} for {name} must be one of "
-                             f"{', '.join(SPLITS)}")
+            raise InputError(
+                path, f"line {line}: split {split!r} for {name} must be one of {', '.join(SPLITS)}"
+            )
         if name in pinned:
             raise InputError(path, f"line {line}: {key} {name} is listed twice")
         pinned[name] = row

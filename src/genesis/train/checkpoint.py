@@ -133,15 +133,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
 
 def _read(path: Path) -> dict[str, Any]:
     if not zipfile.is_zipfile(path):
-        raise InputError(path, "not a torch checkpoint (truncated or corrupt); "
-                         "delete it to start over")
+        raise InputError(
+            path, "not a torch checkpoint (truncated or corrupt); delete it to start over"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
         first_line = (str(error).strip().splitlines() or [""])[0][:200]
         raise InputError(
-            path, f"cannot read checkpoint ({type(error).__name__}: {first_line}); "
-            "delete it to start over"
+            path,
+            f"cannot read checkpoint ({type(error).__name__}: {first_line}); "
+            "delete it to start over",
         ) from None
     if not isinstance(state, dict):
         raise InputError(path, f"checkpoint holds a {type(state).__name__}, expected a dict")
@@ -167,22 +169,30 @@ def rng_state(generators: Mapping[str, Generator] | None = None) -> dict[str, An
         if isinstance(generator, torch.Generator):
             state["generators"][name] = {"kind": "torch", "state": generator.get_state()}
         elif isinstance(generator, np.random.Generator):
-            state["generators"][name] = {"kind": "numpy",
-                                         "state": generator.bit_generator.state}
+            state["generators"][name] = {"kind": "numpy", "state": generator.bit_generator.state}
         else:
-            raise TypeError(f"generator {name!r} is a {type(generator).__name__}, "
-                            "expected torch.Generator or numpy.random.Generator")
+            raise TypeError(
+                f"generator {name!r} is a {type(generator).__name__}, "
+                "expected torch.Generator or numpy.random.Generator"
+            )
     return state
 
 
-def restore_rng_state(state: Mapping[str, Any],
-                      generators: Mapping[str, Generator] | None = None) -> None:
+def restore_rng_state(
+    state: Mapping[str, Any], generators: Mapping[str, Generator] | None = None
+) -> None:
     """Restore what ``rng_state`` saved; generators are matched by name and must all exist."""
     random.setstate(_tuple_tree(state["python"]))
     numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),
-                         numpy_state["pos"], numpy_state["has_gauss"],
-                         numpy_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     cuda_state = state.get("cuda")
     if isinstance(cuda_state, torch.Tensor) and torch.cuda.is_available():
@@ -212,5 +222,10 @@ def _tuple_tree(value: Any) -> Any:
 def _numpy_legacy_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     # uint32 keys stored as int64 tensor: weights_only loading refuses NumPy arrays.
-    return {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    return {
+        "kind": str(kind),
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }

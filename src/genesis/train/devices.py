@@ -93,19 +93,27 @@ def lease_device(
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         index = int(os.environ.get("LOCAL_RANK", 0))
-        log.info("CUDA_VISIBLE_DEVICES=%s is set by the scheduler: using cuda:%d of the "
-                 "visible GPUs without a lease", visible, index)
+        log.info(
+            "CUDA_VISIBLE_DEVICES=%s is set by the scheduler: using cuda:%d of the "
+            "visible GPUs without a lease",
+            visible,
+            index,
+        )
         yield torch.device("cuda", index)
         return
     count = _slot_count(slots, device_count)
     folder = Path(lock_dir) if lock_dir is not None else default_lock_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    index, handles = _acquire(folder, count,
-                              default_timeout() if timeout is None else timeout, poll_seconds,
-                              jobs_per_gpu)
+    index, handles = _acquire(
+        folder, count, default_timeout() if timeout is None else timeout, poll_seconds, jobs_per_gpu
+    )
     try:
-        log.info("leased GPU %d of %d (%s)", index, count,
-                 "exclusive" if jobs_per_gpu == 1 else f"shared by up to {jobs_per_gpu} jobs")
+        log.info(
+            "leased GPU %d of %d (%s)",
+            index,
+            count,
+            "exclusive" if jobs_per_gpu == 1 else f"shared by up to {jobs_per_gpu} jobs",
+        )
         yield torch.device("cuda", index)
     finally:
         for handle in handles:
@@ -122,8 +130,9 @@ def _slot_count(slots: int | None, device_count: Callable[[], int] | int | None)
         try:
             slots = int(os.environ[SLOTS_ENV])
         except ValueError:
-            raise ConfigError(f"{SLOTS_ENV} must be an integer, got "
-                              f"{os.environ[SLOTS_ENV]!r}") from None
+            raise ConfigError(
+                f"{SLOTS_ENV} must be an integer, got {os.environ[SLOTS_ENV]!r}"
+            ) from None
     if slots is None:
         slots = available
     if slots < 1:
@@ -175,22 +184,29 @@ def _try_flock(path: Path, mode: int, note: bool = True) -> IO[str] | None:
     return handle
 
 
-def _acquire(folder: Path, count: int, timeout: float, poll_seconds: float,
-             jobs_per_gpu: int = 1) -> tuple[int, list[IO[str]]]:
+def _acquire(
+    folder: Path, count: int, timeout: float, poll_seconds: float, jobs_per_gpu: int = 1
+) -> tuple[int, list[IO[str]]]:
     deadline = time.monotonic() + timeout
     waiting_logged = False
-    slots = ([(index, None) for index in range(count)] if jobs_per_gpu == 1 else
-             [(index, share) for share in range(jobs_per_gpu) for index in range(count)])
+    slots = (
+        [(index, None) for index in range(count)]
+        if jobs_per_gpu == 1
+        else [(index, share) for share in range(jobs_per_gpu) for index in range(count)]
+    )
     while True:
         for index, share in slots:
             handles = _try_lock(folder, index, share)
             if handles is not None:
                 return index, handles
         if time.monotonic() >= deadline:
-            raise LeaseTimeoutError(f"all {len(slots)} GPU slot(s) in {folder} stayed busy for "
-                               f"{timeout:g} s; another job holds them")
+            raise LeaseTimeoutError(
+                f"all {len(slots)} GPU slot(s) in {folder} stayed busy for "
+                f"{timeout:g} s; another job holds them"
+            )
         if not waiting_logged:
-            log.info("all %d GPU slot(s) in %s are busy; waiting up to %g s",
-                     len(slots), folder, timeout)
+            log.info(
+                "all %d GPU slot(s) in %s are busy; waiting up to %g s", len(slots), folder, timeout
+            )
             waiting_logged = True
         time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))

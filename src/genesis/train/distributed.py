@@ -55,8 +55,7 @@ def init_process_group(ctx: DistContext, device: torch.device) -> None:
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device,
-                                timeout=datetime.timedelta(minutes=30))
+        dist.init_process_group("nccl", device_id=device, timeout=datetime.timedelta(minutes=30))
     else:
         dist.init_process_group("gloo", timeout=datetime.timedelta(minutes=30))
     log.info("rank %d of %d joined the process group on %s", ctx.rank, ctx.world_size, device)
@@ -178,8 +177,13 @@ def _swap_batchnorm(module: nn.Module) -> nn.Module:
     if isinstance(module, nn.BatchNorm3d) and not isinstance(module, GlobalBatchNorm3d):
         if type(module) is not nn.BatchNorm3d:
             raise TypeError(f"cannot synchronise {type(module).__name__}")
-        synced = GlobalBatchNorm3d(module.num_features, module.eps, module.momentum,
-                                   module.affine, module.track_running_stats)
+        synced = GlobalBatchNorm3d(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
         synced.load_state_dict(module.state_dict())
         synced.train(module.training)
         return synced.to(next(iter(module.state_dict().values())).device)

@@ -54,5 +54,13 @@ def torchrun_command(gpus: int, argv: Sequence[str]) -> list[str]:
     """
     if gpus < 2:
         raise ValueError(f"torchrun is for 2 or more processes, got gpus={gpus}")
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={gpus}", "-m", "genesis.cli", *argv]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={gpus}",
+        "-m",
+        "genesis.cli",
+        *argv,
+    ]

@@ -65,13 +65,19 @@ class GlobalBatchSampler(DistributedSampler):
     Incomplete last batches are dropped, so every process runs the same number of steps.
     """
 
-    def __init__(self, dataset: Dataset, *, global_batch: int, ctx: DistContext,
-                 seed: int) -> None:
-        super().__init__(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                         seed=seed, drop_last=True)
+    def __init__(self, dataset: Dataset, *, global_batch: int, ctx: DistContext, seed: int) -> None:
+        super().__init__(
+            dataset,
+            num_replicas=ctx.world_size,
+            rank=ctx.rank,
+            shuffle=True,
+            seed=seed,
+            drop_last=True,
+        )
         if global_batch % ctx.world_size:
-            raise ValueError(f"global batch {global_batch} is not divisible by "
-                             f"{ctx.world_size} processes")
+            raise ValueError(
+                f"global batch {global_batch} is not divisible by {ctx.world_size} processes"
+            )
         self.global_batch = global_batch
         self.steps = len(dataset) // global_batch  # type: ignore[arg-type]
         self.local_batch = global_batch // ctx.world_size
@@ -81,7 +87,7 @@ class GlobalBatchSampler(DistributedSampler):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.dataset), generator=generator)  # type: ignore[arg-type]
-        order = order[:self.total_size].view(self.steps, self.num_replicas, self.local_batch)
+        order = order[: self.total_size].view(self.steps, self.num_replicas, self.local_batch)
         return iter(order[:, self.rank].reshape(-1).tolist())
 
     def __len__(self) -> int:
@@ -108,19 +114,35 @@ def _seed_worker(worker_id: int) -> None:
     np.random.seed(torch.initial_seed() % 2**32)
 
 
-def train_loader(dataset: CubeDataset, *, seed: int, local_batch: int, ctx: DistContext,
-                 num_workers: int | None, pin_memory: bool) -> DataLoader:
+def train_loader(
+    dataset: CubeDataset,
+    *,
+    seed: int,
+    local_batch: int,
+    ctx: DistContext,
+    num_workers: int | None,
+    pin_memory: bool,
+) -> DataLoader:
     """Batches of ``local_batch`` cubes (b, 1, X, Y, Z); call ``sampler.set_epoch`` first.
 
     ``num_workers`` None: ``default_num_workers`` for ``ctx.world_size`` processes.
     """
     num_workers = resolve_num_workers(num_workers, ctx.world_size)
-    sampler = GlobalBatchSampler(dataset, global_batch=local_batch * ctx.world_size, ctx=ctx,
-                                 seed=derive_seed(seed, "shuffle") % 2**62)
+    sampler = GlobalBatchSampler(
+        dataset,
+        global_batch=local_batch * ctx.world_size,
+        ctx=ctx,
+        seed=derive_seed(seed, "shuffle") % 2**62,
+    )
     return DataLoader(
-        dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
-        num_workers=num_workers, pin_memory=pin_memory,
-        persistent_workers=num_workers > 0, worker_init_fn=_seed_worker,
+        dataset,
+        batch_size=local_batch,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        worker_init_fn=_seed_worker,
         generator=torch.Generator().manual_seed(derive_seed(seed, "loader", ctx.rank)),
     )
 
@@ -130,19 +152,33 @@ def validation_indices(n_cubes: int, limit: int | None, seed: int) -> list[int]:
     if limit is None or limit >= n_cubes:
         return list(range(n_cubes))
     chosen = np.random.default_rng(derive_seed(seed, "val-subset")).choice(
-        n_cubes, size=limit, replace=False)
+        n_cubes, size=limit, replace=False
+    )
     return sorted(int(i) for i in chosen)
 
 
-def val_loader(dataset: CubeDataset, indices: Sequence[int], *, batch: int, ctx: DistContext,
-               num_workers: int | None, pin_memory: bool) -> DataLoader:
+def val_loader(
+    dataset: CubeDataset,
+    indices: Sequence[int],
+    *,
+    batch: int,
+    ctx: DistContext,
+    num_workers: int | None,
+    pin_memory: bool,
+) -> DataLoader:
     """This process's share of the validation cubes, as (cubes, indices) batches.
 
     ``num_workers`` None: ``default_num_workers``, at most 2 (validation is short).
     """
     if num_workers is None:
         num_workers = min(2, default_num_workers(ctx.world_size))
-    share = IndexedCubes(dataset, list(indices)[ctx.rank::ctx.world_size])
-    return DataLoader(share, batch_size=batch, shuffle=False, num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                      worker_init_fn=_seed_worker)
+    share = IndexedCubes(dataset, list(indices)[ctx.rank :: ctx.world_size])
+    return DataLoader(
+        share,
+        batch_size=batch,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        worker_init_fn=_seed_worker,
+    )

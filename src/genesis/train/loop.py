@@ -55,29 +55,30 @@ def cube_seed(seed: int, split: str, epoch: int | None, position: int) -> int:
     return derive_seed(seed, "transform", split, epoch, position)
 
 
-def transform_cubes(transform: Transform, cubes: Tensor,
-                    seeds: Sequence[int]) -> tuple[Tensor, Tensor]:
+def transform_cubes(
+    transform: Transform, cubes: Tensor, seeds: Sequence[int]
+) -> tuple[Tensor, Tensor]:
     """Transform each cube of ``cubes`` (B, 1, X, Y, Z) with its own seeded generator."""
     if len(seeds) != cubes.shape[0]:
         raise ValueError(f"{len(seeds)} seeds for {cubes.shape[0]} cubes")
     inputs, targets = [], []
     for i, seed in enumerate(seeds):
         generator = torch.Generator(device=cubes.device).manual_seed(seed)
-        x, y = transform(cubes[i:i + 1], generator)
+        x, y = transform(cubes[i : i + 1], generator)
         inputs.append(x)
         targets.append(y)
     return torch.cat(inputs), torch.cat(targets)
 
 
-def train_positions(step: int, global_batch: int, local_batch: int,
-                    ctx: DistContext) -> list[int]:
+def train_positions(step: int, global_batch: int, local_batch: int, ctx: DistContext) -> list[int]:
     """Global positions in the epoch of this process's cubes in ``step``."""
     first = step * global_batch + ctx.rank * local_batch
     return list(range(first, first + local_batch))
 
 
-def transform_groups(transform: Transform, cubes: Tensor, positions: Sequence[int],
-                     group: int, seed: int, epoch: int) -> tuple[Tensor, Tensor]:
+def transform_groups(
+    transform: Transform, cubes: Tensor, positions: Sequence[int], group: int, seed: int, epoch: int
+) -> tuple[Tensor, Tensor]:
     """Transform ``cubes`` in groups of ``group``, each seeded by its first position."""
     if group == cubes.shape[0]:
         generator = torch.Generator(device=cubes.device)
@@ -87,7 +88,7 @@ def transform_groups(transform: Transform, cubes: Tensor, positions: Sequence[in
     for start in range(0, cubes.shape[0], group):
         generator = torch.Generator(device=cubes.device)
         generator.manual_seed(cube_seed(seed, "train", epoch, positions[start]))
-        pairs.append(transform(cubes[start:start + group], generator))
+        pairs.append(transform(cubes[start : start + group], generator))
     return torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
 
 
@@ -111,8 +112,7 @@ def restoration_batches(
     for step, cubes in zip(range(steps), batches, strict=False):
         cubes = cubes.to(device, non_blocking=True)  # (b, 1, X, Y, Z), b = batch / world
         positions = train_positions(step, global_batch, cubes.shape[0], ctx)
-        yield transform_groups(transform, cubes, positions, group or cubes.shape[0], seed,
-                               epoch)
+        yield transform_groups(transform, cubes, positions, group or cubes.shape[0], seed, epoch)
 
 
 def restoration_loss(outputs: Tensor, targets: Tensor) -> Tensor:
@@ -142,11 +142,27 @@ def train_epoch(
     ``epoch`` is 0-based; ``group``: transform group size (None: the whole per-process
     batch).
     """
-    pairs = restoration_batches(batches, transform, epoch=epoch, seed=seed, steps=steps,
-                                global_batch=global_batch, ctx=ctx, device=device,
-                                group=group)
-    return train_steps(model, pairs, optimizer, restoration_loss, BatchMean(device, ctx),
-                       device=device, options=options, on_step=on_step)
+    pairs = restoration_batches(
+        batches,
+        transform,
+        epoch=epoch,
+        seed=seed,
+        steps=steps,
+        global_batch=global_batch,
+        ctx=ctx,
+        device=device,
+        group=group,
+    )
+    return train_steps(
+        model,
+        pairs,
+        optimizer,
+        restoration_loss,
+        BatchMean(device, ctx),
+        device=device,
+        options=options,
+        on_step=on_step,
+    )
 
 
 @torch.no_grad()
@@ -175,8 +191,9 @@ def validate(
             outputs = model(options.prepare(inputs))
         restoration = (outputs.float() - targets.float()).square().flatten(1).mean(1)
         identity = (inputs.float() - targets.float()).square().flatten(1).mean(1)
-        sums += torch.stack([restoration.sum(), identity.sum(),
-                             torch.tensor(float(len(cubes)), device=device)]).double()
+        sums += torch.stack(
+            [restoration.sum(), identity.sum(), torch.tensor(float(len(cubes)), device=device)]
+        ).double()
     all_reduce_sum(sums, ctx)
     if sums[2] == 0:
         raise RuntimeError("the validation loader yielded no cubes")

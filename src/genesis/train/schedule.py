@@ -22,7 +22,8 @@ def plateau_schedule(optimizer: Any, factor: float, patience: int) -> Any:
     import torch
 
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=factor, patience=patience)
+        optimizer, mode="min", factor=factor, patience=patience
+    )
 
 
 @dataclass

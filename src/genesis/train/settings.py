@@ -52,8 +52,14 @@ class PretrainSettings:
     gpus: int = 1
 
     def __post_init__(self) -> None:
-        for key in ("width", "batch_size", "lr_patience", "early_stop_patience", "max_epochs",
-                    "gpus"):
+        for key in (
+            "width",
+            "batch_size",
+            "lr_patience",
+            "early_stop_patience",
+            "max_epochs",
+            "gpus",
+        ):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{SECTION}.{key} must be at least 1, got {getattr(self, key)}")
         for key in ("steps_per_epoch", "val_cubes", "val_batch_size", "transform_group"):
@@ -63,8 +69,9 @@ class PretrainSettings:
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"{SECTION}.num_workers must be >= 0, got {self.num_workers}")
         if self.cube_size is not None and min(self.cube_size) < 1:
-            raise ConfigError(f"{SECTION}.cube_size must be positive sizes, got "
-                              f"{list(self.cube_size)}")
+            raise ConfigError(
+                f"{SECTION}.cube_size must be positive sizes, got {list(self.cube_size)}"
+            )
         _check_number("lr", self.lr, "(0, inf)")
         _check_number("momentum", self.momentum, "[0, inf)")
         _check_number("weight_decay", self.weight_decay, "[0, inf)")

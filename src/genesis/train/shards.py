@@ -62,8 +62,9 @@ def check_shard(path: str | Path) -> ShardInfo:
     path = Path(path)
     array = open_shard(path)
     if array.ndim != 4:
-        raise InputError(path, f"expected a 4D array (n, X, Y, Z) of cubes, got shape "
-                         f"{array.shape}")
+        raise InputError(
+            path, f"expected a 4D array (n, X, Y, Z) of cubes, got shape {array.shape}"
+        )
     if not np.issubdtype(array.dtype, np.floating):
         raise InputError(path, f"expected float16 or float32 cubes, got {array.dtype}")
     if array.shape[0] == 0:
@@ -74,25 +75,35 @@ def check_shard(path: str | Path) -> ShardInfo:
     except InputShapeError as error:
         raise InputError(path, error.problem) from None
     for start in range(0, array.shape[0], CHECK_CHUNK):
-        chunk = torch.from_numpy(np.array(array[start:start + CHECK_CHUNK]))
+        chunk = torch.from_numpy(np.array(array[start : start + CHECK_CHUNK]))
         if not bool(torch.isfinite(chunk).all()):
             bad = int((~torch.isfinite(chunk)).flatten(1).any(1).nonzero()[0, 0]) + start
             raise InputError(path, f"cube {bad} holds NaN or infinite values")
         low, high = float(chunk.min()), float(chunk.max())
         if low < 0.0 or high > 1.0:
-            raise InputError(path, f"values must lie in [0, 1], found [{low:g}, {high:g}] "
-                             f"in cubes {start}..{start + len(chunk) - 1}")
+            raise InputError(
+                path,
+                f"values must lie in [0, 1], found [{low:g}, {high:g}] "
+                f"in cubes {start}..{start + len(chunk) - 1}",
+            )
     manifest = path.with_suffix(".csv")
     if not manifest.is_file():
         log.warning("%s has no manifest %s; provenance will lack its hash", path, manifest.name)
     else:
         listed = manifest_cubes(manifest)
         if listed is not None and listed != array.shape[0]:
-            raise InputError(path, f"holds {array.shape[0]} cubes but its manifest "
-                             f"{manifest.name} lists {listed}: they are not from the same "
-                             "run; rerun `genesis cubes`")
-    return ShardInfo(path, int(array.shape[0]), cube_shape,  # type: ignore[arg-type]
-                     manifest if manifest.is_file() else None)
+            raise InputError(
+                path,
+                f"holds {array.shape[0]} cubes but its manifest "
+                f"{manifest.name} lists {listed}: they are not from the same "
+                "run; rerun `genesis cubes`",
+            )
+    return ShardInfo(
+        path,
+        int(array.shape[0]),
+        cube_shape,  # type: ignore[arg-type]
+        manifest if manifest.is_file() else None,
+    )
 
 
 def manifest_cubes(manifest: Path) -> int | None:
@@ -112,8 +123,10 @@ def check_shards(paths: Sequence[str | Path], role: str) -> list[ShardInfo]:
     first = infos[0]
     for info in infos[1:]:
         if info.cube_shape != first.cube_shape:
-            raise InputError(info.path, f"cube size {info.cube_shape} differs from "
-                             f"{first.cube_shape} in {first.path}")
+            raise InputError(
+                info.path,
+                f"cube size {info.cube_shape} differs from {first.cube_shape} in {first.path}",
+            )
     return infos
 
 

@@ -23,8 +23,7 @@ from genesis.seeding import derive_seed
 MANIFEST_COLUMNS = ("index", "source", "split", "x", "y", "z", "scale", "status", "reason")
 
 
-def smooth_cubes(n: int, shape: tuple[int, int, int], seed: int,
-                 smoothness: int = 4) -> np.ndarray:
+def smooth_cubes(n: int, shape: tuple[int, int, int], seed: int, smoothness: int = 4) -> np.ndarray:
     """(n, X, Y, Z) float32 in [0, 1]: upsampled coarse noise, one stream per seed."""
     generator = torch.Generator().manual_seed(derive_seed(seed, "synthetic-cubes"))
     coarse = [max(2, s // smoothness + 1) for s in shape]
@@ -35,20 +34,29 @@ def smooth_cubes(n: int, shape: tuple[int, int, int], seed: int,
     return ((cubes - low) / (high - low).clamp(min=1e-6)).numpy()
 
 
-def write_synthetic_shard(path: str | Path, n: int, shape: tuple[int, int, int], seed: int,
-                          split: str = "train", chunk: int = 256) -> Path:
+def write_synthetic_shard(
+    path: str | Path,
+    n: int,
+    shape: tuple[int, int, int],
+    seed: int,
+    split: str = "train",
+    chunk: int = 256,
+) -> Path:
     """Write ``n`` smooth cubes to ``path`` (.npy) and a manifest beside it (.csv)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         array = open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, *shape))
         for start in range(0, n, chunk):
             count = min(chunk, n - start)
-            array[start:start + count] = smooth_cubes(count, shape,
-                                                      derive_seed(seed, split, start))
+            array[start : start + count] = smooth_cubes(
+                count, shape, derive_seed(seed, split, start)
+            )
         array.flush()
         del array
-    with (atomic_path(path.with_suffix(".csv")) as tmp,
-          open(tmp, "w", encoding="utf-8", newline="") as handle):
+    with (
+        atomic_path(path.with_suffix(".csv")) as tmp,
+        open(tmp, "w", encoding="utf-8", newline="") as handle,
+    ):
         writer = csv.writer(handle)
         writer.writerow(MANIFEST_COLUMNS)
         for index in range(n):

@@ -23,16 +23,18 @@ def uniform(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=generator.device)
 
 
-def uniform_numpy(generator: torch.Generator, shape: tuple[int, ...],
-                  dtype: torch.dtype = torch.float32) -> np.ndarray:
+def uniform_numpy(
+    generator: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype = torch.float32
+) -> np.ndarray:
     """The same draw as ``uniform`` (or a float64 one), as a NumPy array on CPU.
 
     The parameters of a batch are a few hundred numbers: after the draw, NumPy does their
     arithmetic at a fraction of torch's per-op overhead, and ``on_device`` puts the
     results where the generator lives. The draws, and so the random streams, are torch's.
     """
-    return torch.rand(shape, generator=generator, device=generator.device,
-                      dtype=dtype).cpu().numpy()
+    return (
+        torch.rand(shape, generator=generator, device=generator.device, dtype=dtype).cpu().numpy()
+    )
 
 
 def on_device(array: np.ndarray, generator: torch.Generator) -> torch.Tensor:
@@ -47,17 +49,18 @@ def randint(generator: torch.Generator, low: torch.Tensor, high: torch.Tensor) -
     every block or box have its own range in a single call.
     """
     low, high = torch.broadcast_tensors(low, high)
-    draw = torch.rand(low.shape, generator=generator, device=generator.device,
-                      dtype=torch.float64)
+    draw = torch.rand(low.shape, generator=generator, device=generator.device, dtype=torch.float64)
     value = low + (draw * (high - low + 1)).floor().long()
     return torch.minimum(value, high)
 
 
-def randint_numpy(generator: torch.Generator, low: np.ndarray | int,
-                  high: np.ndarray | int) -> np.ndarray:
+def randint_numpy(
+    generator: torch.Generator, low: np.ndarray | int, high: np.ndarray | int
+) -> np.ndarray:
     """``randint`` with NumPy bounds and result: the same draw, the same integers."""
-    low, high = np.broadcast_arrays(np.asarray(low, dtype=np.int64),
-                                    np.asarray(high, dtype=np.int64))
+    low, high = np.broadcast_arrays(
+        np.asarray(low, dtype=np.int64), np.asarray(high, dtype=np.int64)
+    )
     draw = uniform_numpy(generator, low.shape, torch.float64)
     return np.minimum(low + np.floor(draw * (high - low + 1)).astype(np.int64), high)
 
@@ -79,7 +82,7 @@ def random_words(seed: int, count: int, out: np.ndarray | None = None) -> np.nda
     if out is None:
         return bits.random_raw(count)
     for first in range(0, count, _DRAW):
-        out[first:first + _DRAW] = bits.random_raw(min(_DRAW, count - first))
+        out[first : first + _DRAW] = bits.random_raw(min(_DRAW, count - first))
     return out[:count]
 
 
@@ -97,8 +100,9 @@ def below_(words: np.ndarray, span: np.ndarray, *, low_half: bool = False) -> np
     return words
 
 
-def continuing(generator: torch.Generator, n: int, count: int, rate: float,
-               first: np.ndarray | None) -> np.ndarray:
+def continuing(
+    generator: torch.Generator, n: int, count: int, rate: float, first: np.ndarray | None
+) -> np.ndarray:
     """(n, count) bool: repetition k happens while every draw up to k was below ``rate``.
 
     This is the release's "repeat up to ``count`` times while rand < rate" loop, drawn for

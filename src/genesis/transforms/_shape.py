@@ -21,8 +21,9 @@ def spatial_shape(cubes: torch.Tensor) -> tuple[int, int, int]:
     return int(x), int(y), int(z)
 
 
-def check_boxes_fit(shape: tuple[int, int, int], low: list[int], high: list[int],
-                    margin: int, transform: str) -> None:
+def check_boxes_fit(
+    shape: tuple[int, int, int], low: list[int], high: list[int], margin: int, transform: str
+) -> None:
     """Raise ConfigError unless boxes of sizes ``low..high`` fit inside ``margin``.
 
     Cube sizes come from the config, so a cube too small for a transform's size rules is a
@@ -40,8 +41,9 @@ def check_boxes_fit(shape: tuple[int, int, int], low: list[int], high: list[int]
 def as_bool_mask(apply: torch.Tensor, n: int) -> torch.Tensor:
     """Validate a per-sample apply mask: bool, shape (n,)."""
     if apply.shape != (n,) or apply.dtype != torch.bool:
-        raise ValueError(f"apply must be a bool tensor of shape ({n},), got "
-                         f"{apply.dtype} {tuple(apply.shape)}")
+        raise ValueError(
+            f"apply must be a bool tensor of shape ({n},), got {apply.dtype} {tuple(apply.shape)}"
+        )
     return apply
 
 
@@ -50,8 +52,7 @@ def distinct(samples: torch.Tensor) -> list[int]:
     CPU paths visit samples one by one and would transform a repeated one twice."""
     indices = samples.tolist()
     if len(set(indices)) != len(indices):
-        raise ValueError(f"the samples of a transform's parameters must be distinct, got "
-                         f"{indices}")
+        raise ValueError(f"the samples of a transform's parameters must be distinct, got {indices}")
     return indices
 
 
@@ -59,8 +60,11 @@ def numpy_ready(cubes: torch.Tensor) -> bool:
     """Whether the CPU fast paths may work on ``cubes`` through NumPy views: a floating
     CPU tensor of a type NumPy has (not bfloat16) that does not require grad. Writes through
     such views bypass torch, so the paths bump the tensor's autograd version afterwards."""
-    return (cubes.device.type == "cpu" and not cubes.requires_grad
-            and cubes.dtype in (torch.float16, torch.float32, torch.float64))
+    return (
+        cubes.device.type == "cpu"
+        and not cubes.requires_grad
+        and cubes.dtype in (torch.float16, torch.float32, torch.float64)
+    )
 
 
 def take(cubes: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:

@@ -22,11 +22,11 @@ def scratch(name: str, count: int, dtype: torch.dtype) -> torch.Tensor:
     """A 1-D CPU buffer of ``count`` elements, reused by the next call with the same name
     and dtype in this thread: its contents are undefined, and no public function may
     return it (see the module docstring)."""
-    buffers: dict[tuple[str, torch.dtype], torch.Tensor] = _local.__dict__.setdefault(
-        "buffers", {})
+    buffers: dict[tuple[str, torch.dtype], torch.Tensor] = _local.__dict__.setdefault("buffers", {})
     buffer = buffers.get((name, dtype))
     if buffer is None or buffer.numel() < count:  # grow by half at least: few regrowths
-        buffer = torch.empty(max(count, 0 if buffer is None else buffer.numel() * 3 // 2),
-                             dtype=dtype)
+        buffer = torch.empty(
+            max(count, 0 if buffer is None else buffer.numel() * 3 // 2), dtype=dtype
+        )
         buffers[(name, dtype)] = buffer
     return buffer[:count]

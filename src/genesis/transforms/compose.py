@@ -80,13 +80,15 @@ class GenesisTransform:
 
     def __init__(self, settings: TransformSettings) -> None:
         if not isinstance(settings, TransformSettings):
-            raise ConfigError(f"transforms: expected TransformSettings, got "
-                              f"{type(settings).__name__}")
+            raise ConfigError(
+                f"transforms: expected TransformSettings, got {type(settings).__name__}"
+            )
         validate(settings)
         self.settings = settings
 
-    def __call__(self, cubes: torch.Tensor,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, cubes: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) for cubes (N, 1, X, Y, Z) in [0, 1]; ``cubes`` is not modified."""
         spatial_shape(cubes)
         return self.apply(cubes, self.sample(cubes.shape, generator))
@@ -110,11 +112,11 @@ class GenesisTransform:
             "inpainting": inpainted,
             "outpainting": painted & ~inpainted,
         }
-        return {name: on_device(mask & (name in on), generator)
-                for name, mask in applied.items()}
+        return {name: on_device(mask & (name in on), generator) for name, mask in applied.items()}
 
-    def sample(self, shape: torch.Size | tuple[int, ...],
-               generator: torch.Generator) -> GenesisParams:
+    def sample(
+        self, shape: torch.Size | tuple[int, ...], generator: torch.Generator
+    ) -> GenesisParams:
         """Draw every random parameter for a batch of the given (N, 1, X, Y, Z) shape."""
         if len(shape) != 5 or shape[1] != 1:
             raise ValueError(f"cubes must have shape (N, 1, X, Y, Z), got {tuple(shape)}")
@@ -124,26 +126,48 @@ class GenesisTransform:
         on = s.enabled
         return GenesisParams(
             applied=applied,
-            flip=sample_flip(n, generator, apply=applied["flip"], rate=s.flip_rate,
-                             max_flips=s.max_flips) if "flip" in on else None,
+            flip=sample_flip(
+                n, generator, apply=applied["flip"], rate=s.flip_rate, max_flips=s.max_flips
+            )
+            if "flip" in on
+            else None,
             local_shuffle=sample_local_shuffle(
-                n, spatial, generator, apply=applied["local_shuffle"],
-                blocks=s.local_shuffle_blocks) if "local_shuffle" in on else None,
+                n, spatial, generator, apply=applied["local_shuffle"], blocks=s.local_shuffle_blocks
+            )
+            if "local_shuffle" in on
+            else None,
             nonlinear=sample_nonlinear(
-                n, generator, apply=applied["nonlinear"],
-                invert_rate=s.invert_rate) if "nonlinear" in on else None,
+                n, generator, apply=applied["nonlinear"], invert_rate=s.invert_rate
+            )
+            if "nonlinear" in on
+            else None,
             inpainting=sample_inpaint(
-                n, spatial, generator, apply=applied["inpainting"],
-                max_holes=s.inpaint_max_holes, continue_rate=s.inpaint_continue_rate,
-                margin=s.paint_margin) if "inpainting" in on else None,
+                n,
+                spatial,
+                generator,
+                apply=applied["inpainting"],
+                max_holes=s.inpaint_max_holes,
+                continue_rate=s.inpaint_continue_rate,
+                margin=s.paint_margin,
+            )
+            if "inpainting" in on
+            else None,
             outpainting=sample_outpaint(
-                n, spatial, generator, apply=applied["outpainting"],
-                max_windows=s.outpaint_max_windows, continue_rate=s.outpaint_continue_rate,
-                margin=s.paint_margin) if "outpainting" in on else None,
+                n,
+                spatial,
+                generator,
+                apply=applied["outpainting"],
+                max_windows=s.outpaint_max_windows,
+                continue_rate=s.outpaint_continue_rate,
+                margin=s.paint_margin,
+            )
+            if "outpainting" in on
+            else None,
         )
 
-    def apply(self, cubes: torch.Tensor,
-              params: GenesisParams) -> tuple[torch.Tensor, torch.Tensor]:
+    def apply(
+        self, cubes: torch.Tensor, params: GenesisParams
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) from cubes and parameters drawn by ``sample``; pure."""
         spatial_shape(cubes)
         targets = cubes.clone() if params.flip is None else apply_flip(cubes, params.flip)

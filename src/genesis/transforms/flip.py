@@ -27,8 +27,14 @@ class FlipParams:
     axes: torch.Tensor
 
 
-def sample_flip(n: int, generator: torch.Generator, *, apply: torch.Tensor | None = None,
-                rate: float = 0.4, max_flips: int = 3) -> FlipParams:
+def sample_flip(
+    n: int,
+    generator: torch.Generator,
+    *,
+    apply: torch.Tensor | None = None,
+    rate: float = 0.4,
+    max_flips: int = 3,
+) -> FlipParams:
     """Draw the flips of ``n`` samples.
 
     Distribution, per sample where ``apply`` is True (all samples when None): one flip,
@@ -47,15 +53,21 @@ def apply_flip(cubes: torch.Tensor, params: FlipParams) -> torch.Tensor:
     """Mirror each (N, 1, X, Y, Z) sample along its axes; returns a new tensor."""
     spatial_shape(cubes)
     if params.axes.shape != (cubes.shape[0], 3):
-        raise ValueError(f"flip axes must have shape ({cubes.shape[0]}, 3) for this batch, "
-                         f"got {tuple(params.axes.shape)}")
+        raise ValueError(
+            f"flip axes must have shape ({cubes.shape[0]}, 3) for this batch, "
+            f"got {tuple(params.axes.shape)}"
+        )
     axes = params.axes.to(cubes.device)
     if numpy_ready(cubes):  # one strided copy per sample: no temporaries
         out = torch.empty_like(cubes, memory_format=torch.contiguous_format)
         source, target = cubes.numpy(), out.numpy()
         for sample, mirrored in enumerate(axes.tolist()):
-            target[sample] = source[sample][(slice(None), *(
-                slice(None, None, -1) if flipped else slice(None) for flipped in mirrored))]
+            target[sample] = source[sample][
+                (
+                    slice(None),
+                    *(slice(None, None, -1) if flipped else slice(None) for flipped in mirrored),
+                )
+            ]
         return out
     return _flip_grouped(cubes, axes)
 
@@ -72,13 +84,20 @@ def _flip_grouped(cubes: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def flip(cubes: torch.Tensor, targets: torch.Tensor, generator: torch.Generator, *,
-         apply: torch.Tensor | None = None, rate: float = 0.4,
-         max_flips: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+def flip(
+    cubes: torch.Tensor,
+    targets: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    apply: torch.Tensor | None = None,
+    rate: float = 0.4,
+    max_flips: int = 3,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Flip inputs and targets identically; see ``sample_flip`` for the distribution."""
     if spatial_shape(cubes) != spatial_shape(targets) or cubes.shape[0] != targets.shape[0]:
-        raise ValueError(f"cubes {tuple(cubes.shape)} and targets {tuple(targets.shape)} "
-                         "must have the same shape")
-    params = sample_flip(cubes.shape[0], generator, apply=apply, rate=rate,
-                         max_flips=max_flips)
+        raise ValueError(
+            f"cubes {tuple(cubes.shape)} and targets {tuple(targets.shape)} "
+            "must have the same shape"
+        )
+    params = sample_flip(cubes.shape[0], generator, apply=apply, rate=rate, max_flips=max_flips)
     return apply_flip(cubes, params), apply_flip(targets, params)

@@ -58,9 +58,14 @@ def max_block(shape: tuple[int, int, int]) -> list[int]:
     return [length // 10 for length in shape]
 
 
-def sample_local_shuffle(n: int, shape: tuple[int, int, int], generator: torch.Generator, *,
-                         apply: torch.Tensor | None = None,
-                         blocks: int = 10_000) -> ShuffleParams:
+def sample_local_shuffle(
+    n: int,
+    shape: tuple[int, int, int],
+    generator: torch.Generator,
+    *,
+    apply: torch.Tensor | None = None,
+    blocks: int = 10_000,
+) -> ShuffleParams:
     """Draw ``blocks`` blocks for each sample where ``apply`` is True (all when None).
 
     Distribution: edge along each axis uniform in [1, n // 10] (bounds inclusive), lowest
@@ -77,19 +82,23 @@ def sample_local_shuffle(n: int, shape: tuple[int, int, int], generator: torch.G
         words = random_words(sub_seed(generator), math.prod(count)).reshape(3, -1)
         column = (3, 1)
         lowest = words >> np.uint64(32)  # the high halves place the blocks
-        edges = below_(words, np.array(max_block(shape), dtype=np.uint64).reshape(column),
-                       low_half=True)
+        edges = below_(
+            words, np.array(max_block(shape), dtype=np.uint64).reshape(column), low_half=True
+        )
         edges += np.uint64(1)
         lowest = below_(lowest, np.array(shape, dtype=np.uint64).reshape(column) + 1 - edges)
-        sizes, corners = (torch.from_numpy(a.view(np.int64)).T.reshape(count)
-                          for a in (edges, lowest))
+        sizes, corners = (
+            torch.from_numpy(a.view(np.int64)).T.reshape(count) for a in (edges, lowest)
+        )
     else:
         dims = torch.tensor(shape, device=device).expand(count)
-        sizes = randint(generator, torch.ones(count, dtype=torch.long, device=device),
-                        torch.tensor(max_block(shape), device=device).expand(count))
+        sizes = randint(
+            generator,
+            torch.ones(count, dtype=torch.long, device=device),
+            torch.tensor(max_block(shape), device=device).expand(count),
+        )
         corners = randint(generator, torch.zeros_like(sizes), dims - sizes)
-    return ShuffleParams(samples=samples, sizes=sizes, corners=corners,
-                         seed=sub_seed(generator))
+    return ShuffleParams(samples=samples, sizes=sizes, corners=corners, seed=sub_seed(generator))
 
 
 def apply_local_shuffle(cubes: torch.Tensor, params: ShuffleParams) -> torch.Tensor:
@@ -111,8 +120,9 @@ def apply_local_shuffle_(cubes: torch.Tensor, params: ShuffleParams) -> torch.Te
         # A shuffled cube reads only from itself: gather row by row, then copy back.
         flat = cubes.view(cubes.shape[0], volume).numpy()
         row = scratch("shuffled", volume, cubes.dtype).numpy()
-        for sample, sources in zip(distinct(params.samples), _sources_numpy(params, shape),
-                                   strict=True):
+        for sample, sources in zip(
+            distinct(params.samples), _sources_numpy(params, shape), strict=True
+        ):
             np.take(flat[sample], sources, out=row, mode="wrap")  # wrap: no bounds checks
             flat[sample] = row
         torch.autograd.graph.increment_version(cubes)  # a NumPy write is invisible to torch
@@ -144,9 +154,15 @@ class _Layout(NamedTuple):
         slot_bits = (math.prod(max_block(shape)) - 1).bit_length()
         voxel_bits = (math.prod(shape) - 1).bit_length()
         narrow = (per_row + 1) << voxel_bits < 2**31
-        return cls(volume=math.prod(shape), rows=rows, per_row=per_row, slot_bits=slot_bits,
-                   voxel_bits=voxel_bits, tag_dtype=torch.int32 if narrow else torch.int64,
-                   key_dtype=torch.int32 if slot_bits <= 8 else torch.int64)
+        return cls(
+            volume=math.prod(shape),
+            rows=rows,
+            per_row=per_row,
+            slot_bits=slot_bits,
+            voxel_bits=voxel_bits,
+            tag_dtype=torch.int32 if narrow else torch.int64,
+            key_dtype=torch.int32 if slot_bits <= 8 else torch.int64,
+        )
 
 
 def _sources_numpy(params: ShuffleParams, shape: tuple[int, int, int]) -> np.ndarray:
@@ -167,20 +183,19 @@ def _sources_numpy(params: ShuffleParams, shape: tuple[int, int, int]) -> np.nda
     """
     _, Y, Z = shape
     mx, my, mz = max_block(shape)
-    volume, rows, per_row, slot_bits, voxel_bits, tag_dtype, key_dtype = _Layout.of(params,
-                                                                                   shape)
+    volume, rows, per_row, slot_bits, voxel_bits, tag_dtype, key_dtype = _Layout.of(params, shape)
     tag_type = torch.empty(0, dtype=tag_dtype).numpy().dtype
     sizes, corners = _axis_major(params.sizes), _axis_major(params.corners)  # (3, M)
     local = corners[0] * (Y * Z) + corners[1] * Z + corners[2]  # lowest corner in the cube
     code = ((sizes[0] - 1) * my + sizes[1] - 1) * mz + sizes[2] - 1
     # Blocks grouped by size, in write order within a size (NumPy's radix sort for int16).
-    by_size = np.argsort(code.astype(np.int16 if mx * my * mz < 2**15 else np.int32),
-                         kind="stable")
+    by_size = np.argsort(code.astype(np.int16 if mx * my * mz < 2**15 else np.int32), kind="stable")
     start = local[by_size]
     first_dst = by_size // per_row * volume + start  # block m is row m // B, order m % B + 1
     first_tag = (((by_size % per_row + 1) << voxel_bits) + start).astype(tag_type)
-    offsets, table_first, table_volume = (t.numpy() for t in _offset_table(
-        shape, torch.device("cpu"), torch.int64))
+    offsets, table_first, table_volume = (
+        t.numpy() for t in _offset_table(shape, torch.device("cpu"), torch.int64)
+    )
     tag_offsets = offsets.astype(tag_type)
     counts = np.bincount(code, minlength=mx * my * mz)
     total = int(counts @ table_volume)
@@ -192,28 +207,33 @@ def _sources_numpy(params: ShuffleParams, shape: tuple[int, int, int]) -> np.nda
     slots = np.arange(mask + 1, dtype=keys.dtype)
     read = scratch("slots read", int(counts.max()) * (mask + 1), torch.int64).numpy()
     first_block, first_write = 0, 0
-    for count, k, lo in zip(counts.tolist(), table_volume.tolist(), table_first.tolist(),
-                            strict=True):
+    for count, k, lo in zip(
+        counts.tolist(), table_volume.tolist(), table_first.tolist(), strict=True
+    ):
         if count == 0:  # one pass per block size, not per block
             continue
         end, last_block = first_write + count * k, first_block + count
         row_keys = keys[first_write:end].reshape(count, k)
         row_tags = tags[first_write:end].reshape(count, k)
-        np.add(first_dst[first_block:last_block, None], offsets[lo:lo + k],
-               out=dst[first_write:end].reshape(count, k))  # destinations, raster order
+        np.add(
+            first_dst[first_block:last_block, None],
+            offsets[lo : lo + k],
+            out=dst[first_write:end].reshape(count, k),
+        )  # destinations, raster order
         row_keys |= slots[:k]
         row_keys.sort(axis=1)  # in place; random order of the slots per row
         # The slot each destination reads from, widened to take's index type in the same
         # pass; flat and mode="wrap" (a no-op: slots are in range) skip bounds checks.
-        slot = np.bitwise_and(row_keys.ravel(), mask, out=read[:count * k])
-        np.take(tag_offsets[lo:lo + k], slot, out=row_tags.ravel(), mode="wrap")
+        slot = np.bitwise_and(row_keys.ravel(), mask, out=read[: count * k])
+        np.take(tag_offsets[lo : lo + k], slot, out=row_tags.ravel(), mode="wrap")
         row_tags += first_tag[first_block:last_block, None]
         first_block, first_write = last_block, end
     latest = scratch("latest", rows * volume, tag_dtype).numpy()
     latest.reshape(rows, volume)[:] = _identity(volume, tag_type)  # block 0, own voxel
     # torch's scatter-max (int64 indices) is several times faster than np.maximum.at.
-    torch.from_numpy(latest).scatter_reduce_(0, torch.from_numpy(dst),
-                                             torch.from_numpy(tags), reduce="amax")
+    torch.from_numpy(latest).scatter_reduce_(
+        0, torch.from_numpy(dst), torch.from_numpy(tags), reduce="amax"
+    )
     sources = scratch("sources", rows * volume, torch.int64).numpy().reshape(rows, volume)
     np.bitwise_and(latest.reshape(rows, volume), (1 << voxel_bits) - 1, out=sources)
     return sources
@@ -230,13 +250,13 @@ def _identity(volume: int, dtype: type) -> np.ndarray:
     return np.arange(volume, dtype=dtype)
 
 
-def _sources_torch(params: ShuffleParams, shape: tuple[int, int, int],
-                   device: torch.device) -> torch.Tensor:
+def _sources_torch(
+    params: ShuffleParams, shape: tuple[int, int, int], device: torch.device
+) -> torch.Tensor:
     """``_sources_numpy`` in torch ops, for accelerators: (S, X * Y * Z) int64."""
     _, Y, Z = shape
     mx, my, mz = max_block(shape)
-    volume, rows, per_row, slot_bits, voxel_bits, tag_type, key_dtype = _Layout.of(params,
-                                                                                  shape)
+    volume, rows, per_row, slot_bits, voxel_bits, tag_type, key_dtype = _Layout.of(params, shape)
     offsets, table_first, table_volume = _offset_table(shape, device, torch.int64)
     tag_offsets = offsets.to(tag_type)
     sizes = params.sizes.to(device).flatten(0, 1)  # (M, 3), blocks in write order
@@ -255,18 +275,23 @@ def _sources_torch(params: ShuffleParams, shape: tuple[int, int, int],
     mask = (1 << slot_bits) - 1
     keys &= ~mask
     first_block, first_write = 0, 0
-    for count, k, lo in zip(counts.tolist(), table_volume.tolist(), table_first.tolist(),
-                            strict=True):
+    for count, k, lo in zip(
+        counts.tolist(), table_volume.tolist(), table_first.tolist(), strict=True
+    ):
         if count == 0:
             continue
         end, last_block = first_write + count * k, first_block + count
         row_keys = keys[first_write:end].view(count, k)
-        torch.add(first_dst[first_block:last_block, None], offsets[lo:lo + k],
-                  out=dst[first_write:end].view(count, k))
+        torch.add(
+            first_dst[first_block:last_block, None],
+            offsets[lo : lo + k],
+            out=dst[first_write:end].view(count, k),
+        )
         row_keys |= torch.arange(k, dtype=row_keys.dtype, device=device)
         slot = torch.sort(row_keys, dim=1).values & mask
-        tags[first_write:end] = (tag_offsets[lo:lo + k][slot.long()]
-                                 + first_tag[first_block:last_block, None]).view(-1)
+        tags[first_write:end] = (
+            tag_offsets[lo : lo + k][slot.long()] + first_tag[first_block:last_block, None]
+        ).view(-1)
         first_block, first_write = last_block, end
     latest = torch.arange(volume, dtype=tag_type, device=device).repeat(rows)
     latest.scatter_reduce_(0, dst, tags, reduce="amax")
@@ -290,17 +315,25 @@ def _entry_keys(params: ShuffleParams, total: int, dtype: torch.dtype) -> torch.
     if device.type == "cpu":
         narrow = dtype == torch.int32
         count = (total + 1) // 2 if narrow else total
-        raw = random_words(params.seed, count,
-                           out=scratch("keys", count, torch.int64).numpy().view(np.uint64))
+        raw = random_words(
+            params.seed, count, out=scratch("keys", count, torch.int64).numpy().view(np.uint64)
+        )
         return torch.from_numpy(raw.view(np.int32 if narrow else np.int64)[:total])
     info = torch.iinfo(dtype)
-    return torch.randint(info.min, info.max, (total,), dtype=dtype, device=device,
-                         generator=sub_generator(params.seed, device))
+    return torch.randint(
+        info.min,
+        info.max,
+        (total,),
+        dtype=dtype,
+        device=device,
+        generator=sub_generator(params.seed, device),
+    )
 
 
 @functools.lru_cache(maxsize=8)
-def _offset_table(shape: tuple[int, int, int], device: torch.device,
-                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _offset_table(
+    shape: tuple[int, int, int], device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Raster offsets of the voxels of every possible block size, one size after another.
 
     Size code ((sx-1)*my + sy-1)*mz + sz-1 has its sx*sy*sz offsets at ``first[code]``
@@ -319,10 +352,15 @@ def _offset_table(shape: tuple[int, int, int], device: torch.device,
     return (i * (Y * Z) + j * Z + k).to(dtype), first.to(dtype), volume
 
 
-def local_pixel_shuffle(cubes: torch.Tensor, generator: torch.Generator, *,
-                        apply: torch.Tensor | None = None,
-                        blocks: int = 10_000) -> torch.Tensor:
+def local_pixel_shuffle(
+    cubes: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    apply: torch.Tensor | None = None,
+    blocks: int = 10_000,
+) -> torch.Tensor:
     """Shuffle ``blocks`` random blocks in each applied sample; see ``sample_local_shuffle``."""
-    params = sample_local_shuffle(cubes.shape[0], spatial_shape(cubes), generator,
-                                  apply=apply, blocks=blocks)
+    params = sample_local_shuffle(
+        cubes.shape[0], spatial_shape(cubes), generator, apply=apply, blocks=blocks
+    )
     return apply_local_shuffle(cubes, params)

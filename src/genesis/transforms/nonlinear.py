@@ -41,8 +41,13 @@ class NonlinearParams:
     invert: torch.Tensor
 
 
-def sample_nonlinear(n: int, generator: torch.Generator, *, apply: torch.Tensor | None = None,
-                     invert_rate: float = 0.5) -> NonlinearParams:
+def sample_nonlinear(
+    n: int,
+    generator: torch.Generator,
+    *,
+    apply: torch.Tensor | None = None,
+    invert_rate: float = 0.5,
+) -> NonlinearParams:
     """P1, P2 uniform in the unit square; inverted with probability ``invert_rate``."""
     samples = selected(apply, n, generator.device)
     count = samples.numel()
@@ -51,16 +56,18 @@ def sample_nonlinear(n: int, generator: torch.Generator, *, apply: torch.Tensor 
     return NonlinearParams(samples=samples, controls=controls, invert=invert)
 
 
-def bezier_curves(controls: torch.Tensor, invert: torch.Tensor,
-                  points: int = DEFAULT_POINTS) -> tuple[torch.Tensor, torch.Tensor]:
+def bezier_curves(
+    controls: torch.Tensor, invert: torch.Tensor, points: int = DEFAULT_POINTS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sampled maps (xs, ys), each (S, points) float64 on the controls' device: xs increasing
     from 0 to 1, ys = f(xs); see ``_curves``."""
     xs, ys = _curves(controls, invert, points)
     return torch.from_numpy(xs).to(controls.device), torch.from_numpy(ys).to(controls.device)
 
 
-def _curves(controls: torch.Tensor, invert: torch.Tensor,
-            points: int) -> tuple[np.ndarray, np.ndarray]:
+def _curves(
+    controls: torch.Tensor, invert: torch.Tensor, points: int
+) -> tuple[np.ndarray, np.ndarray]:
     """NumPy float64 (xs, ys) for (S, 2, 2) controls and (S,) bool ``invert`` on any device.
 
     With control points in the unit square, x(t) and y(t) are non-decreasing in t, so
@@ -96,8 +103,9 @@ def _float64(array: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(array, dtype=np.float64)
 
 
-def lookup(values: torch.Tensor, xs: torch.Tensor | np.ndarray,
-           ys: torch.Tensor | np.ndarray) -> torch.Tensor:
+def lookup(
+    values: torch.Tensor, xs: torch.Tensor | np.ndarray, ys: torch.Tensor | np.ndarray
+) -> torch.Tensor:
     """Piecewise-linear f(values) through the points (xs, ys) of each row, like ``np.interp``.
 
     values (S, V) are clamped to [0, 1]; xs (S, K) is non-decreasing from 0 to 1 and ys = f(xs).
@@ -116,13 +124,20 @@ def lookup(values: torch.Tensor, xs: torch.Tensor | np.ndarray,
     if values.device.type != "cpu":
         return _lookup_torch(values, table, xs, ys)
     out = torch.empty(rows * count)
-    _read_numpy(values.float().contiguous().numpy(), range(rows), table, xs, ys,
-                out.numpy().reshape(rows, count))
+    _read_numpy(
+        values.float().contiguous().numpy(),
+        range(rows),
+        table,
+        xs,
+        ys,
+        out.numpy().reshape(rows, count),
+    )
     return out.view(rows, count)
 
 
-def _lookup_torch(values: torch.Tensor, table: _Table, xs: np.ndarray,
-                  ys: np.ndarray) -> torch.Tensor:
+def _lookup_torch(
+    values: torch.Tensor, table: _Table, xs: np.ndarray, ys: np.ndarray
+) -> torch.Tensor:
     """The accelerator path of ``lookup``, in torch ops on the values' device: the table
     read, then the exact search for the voxels of bent cells."""
     rows, count = values.shape
@@ -130,8 +145,9 @@ def _lookup_torch(values: torch.Tensor, table: _Table, xs: np.ndarray,
     out, bent = _read_torch(values, table)
     if bent.any():
         where = bent.nonzero().squeeze(1)
-        exact = _search(values.reshape(-1)[where].cpu().numpy(),
-                        (where // count).cpu().numpy(), xs, ys)
+        exact = _search(
+            values.reshape(-1)[where].cpu().numpy(), (where // count).cpu().numpy(), xs, ys
+        )
         out[where] = torch.from_numpy(exact).to(out.device, torch.float32)
     return out.view(rows, count)
 
@@ -155,8 +171,14 @@ def _read_torch(values: torch.Tensor, table: _Table) -> tuple[torch.Tensor, torc
 _CHUNK = 131_072
 
 
-def _read_numpy(values: np.ndarray, rows: Sequence[int], table: _Table, xs: np.ndarray,
-                ys: np.ndarray, out: np.ndarray) -> None:
+def _read_numpy(
+    values: np.ndarray,
+    rows: Sequence[int],
+    table: _Table,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    out: np.ndarray,
+) -> None:
     """The CPU read: out[rows[i]] = f_i(values[rows[i]]) for table row i, exact everywhere.
 
     values and out are float32 (N, V) and may be the same array (in place). The work runs
@@ -175,9 +197,9 @@ def _read_numpy(values: np.ndarray, rows: Sequence[int], table: _Table, xs: np.n
     result = scratch("result", chunk, torch.float32).numpy()
     pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []
     for index, row in enumerate(rows):
-        row_pairs = pairs[index * width:(index + 1) * width]
+        row_pairs = pairs[index * width : (index + 1) * width]
         for first in range(0, values.shape[1], chunk):
-            source = values[row, first:first + chunk]
+            source = values[row, first : first + chunk]
             n = source.size
             fraction, part, at, got = scaled[:n], whole[:n], cell[:n], found[:n]
             at32 = narrow[:n]
@@ -190,20 +212,20 @@ def _read_numpy(values: np.ndarray, rows: Sequence[int], table: _Table, xs: np.n
             np.take(row_pairs, at, out=got, mode="wrap")
             np.multiply(got.imag, fraction, out=fraction)
             if not bent_rows[index]:
-                np.add(got.real, fraction, out=out[row, first:first + n])
+                np.add(got.real, fraction, out=out[row, first : first + n])
                 continue
             target = result[:n]
             np.add(got.real, fraction, out=target)
             bent = np.flatnonzero(got.imag > 2.0)  # _UNSURE rises mark the cells to search
             if bent.size:
                 pending.append((index, row, first + bent, source[bent].copy()))
-            out[row, first:first + n] = target
+            out[row, first : first + n] = target
     if pending:
         table_rows = np.concatenate([np.full(len(where), index) for index, _, where, _ in pending])
         exact = _search(np.concatenate([v for *_, v in pending]), table_rows, xs, ys)
         start = 0
         for _, row, where, _ in pending:
-            out[row, where] = exact[start:start + where.size]
+            out[row, where] = exact[start : start + where.size]
             start += where.size
 
 
@@ -243,7 +265,7 @@ class _Table:
         np.clip(segment, 0, points - 1, out=segment)
         segment += row * points  # flat indices from here on
         edges = np.arange(CELLS + 1, dtype=np.float64) / CELLS
-        start = (ys.take(segment) + _slopes(xs, ys).take(segment) * (edges - xs.take(segment)))
+        start = ys.take(segment) + _slopes(xs, ys).take(segment) * (edges - xs.take(segment))
         rise = np.diff(start, axis=1)
         # Both f and the chord are linear between curve points, so the chord's worst error
         # in a cell is at one of the curve points inside it: a cell is bent when any of its
@@ -251,7 +273,8 @@ class _Table:
         cell = np.floor(position).astype(np.int64)
         np.clip(cell, 0, CELLS - 1, out=cell)
         chord = start.take(cell + row * (CELLS + 1)) + (position - cell) * rise.take(
-            cell + row * CELLS)
+            cell + row * CELLS
+        )
         off = np.abs(ys - chord) > CHORD_TOLERANCE
         bent = np.zeros((rows, CELLS), dtype=bool)
         bent[np.nonzero(off)[0], cell[off]] = True
@@ -272,27 +295,28 @@ def _slopes(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return slope
 
 
-def _search(values: np.ndarray, rows: np.ndarray, xs: np.ndarray,
-            ys: np.ndarray) -> np.ndarray:
+def _search(values: np.ndarray, rows: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Exact float64 interpolation of a few (value, row) pairs: one ``searchsorted`` over all
     rows at once, each row's curve shifted by 2 * row so the concatenation stays sorted."""
     shift = 2.0 * np.arange(xs.shape[0], dtype=np.float64)
     values = np.clip(values.astype(np.float64), 0.0, 1.0)
-    segment = np.searchsorted((xs + shift[:, None]).ravel(), values + shift[rows],
-                              side="right") - 1
+    segment = np.searchsorted((xs + shift[:, None]).ravel(), values + shift[rows], side="right") - 1
     x0, y0, slope = xs.ravel(), ys.ravel(), _slopes(xs, ys).ravel()
     return y0[segment] + slope[segment] * (values - x0[segment])
 
 
-def apply_nonlinear(cubes: torch.Tensor, params: NonlinearParams, *,
-                    points: int = DEFAULT_POINTS) -> torch.Tensor:
+def apply_nonlinear(
+    cubes: torch.Tensor, params: NonlinearParams, *, points: int = DEFAULT_POINTS
+) -> torch.Tensor:
     """Map the intensities of the selected samples of ``cubes``; returns a new tensor."""
-    return apply_nonlinear_(cubes.clone(memory_format=torch.contiguous_format), params,
-                            points=points)
+    return apply_nonlinear_(
+        cubes.clone(memory_format=torch.contiguous_format), params, points=points
+    )
 
 
-def apply_nonlinear_(cubes: torch.Tensor, params: NonlinearParams, *,
-                     points: int = DEFAULT_POINTS) -> torch.Tensor:
+def apply_nonlinear_(
+    cubes: torch.Tensor, params: NonlinearParams, *, points: int = DEFAULT_POINTS
+) -> torch.Tensor:
     """``apply_nonlinear`` in place: modifies and returns ``cubes``."""
     spatial_shape(cubes)
     if params.samples.numel() == 0:
@@ -309,9 +333,14 @@ def apply_nonlinear_(cubes: torch.Tensor, params: NonlinearParams, *,
     return cubes.index_copy_(0, samples, mapped)
 
 
-def nonlinear(cubes: torch.Tensor, generator: torch.Generator, *,
-              apply: torch.Tensor | None = None, invert_rate: float = 0.5,
-              points: int = DEFAULT_POINTS) -> torch.Tensor:
+def nonlinear(
+    cubes: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    apply: torch.Tensor | None = None,
+    invert_rate: float = 0.5,
+    points: int = DEFAULT_POINTS,
+) -> torch.Tensor:
     """Apply a random Bezier intensity map to each applied sample; see ``sample_nonlinear``."""
     params = sample_nonlinear(cubes.shape[0], generator, apply=apply, invert_rate=invert_rate)
     return apply_nonlinear(cubes, params, points=points)

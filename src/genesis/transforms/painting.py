@@ -54,10 +54,19 @@ def outpaint_sizes(shape: tuple[int, int, int]) -> tuple[list[int], list[int]]:
     return [n - 4 * n // 7 for n in shape], [n - 3 * n // 7 for n in shape]
 
 
-def sample_boxes(n: int, shape: tuple[int, int, int], generator: torch.Generator, *,
-                 apply: torch.Tensor | None, sizes: tuple[list[int], list[int]], count: int,
-                 continue_rate: float, first_drawn: bool, margin: int,
-                 transform: str) -> PaintParams:
+def sample_boxes(
+    n: int,
+    shape: tuple[int, int, int],
+    generator: torch.Generator,
+    *,
+    apply: torch.Tensor | None,
+    sizes: tuple[list[int], list[int]],
+    count: int,
+    continue_rate: float,
+    first_drawn: bool,
+    margin: int,
+    transform: str,
+) -> PaintParams:
     """Up to ``count`` boxes per applied sample, each edge uniform in the ``sizes`` range
     and the corner uniform such that the box keeps ``margin`` voxels from every face.
 
@@ -67,8 +76,10 @@ def sample_boxes(n: int, shape: tuple[int, int, int], generator: torch.Generator
     low, high = sizes
     check_boxes_fit(shape, low, high, margin, transform)
     if not 1 <= count <= MAX_BOXES:
-        raise ConfigError(f"{transform}: {count} boxes per sample; 1 to {MAX_BOXES} are "
-                          "possible (one bit per box in a 64-bit mask)")
+        raise ConfigError(
+            f"{transform}: {count} boxes per sample; 1 to {MAX_BOXES} are "
+            "possible (one bit per box in a 64-bit mask)"
+        )
     samples = selected(apply, n, generator.device)
     picked = samples.numel()
     first = None if first_drawn else np.ones(picked, dtype=bool)
@@ -76,20 +87,27 @@ def sample_boxes(n: int, shape: tuple[int, int, int], generator: torch.Generator
     full = (picked, count, 3)
     edge = randint_numpy(generator, np.broadcast_to(low, full), np.broadcast_to(high, full))
     corners = randint_numpy(generator, margin, np.array(shape) - edge - margin)
-    return PaintParams(samples=samples, corners=on_device(corners, generator),
-                       sizes=on_device(edge, generator), active=on_device(active, generator),
-                       seed=sub_seed(generator))
+    return PaintParams(
+        samples=samples,
+        corners=on_device(corners, generator),
+        sizes=on_device(edge, generator),
+        active=on_device(active, generator),
+        seed=sub_seed(generator),
+    )
 
 
-def box_mask(params: PaintParams, shape: tuple[int, int, int],
-             device: torch.device) -> torch.Tensor:
+def box_mask(
+    params: PaintParams, shape: tuple[int, int, int], device: torch.device
+) -> torch.Tensor:
     """(S, 1, X, Y, Z) bool: the union of each sample's active boxes."""
-    return _box_bits(params, params.samples.numel(), torch.arange(params.samples.numel()),
-                     shape, device).bool()
+    return _box_bits(
+        params, params.samples.numel(), torch.arange(params.samples.numel()), shape, device
+    ).bool()
 
 
-def _axis_bits(params: PaintParams, n: int, rows: torch.Tensor, shape: tuple[int, int, int],
-               others: int) -> list[np.ndarray]:
+def _axis_bits(
+    params: PaintParams, n: int, rows: torch.Tensor, shape: tuple[int, int, int], others: int
+) -> list[np.ndarray]:
     """Per axis, (n, length) integer bits of the active boxes that span each coordinate;
     params' samples sit at ``rows``, every bit of the other rows is ``others`` (0 or 1).
 
@@ -101,8 +119,11 @@ def _axis_bits(params: PaintParams, n: int, rows: torch.Tensor, shape: tuple[int
     """
     corners, sizes = params.corners.cpu().numpy(), params.sizes.cpu().numpy()
     boxes = corners.shape[1]
-    dtype = next(t for t, bits in ((np.uint8, 8), (np.int16, 15), (np.int32, 31),
-                                   (np.int64, 63)) if boxes <= bits)
+    dtype = next(
+        t
+        for t, bits in ((np.uint8, 8), (np.int16, 15), (np.int32, 31), (np.int64, 63))
+        if boxes <= bits
+    )
     weight = (np.int64(1) << np.arange(boxes)) * params.active.cpu().numpy()  # inactive: 0
     where = rows.cpu().numpy()
     bits = []
@@ -116,8 +137,15 @@ def _axis_bits(params: PaintParams, n: int, rows: torch.Tensor, shape: tuple[int
     return bits
 
 
-def _box_bits(params: PaintParams, n: int, rows: torch.Tensor, shape: tuple[int, int, int],
-              device: torch.device, *, others: int = 0) -> torch.Tensor:
+def _box_bits(
+    params: PaintParams,
+    n: int,
+    rows: torch.Tensor,
+    shape: tuple[int, int, int],
+    device: torch.device,
+    *,
+    others: int = 0,
+) -> torch.Tensor:
     """(n, 1, X, Y, Z) integer, nonzero inside any active box of the sample (see
     ``_axis_bits`` for ``rows`` and ``others``)."""
     return _voxel_bits(_axis_bits(params, n, rows, shape, others), device)
@@ -130,8 +158,13 @@ def _voxel_bits(bits: list[np.ndarray], device: torch.device) -> torch.Tensor:
     return plane & bz[:, None, None, None, :]
 
 
-def _painted(params: PaintParams, n: int, shape: tuple[int, int, int], device: torch.device,
-             keep_inside: bool) -> torch.Tensor:
+def _painted(
+    params: PaintParams,
+    n: int,
+    shape: tuple[int, int, int],
+    device: torch.device,
+    keep_inside: bool,
+) -> torch.Tensor:
     """(n, 1, X, Y, Z) bool: the voxels to paint, inside the boxes of params' samples or,
     with ``keep_inside``, outside them (a scratch buffer on CPU, valid until the next call).
 
@@ -151,13 +184,18 @@ def _painted(params: PaintParams, n: int, shape: tuple[int, int, int], device: t
     table = ~inside if keep_inside else inside  # (n, 256, Z): painted z voxels per pattern
     line_pattern = plane + (np.arange(n) * 256)[:, None, None]
     fill = scratch("fill", n * math.prod(shape), torch.bool)
-    np.take(table.reshape(-1, shape[2]), line_pattern.ravel(), axis=0,
-            out=fill.numpy().reshape(-1, shape[2]))
+    np.take(
+        table.reshape(-1, shape[2]),
+        line_pattern.ravel(),
+        axis=0,
+        out=fill.numpy().reshape(-1, shape[2]),
+    )
     return fill.view(n, 1, *shape)
 
 
-def _noise(params: PaintParams, count: int, dtype: torch.dtype,
-           device: torch.device) -> torch.Tensor:
+def _noise(
+    params: PaintParams, count: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     """``count`` uniform [0, 1) values, replayable from ``params.seed``: a NumPy SFC64 stream
     for CPU parameters (2.5x faster than torch's CPU generator), else torch on their device.
     On CPU a float32 result is a scratch buffer, valid until the next call.
@@ -165,12 +203,16 @@ def _noise(params: PaintParams, count: int, dtype: torch.dtype,
     where = params.corners.device
     if where.type == "cpu":
         pairs = (count + 1) // 2
-        words = random_words(params.seed, pairs, out=scratch(
-            "noise words", pairs, torch.int64).numpy().view(np.uint64)).view(np.uint32)[:count]
+        words = random_words(
+            params.seed,
+            pairs,
+            out=scratch("noise words", pairs, torch.int64).numpy().view(np.uint64),
+        ).view(np.uint32)[:count]
         np.right_shift(words, 8, out=words)  # 24 random bits: exact in float32
         noise = scratch("noise", count, torch.float32)
-        np.multiply(words, np.float32(2**-24), out=noise.numpy(), dtype=np.float32,
-                    casting="unsafe")
+        np.multiply(
+            words, np.float32(2**-24), out=noise.numpy(), dtype=np.float32, casting="unsafe"
+        )
     else:
         noise = torch.rand(count, device=where, generator=sub_generator(params.seed, where))
     noise = noise.to(device, dtype)
@@ -218,40 +260,97 @@ def _paint_(cubes: torch.Tensor, params: PaintParams, keep_inside: bool) -> torc
     return cubes
 
 
-def sample_inpaint(n: int, shape: tuple[int, int, int], generator: torch.Generator, *,
-                   apply: torch.Tensor | None = None, max_holes: int = 5,
-                   continue_rate: float = 0.95, margin: int = 3) -> PaintParams:
+def sample_inpaint(
+    n: int,
+    shape: tuple[int, int, int],
+    generator: torch.Generator,
+    *,
+    apply: torch.Tensor | None = None,
+    max_holes: int = 5,
+    continue_rate: float = 0.95,
+    margin: int = 3,
+) -> PaintParams:
     """Holes: hole k exists while k + 1 draws are all below ``continue_rate`` (so, as in the
     release, no hole at all with probability 1 - continue_rate); edges in [n//6, n//3]."""
-    return sample_boxes(n, shape, generator, apply=apply, sizes=inpaint_sizes(shape),
-                        count=max_holes, continue_rate=continue_rate, first_drawn=True,
-                        margin=margin, transform="inpainting")
+    return sample_boxes(
+        n,
+        shape,
+        generator,
+        apply=apply,
+        sizes=inpaint_sizes(shape),
+        count=max_holes,
+        continue_rate=continue_rate,
+        first_drawn=True,
+        margin=margin,
+        transform="inpainting",
+    )
 
 
-def sample_outpaint(n: int, shape: tuple[int, int, int], generator: torch.Generator, *,
-                    apply: torch.Tensor | None = None, max_windows: int = 5,
-                    continue_rate: float = 0.95, margin: int = 3) -> PaintParams:
+def sample_outpaint(
+    n: int,
+    shape: tuple[int, int, int],
+    generator: torch.Generator,
+    *,
+    apply: torch.Tensor | None = None,
+    max_windows: int = 5,
+    continue_rate: float = 0.95,
+    margin: int = 3,
+) -> PaintParams:
     """Windows: the first always, then more while rand < ``continue_rate``, at most
     ``max_windows``; edges n - randint(3n//7, 4n//7)."""
-    return sample_boxes(n, shape, generator, apply=apply, sizes=outpaint_sizes(shape),
-                        count=max_windows, continue_rate=continue_rate, first_drawn=False,
-                        margin=margin, transform="outpainting")
+    return sample_boxes(
+        n,
+        shape,
+        generator,
+        apply=apply,
+        sizes=outpaint_sizes(shape),
+        count=max_windows,
+        continue_rate=continue_rate,
+        first_drawn=False,
+        margin=margin,
+        transform="outpainting",
+    )
 
 
-def inpaint(cubes: torch.Tensor, generator: torch.Generator, *,
-            apply: torch.Tensor | None = None, max_holes: int = 5,
-            continue_rate: float = 0.95, margin: int = 3) -> torch.Tensor:
+def inpaint(
+    cubes: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    apply: torch.Tensor | None = None,
+    max_holes: int = 5,
+    continue_rate: float = 0.95,
+    margin: int = 3,
+) -> torch.Tensor:
     """In-paint each applied sample; see ``sample_inpaint`` for the distribution."""
-    params = sample_inpaint(cubes.shape[0], spatial_shape(cubes), generator, apply=apply,
-                            max_holes=max_holes, continue_rate=continue_rate, margin=margin)
+    params = sample_inpaint(
+        cubes.shape[0],
+        spatial_shape(cubes),
+        generator,
+        apply=apply,
+        max_holes=max_holes,
+        continue_rate=continue_rate,
+        margin=margin,
+    )
     return apply_inpaint(cubes, params)
 
 
-def outpaint(cubes: torch.Tensor, generator: torch.Generator, *,
-             apply: torch.Tensor | None = None, max_windows: int = 5,
-             continue_rate: float = 0.95, margin: int = 3) -> torch.Tensor:
+def outpaint(
+    cubes: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    apply: torch.Tensor | None = None,
+    max_windows: int = 5,
+    continue_rate: float = 0.95,
+    margin: int = 3,
+) -> torch.Tensor:
     """Out-paint each applied sample; see ``sample_outpaint`` for the distribution."""
-    params = sample_outpaint(cubes.shape[0], spatial_shape(cubes), generator, apply=apply,
-                             max_windows=max_windows, continue_rate=continue_rate,
-                             margin=margin)
+    params = sample_outpaint(
+        cubes.shape[0],
+        spatial_shape(cubes),
+        generator,
+        apply=apply,
+        max_windows=max_windows,
+        continue_rate=continue_rate,
+        margin=margin,
+    )
     return apply_outpaint(cubes, params)

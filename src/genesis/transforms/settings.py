@@ -46,42 +46,61 @@ class TransformSettings:
         validate(self)
 
 
-_RATES = ("flip_rate", "local_shuffle_rate", "nonlinear_rate", "invert_rate", "paint_rate",
-          "inpaint_rate", "inpaint_continue_rate", "outpaint_continue_rate")
-_MINIMUMS = {"max_flips": 1, "local_shuffle_blocks": 1, "bezier_points": 2,
-             "inpaint_max_holes": 1, "outpaint_max_windows": 1, "paint_margin": 0}
+_RATES = (
+    "flip_rate",
+    "local_shuffle_rate",
+    "nonlinear_rate",
+    "invert_rate",
+    "paint_rate",
+    "inpaint_rate",
+    "inpaint_continue_rate",
+    "outpaint_continue_rate",
+)
+_MINIMUMS = {
+    "max_flips": 1,
+    "local_shuffle_blocks": 1,
+    "bezier_points": 2,
+    "inpaint_max_holes": 1,
+    "outpaint_max_windows": 1,
+    "paint_margin": 0,
+}
 
 
 def validate(settings: TransformSettings) -> None:
     """Raise ConfigError naming the key, the allowed values and the value received."""
     for name in _RATES:
         value = getattr(settings, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not (
-                0.0 <= value <= 1.0):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (0.0 <= value <= 1.0)
+        ):
             raise ConfigError(f"{SECTION}.{name} must be a number in [0, 1], got {value!r}")
     for name, minimum in _MINIMUMS.items():
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(
-                f"{SECTION}.{name} must be an integer >= {minimum}, got {value!r}")
+            raise ConfigError(f"{SECTION}.{name} must be an integer >= {minimum}, got {value!r}")
     for name in ("inpaint_max_holes", "outpaint_max_windows"):
         if getattr(settings, name) > MAX_BOXES:
-            raise ConfigError(f"{SECTION}.{name} must be at most {MAX_BOXES} (one bit per box "
-                              f"in a 64-bit mask), got {getattr(settings, name)!r}")
+            raise ConfigError(
+                f"{SECTION}.{name} must be at most {MAX_BOXES} (one bit per box "
+                f"in a 64-bit mask), got {getattr(settings, name)!r}"
+            )
     enabled = settings.enabled
     if isinstance(enabled, str) or not isinstance(enabled, tuple | list):
-        raise ConfigError(f"{SECTION}.enabled must be a list of names from "
-                          f"{list(TRANSFORMS)}, got {enabled!r}")
+        raise ConfigError(
+            f"{SECTION}.enabled must be a list of names from {list(TRANSFORMS)}, got {enabled!r}"
+        )
     for name in enabled:
         if name not in TRANSFORMS:
-            raise ConfigError(f"{SECTION}.enabled: unknown transform {name!r}; allowed: "
-                              f"{', '.join(TRANSFORMS)}")
+            raise ConfigError(
+                f"{SECTION}.enabled: unknown transform {name!r}; allowed: {', '.join(TRANSFORMS)}"
+            )
     if len(set(enabled)) != len(enabled):
         raise ConfigError(f"{SECTION}.enabled lists a transform twice: {list(enabled)}")
 
 
-def settings_for_variant(variant: str,
-                         base: TransformSettings | None = None) -> TransformSettings:
+def settings_for_variant(variant: str, base: TransformSettings | None = None) -> TransformSettings:
     """Settings of a pretraining variant: ``all``, or one transformation alone (ablation).
 
     Flip stays on in every variant: it moves input and target together, so it is data
