@@ -180,6 +180,10 @@ def test_pretraining_notebook_runs(full_results: Path, tmp_path: Path, kernel_en
     assert_clean_with_images(notebook)
     assert "synthetic phantoms" in shown(notebook, "text/markdown")
     assert "old" not in shown(notebook, "text/plain")  # the leftover variant is not read
+    # The weights table is filled from the sidecar's keys, and epochs print as integers.
+    text = shown(notebook, "text/plain")
+    assert "d250b70ccb08cc63" in text and "bbbbbbbbbbbbbbbb" in text
+    assert "6.0" not in text.split("best epoch")[1].split("\n")[1]
 
 
 def test_target_task_notebook_runs_for_segmentation(
