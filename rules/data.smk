@@ -70,7 +70,8 @@ else:
         threads: 1
         params:
             settings=settings(config["data"]["real"]["luna16"]),
-            root=str(DATA),
+            # data/luna16/subset{k} -> data
+            root=lambda wc, output: str(Path(output[0]).parent.parent),
         shell:
             "genesis fetch luna16 --output {params.root:q} --files subset{wildcards.subset}.zip"
             " --settings {params.settings:q} > {log:q} 2>&1"
@@ -87,7 +88,7 @@ else:
         threads: 1
         params:
             settings=settings(config["data"]["real"]["luna16"]),
-            root=str(DATA),
+            root=lambda wc, output: str(Path(output.annotations).parent.parent),
         shell:
             "genesis fetch luna16 --output {params.root:q}"
             " --files annotations.csv candidates_V2.zip"
@@ -114,7 +115,7 @@ else:
                     ]
                 ]
             ),
-            root=str(DATA),
+            root=lambda wc, output: str(Path(output[0]).parent),
         shell:
             "genesis fetch {params.dataset} --output {params.root:q}"
             " --settings {params.settings:q} > {log:q} 2>&1"
