@@ -99,6 +99,14 @@ def _cross_field_checks():
     for role in ("train", "val"):
         if not roles[role]:
             raise ValueError(f"luna16.subsets.{role} must list at least one subset")
+    for task in config["tasks"]["names"]:
+        for fraction in task_section(task).get("label_fractions") or []:
+            # The run folder labels<pct> must give the fraction back exactly.
+            if float(fraction_label(float(fraction))) / 100 != float(fraction):
+                raise ValueError(
+                    f"tasks.{task}.label_fractions: {fraction} cannot be named exactly as a "
+                    "percentage; use at most 4 significant digits (e.g. 0.333)"
+                )
     x, y, z = config["cube_size"]
     if x % 16 or y % 16 or z % 8:
         raise ValueError(

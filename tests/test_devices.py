@@ -165,3 +165,24 @@ def test_jobs_per_gpu_must_be_a_positive_integer(tmp_path: Path, bad: object) ->
         lease_device(lock_dir=tmp_path, jobs_per_gpu=bad, **FAKE),
     ):  # type: ignore[arg-type]
         pass
+
+
+def test_a_waiting_exclusive_job_goes_before_new_sharing_jobs(tmp_path: Path) -> None:
+    """A pretraining waiting for a GPU that fine-tunes share is not starved: while it
+    waits (pending.lock held), no new sharing lease starts."""
+    one_gpu = {**FAKE, "device_count": 1}
+    fast = {"timeout": 0.1, "poll_seconds": 0.02}
+    with lease_device(lock_dir=tmp_path, jobs_per_gpu=3, **one_gpu):
+        pending = open(tmp_path / "pending.lock", "a+")  # noqa: SIM115 - an exclusive job waits
+        import fcntl
+
+        fcntl.flock(pending, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with (
+            pytest.raises(LeaseTimeoutError),
+            lease_device(lock_dir=tmp_path, jobs_per_gpu=3, **fast, **one_gpu),
+        ):
+            pass  # a second sharer waits although a share slot is free
+        fcntl.flock(pending, fcntl.LOCK_UN)
+        pending.close()
+        with lease_device(lock_dir=tmp_path, jobs_per_gpu=3, **fast, **one_gpu) as device:
+            assert device.index == 0  # once nobody waits, sharing resumes

@@ -434,3 +434,42 @@ def test_released_keras_takes_the_h5_file(tmp_path: Path) -> None:
     pt.write_bytes(b"")
     with pytest.raises(ConfigError, match=r"released_keras takes the Keras \.h5 file"):
         Init("released_keras", pt)
+
+
+def test_binary_task_keeps_its_label_value_and_keras_head_resets(
+    sources: dict[str, Path], tmp_path: Path
+) -> None:
+    """A binary task whose foreground is 2 (white matter only): prepare.json records 2,
+    predictions carry 2, and `reset_head` works for the Keras release's head too. The
+    CSV starts with a byte-order mark, as Excel writes it."""
+    from genesis.tasks.prepare_segmentation import SegmentationSettings, prepare_segmentation
+
+    root = sources["segmentation"]
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    rows = ["image,label"]
+    for k in range(5):
+        label = nib.load(root / "labelsTr" / f"mni_{k:03d}.nii.gz")
+        values = np.asarray(label.dataobj).copy()
+        values[values == 1] = 0  # grey matter becomes background: white matter (2) only
+        nib.save(nib.Nifti1Image(values, label.affine), labels / f"mni_{k:03d}.nii.gz")
+        rows.append(f"{root}/imagesTr/mni_{k:03d}.nii.gz,{labels}/mni_{k:03d}.nii.gz")
+    table = tmp_path / "white.csv"
+    table.write_text("\ufeff" + "\n".join(rows) + "\n", encoding="utf-8")
+    task_dir = tmp_path / "white"
+    prepare_segmentation(
+        "white", table, task_dir, SegmentationSettings(cube_size=tuple(CUBE)), seed=0
+    )
+    info = task_info(task_dir)
+    assert info.classes == ("0", "2") and info.n_outputs == 1
+    weights = next(KERAS_FIXTURE.glob("*.h5"))
+    settings = resolve_settings("white", {**TINY, "reset_head": True}, "segmentation")
+    run = tmp_path / "run"
+    finetune(
+        "white", task_dir, run, Init("released_keras", weights), seed=1, settings=settings, run=0
+    )
+    record = json.loads((run / "weights.json").read_text())["finetune"]
+    assert record["init_weights"]["head_reset"] is True
+    evaluate("white", task_dir, run, EvaluateSettings())
+    for prediction in (run / "predictions").glob("*.nii.gz"):
+        assert set(np.unique(np.asarray(nib.load(prediction).dataobj))) <= {0, 2}

@@ -34,6 +34,7 @@ CASES = [
     ("tasks:\n  inits: [scratch, released_keras]\n", "tasks.released_keras_weights is not set"),
     ("tasks:\n  released_weights: weights.h5\n", "must be a .pt or .safetensors file"),
     ("tasks:\n  lcs: {label_fractions: [0]}\n", "label_fractions"),
+    ("tasks:\n  lcs: {label_fractions: [0.3333333333]}\n", "cannot be named exactly"),
 ]
 
 

@@ -92,6 +92,11 @@ class ClassificationData:
         self.positive_fraction = settings.positive_fraction
         train_cubes, train_labels = load_ncc_split(task_dir, "train")
         val_cubes, self.val_labels = load_ncc_split(task_dir, "val")
+        if self.positive_fraction is not None and int(np.max(train_labels, initial=0)) > 1:
+            raise ConfigError(
+                f"tasks.{task}.finetune.positive_fraction balances positives against "
+                "negatives; this task has more than two classes: set it to null"
+            )
         for split, labels in (("train", train_labels), ("val", self.val_labels)):
             if len(labels) == 0:
                 raise InputError(task_dir, f"{task} {split} split holds no cubes")

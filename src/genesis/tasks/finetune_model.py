@@ -171,10 +171,9 @@ def initialise(
     log.info("init %s: %s", init.name, report.summary())
     head_reset = reset_head and segmentation and not except_head
     if head_reset:
-        model.out_tr.final_conv.reset_parameters()
-        log.info(
-            "init %s: segmentation head out_tr.final_conv re-initialised (reset_head)", init.name
-        )
+        head = model.head if init.keras else model.out_tr.final_conv
+        head.reset_parameters()
+        log.info("init %s: segmentation head re-initialised (reset_head)", init.name)
     return {
         "init": init.name,
         "weights": str(init.weights),

@@ -66,6 +66,9 @@ class Preprocessing:
     #: as their indices. None: binary, every non-zero allowed value is foreground.
     class_values: tuple[int, ...] | None = None
     class_names: tuple[str, ...] | None = None
+    #: The source values recorded in prepare.json (and written back into predictions):
+    #: ``class_values``, or for a binary task its background and foreground values.
+    recorded_values: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ def prepare_cases(
             f"{task}: no usable case in split(s) {', '.join(empty)} "
             f"({len(skipped)} skipped; see the log); cannot train or evaluate",
         )
-    values = prep.class_values or (0, 1)
+    values = prep.class_values or prep.recorded_values or (0, 1)
     names = prep.class_names or ("background", "foreground")
     train_voxels = [
         sum(r["class_voxels"][k] for r in rows if r["split"] == "train") for k in range(len(values))

@@ -198,7 +198,8 @@ def _msd(root: Path, channel: int | None) -> Discovered:
 
 def _csv(path: Path, channel: int | None) -> Discovered:
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
+        # utf-8-sig: a CSV saved by Excel starts with a byte-order mark.
+        with path.open(encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle)
             header = [h.strip() for h in reader.fieldnames or []]
             rows = list(reader)
@@ -292,6 +293,11 @@ def resolve_classes(
         return values, tuple(names)
     if found.classes is not None:
         values = tuple(sorted(found.classes))
+        if values[0] < 0 or values[-1] > 255 or len(values) < 2:
+            raise InputError(
+                None, f"dataset.json's labels {found.classes}: expected background 0 and at "
+                "least one class, with values in 0..255"
+            )
         if values[0] != 0:
             raise InputError(
                 None, f"dataset.json's labels {found.classes} lack the background value 0"
@@ -352,6 +358,7 @@ def prepare_segmentation(
         crop_margin=settings.crop_margin,
         geometry_tolerance_mm=settings.geometry_tolerance_mm,
         class_values=values if len(values) > 2 else None,
+        recorded_values=values,
         class_names=names,
     )
     target = ", ".join(f"{v} {n}" for v, n in zip(values, names, strict=True))

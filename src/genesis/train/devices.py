@@ -22,8 +22,13 @@ Sharing a GPU (``jobs_per_gpu`` k > 1, for many small fine-tunes): each GPU then
 share slots, files ``gpu{i}.share{j}.lock``; a sharing job holds one of them exclusively
 and ``gpu{i}.lock`` *shared*, while an exclusive job (pretraining) holds ``gpu{i}.lock``
 exclusively. So k small jobs run together on one GPU, and never beside a pretraining
-that wants the whole device. Sharing jobs fill the GPUs in turn (slot j of GPU i is tried
-in the order j = 0, i = 0..N-1, then j = 1, ...), so 4 jobs on 2 GPUs run 2 + 2.
+that wants the whole device. An exclusive job that finds no free GPU announces itself in
+``pending.lock``; sharing jobs start no new lease while it waits, so a stream of small
+jobs cannot starve a pretraining. Sharing jobs count 0 GPUs for Snakemake (its resources
+are integers), so more of them may start than there are slots: they wait for a slot, by
+default up to a week (``$GENESIS_GPU_LEASE_TIMEOUT`` sets it). Sharing jobs fill the
+GPUs in turn (slot j of GPU i is tried in the order j = 0, i = 0..N-1, then j = 1, ...),
+so 4 jobs on 2 GPUs run 2 + 2.
 
 Library code never sets ``CUDA_VISIBLE_DEVICES``: it would break other code in the same
 process that already initialised CUDA.
@@ -49,6 +54,10 @@ log = logging.getLogger(__name__)
 LOCK_DIR_ENV = "GENESIS_GPU_LOCK_DIR"
 SLOTS_ENV = "GENESIS_GPU_SLOTS"
 TIMEOUT_ENV = "GENESIS_GPU_LEASE_TIMEOUT"
+#: The file an exclusive job locks while it waits, so that sharing jobs let it in first.
+PENDING = "pending.lock"
+#: Sharing jobs may have started before a slot was free (see the module docs): a week.
+SHARING_TIMEOUT = 7 * 24 * 3600.0
 
 
 class LeaseTimeoutError(GenesisError):
@@ -104,9 +113,10 @@ def lease_device(
     count = _slot_count(slots, device_count)
     folder = Path(lock_dir) if lock_dir is not None else default_lock_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    index, handles = _acquire(
-        folder, count, default_timeout() if timeout is None else timeout, poll_seconds, jobs_per_gpu
-    )
+    if timeout is None:
+        shared_default = jobs_per_gpu > 1 and not os.environ.get(TIMEOUT_ENV)
+        timeout = SHARING_TIMEOUT if shared_default else default_timeout()
+    index, handles = _acquire(folder, count, timeout, poll_seconds, jobs_per_gpu)
     try:
         log.info(
             "leased GPU %d of %d (%s)",
@@ -159,7 +169,12 @@ def _try_lock(folder: Path, index: int, share: int | None = None) -> list[IO[str
     slot = _try_flock(_share_file(folder, index, share), fcntl.LOCK_EX)
     if slot is None:
         return None
-    device = _try_flock(_lock_file(folder, index), fcntl.LOCK_SH, note=False)
+    try:
+        device = _try_flock(_lock_file(folder, index), fcntl.LOCK_SH, note=False)
+    except OSError:
+        fcntl.flock(slot, fcntl.LOCK_UN)
+        slot.close()
+        raise
     if device is None:  # an exclusive job holds the whole GPU
         fcntl.flock(slot, fcntl.LOCK_UN)
         slot.close()
@@ -174,6 +189,9 @@ def _try_flock(path: Path, mode: int, note: bool = True) -> IO[str] | None:
     except BlockingIOError:
         handle.close()
         return None
+    except OSError:  # e.g. no locks on this file system: say so, do not leak the handle
+        handle.close()
+        raise
     if not note:
         return handle
     # The pid is only a hint for a human looking at the folder; the lock is what counts.
@@ -189,24 +207,47 @@ def _acquire(
 ) -> tuple[int, list[IO[str]]]:
     deadline = time.monotonic() + timeout
     waiting_logged = False
+    sharing = jobs_per_gpu > 1
     slots = (
-        [(index, None) for index in range(count)]
-        if jobs_per_gpu == 1
-        else [(index, share) for share in range(jobs_per_gpu) for index in range(count)]
+        [(index, share) for share in range(jobs_per_gpu) for index in range(count)]
+        if sharing
+        else [(index, None) for index in range(count)]
     )
-    while True:
-        for index, share in slots:
-            handles = _try_lock(folder, index, share)
-            if handles is not None:
-                return index, handles
-        if time.monotonic() >= deadline:
-            raise LeaseTimeoutError(
-                f"all {len(slots)} GPU slot(s) in {folder} stayed busy for "
-                f"{timeout:g} s; another job holds them"
-            )
-        if not waiting_logged:
-            log.info(
-                "all %d GPU slot(s) in %s are busy; waiting up to %g s", len(slots), folder, timeout
-            )
-            waiting_logged = True
-        time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
+    pending: IO[str] | None = None  # an exclusive job's "I am waiting" lock
+    try:
+        while True:
+            if not (sharing and _exclusive_waiting(folder)):
+                for index, share in slots:
+                    handles = _try_lock(folder, index, share)
+                    if handles is not None:
+                        return index, handles
+            if not sharing and pending is None:
+                pending = _try_flock(folder / PENDING, fcntl.LOCK_EX)
+            if time.monotonic() >= deadline:
+                raise LeaseTimeoutError(
+                    f"all {len(slots)} GPU slot(s) in {folder} stayed busy for "
+                    f"{timeout:g} s; another job holds them"
+                )
+            if not waiting_logged:
+                log.info(
+                    "all %d GPU slot(s) in %s are busy; waiting up to %g s",
+                    len(slots),
+                    folder,
+                    timeout,
+                )
+                waiting_logged = True
+            time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
+    finally:
+        if pending is not None:
+            fcntl.flock(pending, fcntl.LOCK_UN)
+            pending.close()
+
+
+def _exclusive_waiting(folder: Path) -> bool:
+    """Whether an exclusive job waits for a GPU (it holds ``pending.lock``)."""
+    probe = _try_flock(folder / PENDING, fcntl.LOCK_SH, note=False)
+    if probe is None:
+        return True
+    fcntl.flock(probe, fcntl.LOCK_UN)
+    probe.close()
+    return False
