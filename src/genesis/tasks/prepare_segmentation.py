@@ -295,8 +295,9 @@ def resolve_classes(
         values = tuple(sorted(found.classes))
         if values[0] < 0 or values[-1] > 255 or len(values) < 2:
             raise InputError(
-                None, f"dataset.json's labels {found.classes}: expected background 0 and at "
-                "least one class, with values in 0..255"
+                None,
+                f"dataset.json's labels {found.classes}: expected background 0 and at "
+                "least one class, with values in 0..255",
             )
         if values[0] != 0:
             raise InputError(
