@@ -446,6 +446,12 @@ def data_label():
         label = "synthetic phantoms"
     else:
         label = "LUNA16 and MSD data"
+    if own_data_splits():
+        modality = config["own_data"]["modality"]
+        scans = "own scans" if modality == "auto" else f"own {modality.upper()} scans"
+        label += f"; pretrained on {scans}" + (
+            " and LUNA16" if luna16_pretraining() else " only"
+        )
     own = [t for t in config["tasks"]["names"] if t not in PRESET_KINDS]
     if own:
         label += "; own tasks: " + ", ".join(

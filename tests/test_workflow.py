@@ -104,6 +104,8 @@ def test_own_scans_replace_luna16_for_pretraining(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert planned_jobs(result.stdout)["extract_own_cubes"] == 2
     assert "--train results/cubes/own_train.npy --val results/cubes/own_val.npy" in result.stdout
+    # Tables, figures and reports say what the model was pretrained on.
+    assert "--data-label 'synthetic phantoms; pretrained on own scans only'" in result.stdout
 
 
 @pytest.mark.parametrize("extra", [[], ["config/paper.yaml"], ["config/validation.yaml"]])
