@@ -1,6 +1,5 @@
 # Helpers shared by every rules file: config validation, paths, settings for the engine.
 import json
-import shlex
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -57,10 +56,9 @@ def log_path(*parts):
     return str(RESULTS.joinpath("logs", *map(str, parts)))
 
 
-#: Training jobs write everything to their log and show its epoch lines in the console
-#: (the shell runs with pipefail, so the job still fails with the engine; grep finding no
-#: line is not a failure).
-PROGRESS = "(grep --line-buffered -E 'INFO .* epoch [0-9]+: ' || true)"
+# Training jobs (pretrain, finetune) write everything to their log and show its epoch
+# lines in the console: `... 2>&1 | tee LOG | (grep ... || true)`. The shell runs with
+# pipefail, so the job still fails with the engine; grep finding no line is no failure.
 
 
 #: GPU units a fine-tuning or evaluation job counts against `--resources gpu=N`. Snakemake
@@ -119,13 +117,6 @@ def finetune_runtime(wildcards):
 def finetune_mem_mb(wildcards):
     s = task_section(wildcards.task).get("finetune") or {}
     return training_mem_mb(s.get("batch_size", 16))
-
-
-def shell_paths(paths):
-    """Paths quoted for the shell, for params that build an optional option."""
-    if isinstance(paths, str):
-        paths = [paths]
-    return " ".join(shlex.quote(str(path)) for path in paths)
 
 
 def settings(section, **extra):
@@ -357,8 +348,8 @@ def task_split_file(wildcards):
 def task_kind_option(wildcards):
     """--kind for a user task (the presets know theirs)."""
     if wildcards.task in PRESET_KINDS:
-        return ""
-    return f"--kind {task_kind(wildcards.task)}"
+        return []
+    return ["--kind", task_kind(wildcards.task)]
 
 
 def stage_settings(wildcards, stage):

@@ -27,8 +27,8 @@ rule extract_cubes:
             "val" if int(wc.subset) in config["luna16"]["subsets"]["val"] else "train"
         ),
     shell:
-        "genesis cubes --inputs {input:q} --output {output.shard:q} --split {params.split}"
-        " --modality ct --seed {params.seed} --settings {params.settings:q} > {log:q} 2>&1"
+        "genesis cubes --inputs {input:q} --output {output.shard:q} --split {params.split:q}"
+        " --modality ct --seed {params.seed:q} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule extract_own_cubes:
@@ -52,6 +52,6 @@ rule extract_own_cubes:
         modality=config["own_data"]["modality"],
         skip_bad="--skip-bad" if config["own_data"]["skip_bad"] else "--no-skip-bad",
     shell:
-        "genesis cubes --inputs {input:q} --output {output.shard:q} --split {wildcards.split}"
-        " --modality {params.modality} --seed {params.seed} {params.skip_bad}"
+        "genesis cubes --inputs {input:q} --output {output.shard:q} --split {wildcards.split:q}"
+        " --modality {params.modality:q} --seed {params.seed:q} {params.skip_bad:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"

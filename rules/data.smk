@@ -24,7 +24,7 @@ if SYNTHETIC:
             seed=config["seed"],
             folder=lambda wc, output: Path(output.annotations).parent,
         shell:
-            "genesis synth luna16 --output {params.folder:q} --seed {params.seed}"
+            "genesis synth luna16 --output {params.folder:q} --seed {params.seed:q}"
             " --settings {params.settings:q} > {log:q} 2>&1"
 
     rule synthesize_liver:
@@ -39,7 +39,7 @@ if SYNTHETIC:
             settings=settings(config["data"]["synthetic"]["liver"]),
             seed=config["seed"],
         shell:
-            "genesis synth liver --output {output:q} --seed {params.seed}"
+            "genesis synth liver --output {output:q} --seed {params.seed:q}"
             " --settings {params.settings:q} > {log:q} 2>&1"
 
     rule synthesize_brain:
@@ -54,7 +54,7 @@ if SYNTHETIC:
             settings=settings(config["data"]["synthetic"]["brain"]),
             seed=config["seed"],
         shell:
-            "genesis synth brain --output {output:q} --seed {params.seed}"
+            "genesis synth brain --output {output:q} --seed {params.seed:q}"
             " --settings {params.settings:q} > {log:q} 2>&1"
 
 else:
@@ -73,7 +73,7 @@ else:
             # data/luna16/subset{k} -> data
             root=lambda wc, output: str(Path(output[0]).parent.parent),
         shell:
-            "genesis fetch luna16 --output {params.root:q} --files subset{wildcards.subset}.zip"
+            "genesis fetch luna16 --output {params.root:q} --files subset{wildcards.subset:q}.zip"
             " --settings {params.settings:q} > {log:q} 2>&1"
 
     rule download_luna16_tables:
@@ -117,7 +117,7 @@ else:
             ),
             root=lambda wc, output: str(Path(output[0]).parent),
         shell:
-            "genesis fetch {params.dataset} --output {params.root:q}"
+            "genesis fetch {params.dataset:q} --output {params.root:q}"
             " --settings {params.settings:q} > {log:q} 2>&1"
 
 

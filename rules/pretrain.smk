@@ -26,9 +26,8 @@ rule pretrain:
         seed=config["seed"],
         gpus=config["pretrain"]["gpus"],
         output_dir=lambda wc: results_path("pretrain", wc.variant),
-        progress=PROGRESS,
     shell:
         "genesis pretrain --train {input.train:q} --val {input.val:q}"
-        " --output-dir {params.output_dir:q} --variant {wildcards.variant}"
-        " --seed {params.seed} --threads {threads} --gpus {params.gpus}"
-        " --settings {params.settings:q} 2>&1 | tee {log:q} | {params.progress}"
+        " --output-dir {params.output_dir:q} --variant {wildcards.variant:q}"
+        " --seed {params.seed:q} --threads {threads:q} --gpus {params.gpus:q}"
+        " --settings {params.settings:q} 2>&1 | tee {log:q} | (grep --line-buffered -E 'INFO .* epoch [0-9]+: ' || true)"

@@ -110,7 +110,7 @@ rule figure_label_efficiency:
         stem=output_stem,
         data_label=data_label(),
     shell:
-        "genesis figures label-efficiency --summary {input.summary:q} --task {wildcards.task}"
+        "genesis figures label-efficiency --summary {input.summary:q} --task {wildcards.task:q}"
         " --data-label {params.data_label:q} --output {params.stem:q} > {log:q} 2>&1"
 
 
@@ -138,8 +138,8 @@ rule figure_gallery:
         data_label=data_label() if luna16_pretraining() else "own scans",
     shell:
         "genesis figures gallery --cubes {input.cubes:q} --output {params.stem:q}"
-        " --seed {params.seed} --settings {params.settings:q}"
-        " --modality {params.modality} --data-label {params.data_label:q} > {log:q} 2>&1"
+        " --seed {params.seed:q} --settings {params.settings:q}"
+        " --modality {params.modality:q} --data-label {params.data_label:q} > {log:q} 2>&1"
 
 
 rule figure_pretraining:
@@ -220,7 +220,7 @@ rule figure_curves:
         stem=output_stem,
         data_label=data_label(),
     shell:
-        "genesis figures curves --task {wildcards.task} --curves {input.curves:q}"
+        "genesis figures curves --task {wildcards.task:q} --curves {input.curves:q}"
         " --data-label {params.data_label:q} --output {params.stem:q} > {log:q} 2>&1"
 
 
@@ -264,7 +264,7 @@ rule figure_segmentations:
         ],
         data_label=data_label(),
     shell:
-        "genesis figures segmentations --task {wildcards.task}"
+        "genesis figures segmentations --task {wildcards.task:q}"
         " --predictions {params.predictions:q} --per-case {input.per_case:q}"
         " --task-dir {input.task_dir:q} --data-label {params.data_label:q}"
         " --output {params.stem:q} > {log:q} 2>&1"

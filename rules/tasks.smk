@@ -20,11 +20,11 @@ rule prepare_task:
         data=task_data,
         kind=task_kind_option,
         split_file=lambda wc, input: (
-            f"--split-file {shell_paths(input.split_file)}" if input.split_file else ""
+            ["--split-file", *input.split_file] if input.split_file else []
         ),
     shell:
-        "genesis prepare {wildcards.task} {params.kind} --data {params.data:q}"
-        " --output-dir {output:q} --seed {params.seed} {params.split_file}"
+        "genesis prepare {wildcards.task:q} {params.kind:q} --data {params.data:q}"
+        " --output-dir {output:q} --seed {params.seed:q} {params.split_file:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"
 
 
@@ -52,18 +52,17 @@ rule finetune:
         seed=lambda wc: run_seed(wc.run),
         fraction=fraction_of,
         weights=lambda wc, input: (
-            f"--weights {shell_paths(input.weights)}" if input.weights else ""
+            ["--weights", *input.weights] if input.weights else []
         ),
         output_dir=lambda wc, output: str(Path(output.curves).parent),
-        progress=PROGRESS,
         jobs_per_gpu=config["tasks"]["jobs_per_gpu"],
     shell:
-        "genesis finetune --task {wildcards.task} --data {input.data:q}"
-        " --init {wildcards.init} {params.weights} --output-dir {params.output_dir:q}"
-        " --seed {params.seed} --label-fraction {params.fraction}"
-        " --jobs-per-gpu {params.jobs_per_gpu}"
-        " --threads {threads} --settings {params.settings:q} 2>&1 | tee {log:q}"
-        " | {params.progress}"
+        "genesis finetune --task {wildcards.task:q} --data {input.data:q}"
+        " --init {wildcards.init:q} {params.weights:q} --output-dir {params.output_dir:q}"
+        " --seed {params.seed:q} --label-fraction {params.fraction:q}"
+        " --jobs-per-gpu {params.jobs_per_gpu:q}"
+        " --threads {threads:q} --settings {params.settings:q} 2>&1 | tee {log:q}"
+        " | (grep --line-buffered -E 'INFO .* epoch [0-9]+: ' || true)"
 
 
 # A label sweep's run: the same job on a nested subset of the training cases.
@@ -103,9 +102,9 @@ rule evaluate:
         run_dir=lambda wc, output: str(Path(output.metrics).parent),
         jobs_per_gpu=config["tasks"]["jobs_per_gpu"],
     shell:
-        "genesis evaluate --task {wildcards.task} --data {input.data:q}"
-        " --run-dir {params.run_dir:q} --threads {threads}"
-        " --jobs-per-gpu {params.jobs_per_gpu}"
+        "genesis evaluate --task {wildcards.task:q} --data {input.data:q}"
+        " --run-dir {params.run_dir:q} --threads {threads:q}"
+        " --jobs-per-gpu {params.jobs_per_gpu:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"
 
 
