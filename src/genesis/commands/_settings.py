@@ -58,3 +58,22 @@ def add_settings_argument(parser: argparse.ArgumentParser, what: str) -> None:
         help=f"{what} as a JSON object, or @file.json / @file.yaml; keys as in the "
         "matching section of config/config.yaml (see config/README.md)",
     )
+
+
+def add_task_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--threads``, ``--gpu-slots`` and ``--jobs-per-gpu`` of the task commands
+    (finetune, evaluate): the same lease options, spelt once."""
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    parser.add_argument(
+        "--gpu-slots",
+        type=int,
+        default=None,
+        help="number of GPU lock slots (default: $GENESIS_GPU_SLOTS or all visible GPUs)",
+    )
+    parser.add_argument(
+        "--jobs-per-gpu",
+        type=int,
+        default=1,
+        help="share each GPU with up to this many jobs (many small fine-tunes; "
+        "an exclusive job such as pretraining never shares)",
+    )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genesis.commands._settings import add_settings_argument
+from genesis.commands._settings import add_settings_argument, add_task_device_arguments
 
 HELP = "fine-tune a target task from scratch or pretrained weights (resumable)"
 
@@ -66,20 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="share of the training cases to learn from, in (0, 1]",
     )
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
-    parser.add_argument(
-        "--gpu-slots",
-        type=int,
-        default=None,
-        help="number of GPU lock slots (default: $GENESIS_GPU_SLOTS or all visible GPUs)",
-    )
-    parser.add_argument(
-        "--jobs-per-gpu",
-        type=int,
-        default=1,
-        help="share each GPU with up to this many jobs (many small fine-tunes; "
-        "an exclusive job such as pretraining never shares)",
-    )
+    add_task_device_arguments(parser)
     add_settings_argument(parser, "fine-tuning settings (tasks.<task>.finetune)")
 
 

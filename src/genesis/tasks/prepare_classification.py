@@ -58,6 +58,7 @@ from genesis.tasks.prepared import (
     ncc_arrays_path,
     ncc_cubes_path,
     resize_volume,
+    truncate_npy,
 )
 from genesis.tasks.splits import SPLITS, proportion_splits, read_split_csv, write_split_csv
 
@@ -432,7 +433,7 @@ def _check_training_classes(
 
 class _CubeWriter:
     """Cubes of one split, written in order into a memory-mapped ``.npy`` of planned size
-    (the same idea as prepare_ncc's private ``_SplitArrays``, which is not shared)."""
+    (like prepare_ncc's ``_SplitArrays``, but keeping each row's record)."""
 
     def __init__(self, path: Path, planned: int, size: tuple[int, int, int]) -> None:
         self.path = path
@@ -454,22 +455,7 @@ class _CubeWriter:
         planned = len(self.cubes)
         del self.cubes
         if len(self.rows) < planned:
-            _shrink_npy(self.path, len(self.rows))
-
-
-def _shrink_npy(path: Path, count: int) -> None:
-    """Rewrite ``path`` keeping its first ``count`` rows, streaming in chunks."""
-    source = np.load(path, mmap_mode="r")
-    with atomic_path(path) as tmp:
-        target = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=source.dtype, shape=(count, *source.shape[1:])
-        )
-        for start in range(0, count, 1024):
-            stop = min(start + 1024, count)
-            target[start:stop] = source[start:stop]
-        target.flush()
-        del target
-    del source
+            truncate_npy(self.path, len(self.rows))
 
 
 @dataclass

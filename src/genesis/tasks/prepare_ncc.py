@@ -41,6 +41,7 @@ from genesis.tasks.prepared import (
     SPLIT_CSV,
     ncc_arrays_path,
     ncc_cubes_path,
+    truncate_npy,
 )
 from genesis.tasks.splits import SPLITS, read_split_csv, subset_splits, write_split_csv
 
@@ -358,27 +359,12 @@ class _SplitArrays:
         planned = len(self.cubes)
         del self.cubes
         if self.count < planned:
-            _truncate_npy(self.path, self.count)
+            truncate_npy(self.path, self.count)
         return {
             "labels": np.concatenate([*self.labels, np.zeros(0, np.uint8)]).astype(np.uint8),
             "candidate": np.concatenate([*self.rows, np.zeros(0, np.int64)]).astype(np.int64),
             "voxel": np.concatenate([*self.voxels, np.zeros((0, 3), np.int64)]).astype(np.int64),
         }
-
-
-def _truncate_npy(path: Path, count: int) -> None:
-    """Rewrite ``path`` keeping its first ``count`` rows, streaming in chunks."""
-    source = np.load(path, mmap_mode="r")
-    with atomic_path(path) as tmp:
-        target = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=source.dtype, shape=(count, *source.shape[1:])
-        )
-        for start in range(0, count, 1024):
-            stop = min(start + 1024, count)
-            target[start:stop] = source[start:stop]
-        target.flush()
-        del target
-    del source
 
 
 # --------------------------------------------------------------------------------------

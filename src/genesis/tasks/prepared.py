@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from genesis.atomic import atomic_path
 from genesis.errors import InputError
 from genesis.io.geometry import Geometry
 from genesis.tasks.sampling import (
@@ -325,3 +326,20 @@ def _unreadable(path: Path, error: Exception) -> InputError:
     return InputError(
         path, f"cannot read ({reason}); truncated or corrupt file? Run `genesis prepare` again"
     )
+
+
+def truncate_npy(path: Path, count: int) -> None:
+    """Rewrite the ``.npy`` at ``path`` keeping its first ``count`` rows, streaming in
+    chunks: a preparation that planned more cubes than it cut (skipped rows) shrinks its
+    memory-mapped file this way."""
+    source = np.load(path, mmap_mode="r")
+    with atomic_path(path) as tmp:
+        target = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=source.dtype, shape=(count, *source.shape[1:])
+        )
+        for start in range(0, count, 1024):
+            stop = min(start + 1024, count)
+            target[start:stop] = source[start:stop]
+        target.flush()
+        del target
+    del source
