@@ -11,12 +11,13 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # Text files (tables, reports) are UTF-8 whatever the machine's locale.
 export PYTHONUTF8 := 1
 
-.PHONY: demo demo-results install test test-fast lint format lock report clean help
+.PHONY: demo demo-results config-docs install test test-fast lint format lock report clean help
 
 help:
 	@echo "make install      create .venv with the pinned dependencies and genesis"
 	@echo "make demo         install, then run the whole workflow on the embedded phantoms"
 	@echo "make demo-results rewrite docs/demo-results.md and the README's demo block from results/"
+	@echo "make config-docs  regenerate config/stages.schema.yaml and config/README.md's key tables"
 	@echo "make test         install, then the test suite (test-fast: without the slow runs)"
 	@echo "make lint | format | report | lock | clean"
 
@@ -51,6 +52,12 @@ demo: $(STAMP)
 demo-results: $(STAMP)
 	$(BIN)/python tools/demo_results.py --results results --output docs/demo-results.md --readme README.md
 
+# Every config key is declared once (a settings field, or config/schema.yaml for the
+# workflow's own keys); the stage schema and the README's key tables are generated.
+config-docs: $(STAMP)
+	$(BIN)/python -m genesis.settings_schema
+	$(BIN)/python tools/config_docs.py
+
 test: $(STAMP)
 	$(BIN)/pytest -n $(CORES) --dist loadgroup
 
@@ -61,6 +68,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/ruff format --check src tests benchmarks tools
 	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/python tools/config_docs.py --check
 	$(BIN)/snakemake --lint
 
 format: $(STAMP)

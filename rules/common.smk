@@ -1,10 +1,34 @@
 # Helpers shared by every rules file: config validation, paths, settings for the engine.
 import json
+import re
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-validate(config, schema="../config/schema.yaml")
+
+def validate_config():
+    """The schema's verdict (types, unknown keys, ranges) as one line naming the key.
+
+    Snakemake reports a schema failure as a multi-line dump of the schema node; the user
+    needs the key, the value's problem, and where the key is documented.
+    """
+    try:
+        validate(config, schema="../config/schema.yaml")
+    except WorkflowError as error:
+        text = str(error)
+        problem = re.search(r"ValidationError: (.+)", text)
+        where = re.search(r"On instance((?:\[[^\]]*\])*)", text)
+        if not (problem and where):
+            raise
+        key = ".".join(re.findall(r"\['?([^\]']*)'?\]", where.group(1)))
+        raise WorkflowError(
+            f"config {key or '(top level)'}: {problem.group(1)} "
+            "(config/README.md lists every key with its type and range)"
+        ) from None
+
+
+validate_config()
 
 #: The released initialisations: config key, released file (fetched for `auto`), suffix.
 RELEASED = {

@@ -1,9 +1,11 @@
 # Parse-time validation: every stage's settings are built here with the engine's own
 # settings classes, exactly as each job will build them from its --settings JSON, so a bad
-# value (a non-finite learning rate, a negative momentum, a cube size that is not a
-# multiple of 16/16/8, a fold out of range) stops `snakemake -n` naming the key, before
-# the first job, instead of failing hours into a run. The ranges live in one place, the
-# engine's dataclasses; the schema only checks the config's shape.
+# value (a non-finite learning rate, a NaN tolerance, a cube size that is not a multiple
+# of 16/16/8, a fold out of range) stops `snakemake -n` naming the key, before the first
+# job, instead of failing hours into a run. The ranges live in one place, the fields of
+# the engine's dataclasses (genesis.settings.setting); the schema that common.smk checks
+# first is generated from them, and this adds what a JSON schema cannot say (finite
+# numbers, rules across keys) with the engine's own messages.
 #
 # The workflow's Python needs the engine importable for this (the README's `make install`
 # puts both in one environment). Without it the check is skipped with a warning and each

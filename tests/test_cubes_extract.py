@@ -309,7 +309,7 @@ def test_bad_settings_name_the_key() -> None:
     from genesis.errors import ConfigError
     from genesis.settings import from_mapping
 
-    with pytest.raises(ConfigError, match=r"cubes\.extra_slices must be >= 2"):
+    with pytest.raises(ConfigError, match=r"cubes\.extra_slices must be an integer >= 2, got 1"):
         from_mapping(CubeSettings, {"extra_slices": 1}, "cubes")
     with pytest.raises(ConfigError, match=r"cubes\.cube_size must have 3 items"):
         from_mapping(CubeSettings, {"cube_size": [64, 64]}, "cubes")

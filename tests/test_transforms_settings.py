@@ -49,14 +49,26 @@ def test_from_mapping_round_trip() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("flip_rate", 1.5, "transforms.flip_rate must be a number in [0, 1], got 1.5"),
-        ("paint_rate", -0.1, "transforms.paint_rate must be a number in [0, 1], got -0.1"),
-        ("inpaint_rate", True, "transforms.inpaint_rate must be a number in [0, 1], got True"),
+        ("flip_rate", 1.5, "transforms.flip_rate must be a finite number in [0, 1], got 1.5"),
+        ("paint_rate", -0.1, "transforms.paint_rate must be a finite number in [0, 1], got -0.1"),
+        (
+            "inpaint_rate",
+            True,
+            "transforms.inpaint_rate must be a finite number in [0, 1], got True",
+        ),
         ("local_shuffle_blocks", 0, "transforms.local_shuffle_blocks must be an integer >= 1"),
         ("bezier_points", 1, "transforms.bezier_points must be an integer >= 2, got 1"),
         ("paint_margin", -1, "transforms.paint_margin must be an integer >= 0, got -1"),
-        ("inpaint_max_holes", 64, "transforms.inpaint_max_holes must be at most 63 (one bit per"),
-        ("outpaint_max_windows", 99, "transforms.outpaint_max_windows must be at most 63"),
+        (
+            "inpaint_max_holes",
+            64,
+            "transforms.inpaint_max_holes must be an integer in [1, 63], got 64",
+        ),
+        (
+            "outpaint_max_windows",
+            99,
+            "transforms.outpaint_max_windows must be an integer in [1, 63], got 99",
+        ),
         ("enabled", ("flip", "blur"), "unknown transform 'blur'; allowed: flip, local_shuffle"),
         ("enabled", ("flip", "flip"), "transforms.enabled lists a transform twice"),
         ("enabled", "flip", "transforms.enabled must be a list of names"),

@@ -14,7 +14,18 @@ from test_workflow import dry_run
 CASES = [
     ("cube_size: [40, 32, 16]\n", "x and y must be multiples of 16"),
     ("tasks:\n  lcs:\n    finetune: {lr: .inf}\n", "tasks.lcs.finetune.lr must be a finite"),
-    ("tasks:\n  ncc:\n    finetune: {lr: -1}\n", "tasks.ncc.finetune.lr must be a finite"),
+    (
+        "tasks:\n  ncc:\n    finetune: {lr: -1}\n",
+        "config tasks.ncc.finetune.lr: -1 is less than or equal to the minimum of 0",
+    ),
+    (
+        "pretrain:\n  settings: {momentum: -1}\n",
+        "config pretrain.settings.momentum: -1 is less than the minimum of 0",
+    ),
+    (
+        "tasks:\n  lcs:\n    finetune: {foreground_ratio: 1.5}\n",
+        "config tasks.lcs.finetune.foreground_ratio: 1.5 is greater than the maximum of 1",
+    ),
     ("tasks:\n  lcs:\n    prepare: {z_scale: .inf}\n", "tasks.lcs.prepare.z_scale"),
     (
         "tasks:\n  lcs:\n    prepare: {geometry_tolerance_mm: .nan}\n",

@@ -2,7 +2,8 @@
 
 The workflow validates its config against ``config/schema.yaml`` before any job runs.
 The stage sections of that schema (``config/stages.schema.yaml``) are generated here
-from the same dataclasses the engine validates with, so the two can never drift:
+from the same dataclasses the engine validates with, each key with the description and
+range its field declares (``genesis.settings.setting``), so the two can never drift:
 ``python -m genesis.settings_schema`` rewrites the file and a test checks it is current.
 """
 
@@ -15,6 +16,8 @@ import types
 import typing
 from pathlib import Path
 from typing import Any
+
+from genesis.settings import Bounds
 
 #: Config section -> (settings dataclass, keys the workflow fills in itself).
 STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -80,6 +83,18 @@ def type_schema(hint: Any) -> dict[str, Any]:
     raise TypeError(f"no JSON schema for settings type {hint!r}")
 
 
+def with_bounds(schema: dict[str, Any], bounds: Bounds) -> dict[str, Any]:
+    """``schema`` with the range on its numbers: on the value, each item, or the non-null
+    alternative of an optional setting."""
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [with_bounds(option, bounds) for option in schema["anyOf"]]}
+    if schema.get("type") == "array":
+        return {**schema, "items": with_bounds(schema["items"], bounds)}
+    if schema.get("type") in ("integer", "number"):
+        return {**schema, **bounds.json_schema()}
+    return schema
+
+
 def json_default(value: Any) -> Any:
     if isinstance(value, tuple):
         return [json_default(v) for v in value]
@@ -95,6 +110,9 @@ def dataclass_schema(cls: type, exclude: tuple[str, ...] = ()) -> dict[str, Any]
         if field.name in exclude:
             continue
         schema = type_schema(hints[field.name])
+        if "bounds" in field.metadata:
+            schema = with_bounds(schema, field.metadata["bounds"])
+        schema["description"] = field.metadata["doc"]
         # Not "default": Snakemake's validate() writes defaults into the config, and the
         # engine would then take them for the user's choice (e.g. NCC's learning rate
         # overriding the per-task fine-tuning defaults). The annotation documents it.
@@ -130,7 +148,9 @@ def render() -> str:
         "# dataclasses. Do not edit by hand; tests/test_config_docs.py checks it is current.\n"
     )
     document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **stage_schemas()}
-    return header + yaml.safe_dump(document, sort_keys=True, default_flow_style=None)
+    return header + yaml.safe_dump(
+        document, sort_keys=True, default_flow_style=False, width=100, allow_unicode=True
+    )
 
 
 def main() -> int:

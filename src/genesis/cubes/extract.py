@@ -57,8 +57,9 @@ from genesis.cubes.shards import (
     write_manifest,
 )
 from genesis.cubes.tissue_filter import AcceptAll, ForegroundFilter, TissueFilter, WindowFilter
-from genesis.errors import ConfigError, InputError
+from genesis.errors import InputError
 from genesis.seeding import derive_seed
+from genesis.settings import check_bounds, check_increasing, setting
 
 log = logging.getLogger(__name__)
 
@@ -92,74 +93,112 @@ class CubeSettings:
 
     The numbers default to the paper's; ``recipe`` defaults to ``auto``, which scales the
     border and minimum slice count to each scan (the workflow pins ``paper`` for LUNA16).
-
-    Attributes:
-        recipe: "paper" (``border`` and ``min_slices`` as given: the paper's LUNA16
-            recipe) or "auto" (both scaled to each scan; see the module docs).
-        cube_size: cube kept, (x, y, z) voxels.
-        extra_slices: slices cut beyond the cube in z; the tissue filter reads 2 of them.
-        border: voxels kept clear of each edge, (x, y, z); with recipe auto, the most
-            kept clear.
-        min_slices: scans with fewer slices are skipped (LUNA16 recipe: about 96). The
-            geometric minimum, 2 * border_z + cube_z + extra_slices (95 by default), is
-            always enforced as well, and so is its in-plane counterpart. Recipe auto
-            replaces it by the geometric minimum of the border it chose.
-        cubes_per_scan: N, the cubes kept per scan (the release's "scale").
-        attempts_per_cube: give up on a scan after this many attempts times N.
-        hu_window: CT window in HU, mapped to [0, 1].
-        tissue_hu: tissue-filter threshold in HU (t = (-150 + 1000) / 2000 = 0.425).
-        tissue_fraction: reject a window whose summed score exceeds this times X*Y*Z.
-        ct_filter: "tissue" (the paper's filter) or "none".
-        mri_window: "percentile" or "minmax", per volume.
-        mri_percentiles: low and high percentile for mri_window = "percentile".
-        mri_filter: "foreground" or "none".
-        mri_background: windowed value at or below which an MRI voxel is background.
-        mri_min_foreground: keep an MRI cube only if at least this fraction is foreground.
-        mri_channel: channel used from a 4D (multi-sequence) MRI volume.
-        auto_ct_air_fraction: with modality auto, a scan with at least this fraction of
-            voxels at or below -500 counts as CT (unless a dataset.json says otherwise).
     """
 
-    recipe: Literal["paper", "auto"] = "auto"
-    cube_size: tuple[int, int, int] = (64, 64, 32)
-    extra_slices: int = 3
-    border: tuple[int, int, int] = (100, 100, 30)
-    min_slices: int = 96
-    cubes_per_scan: int = 32
-    attempts_per_cube: int = 50
-    hu_window: tuple[float, float] = (-1000.0, 1000.0)
-    tissue_hu: float = -150.0
-    tissue_fraction: float = 0.15
-    ct_filter: Literal["tissue", "none"] = "tissue"
-    mri_window: Literal["percentile", "minmax"] = "percentile"
-    mri_percentiles: tuple[float, float] = (0.5, 99.5)
-    mri_filter: Literal["foreground", "none"] = "foreground"
-    mri_background: float = 0.05
-    mri_min_foreground: float = 0.5
-    mri_channel: int = 0
-    auto_ct_air_fraction: float = 0.05
+    recipe: Literal["paper", "auto"] = setting(
+        "auto",
+        "`paper`: `border` and `min_slices` as given, the paper's LUNA16 recipe (the workflow "
+        "always uses it for LUNA16). `auto`: per scan and axis the border is the smaller of "
+        "`border` and 10% of the scan, shrunk further until a window fits, and `min_slices` "
+        "becomes the window depth plus twice that z border; a scan is skipped only when one window "
+        "(`cube_size` plus `extra_slices` in z) does not fit. The manifest records the border and "
+        "min_slices used for each scan.",
+    )
+    cube_size: tuple[int, int, int] = setting(
+        (64, 64, 32),
+        "Cube kept, (x, y, z) voxels; the workflow fills it in from the top-level cube_size.",
+        bounds="[1, inf)",
+    )
+    extra_slices: int = setting(
+        3,
+        "Slices cut beyond the cube in z (at least 2; paper: 3): each cube slice's tissue score "
+        "reads it and the next 2 slices; the third only keeps the release's window depth.",
+        bounds="[2, inf)",
+    )
+    border: tuple[int, int, int] = setting(
+        (100, 100, 30),
+        "Voxels kept clear of each edge (x, y, z) when placing cubes (paper: 100, 100, 30). Scale "
+        "it down with the scan size. With `recipe: auto`, the most kept clear (at most 10% of the "
+        "scan per axis).",
+        bounds="[0, inf)",
+    )
+    min_slices: int = setting(
+        96,
+        "Scans with fewer slices are skipped (paper: about 96). The geometric minimum, `2·border_z "
+        "+ cube_z + extra_slices`, and its in-plane counterpart are always enforced as well. "
+        "`recipe: auto` replaces it per scan by that geometric minimum.",
+        bounds="[1, inf)",
+    )
+    cubes_per_scan: int = setting(
+        32,
+        'Cubes kept per scan (the paper\'s "scale" N = 32).',
+        bounds="[1, inf)",
+    )
+    attempts_per_cube: int = setting(
+        50,
+        "Give up on a scan after `attempts_per_cube × cubes_per_scan` attempts, keeping the cubes "
+        "accepted so far (paper: 50).",
+        bounds="[1, inf)",
+    )
+    hu_window: tuple[float, float] = setting(
+        (-1000.0, 1000.0),
+        "CT window in HU, mapped linearly to [0, 1].",
+    )
+    tissue_hu: float = setting(
+        -150.0,
+        "Tissue-filter threshold in HU (window value t = 0.425 for the default window).",
+    )
+    tissue_fraction: float = setting(
+        0.15,
+        "Reject a cube whose summed tissue score exceeds this fraction of its voxels (paper: "
+        "0.15); lower keeps more lung-only cubes.",
+        bounds="[0, 1]",
+    )
+    ct_filter: Literal["tissue", "none"] = setting(
+        "tissue",
+        "`tissue`: the paper's filter; `none`: accept every position (for CT other than chest CT, "
+        "or thick slices, in `own_data`; the log and manifest say when tissue-filtered cubes are "
+        "mostly air outside the body).",
+    )
+    mri_window: Literal["percentile", "minmax"] = setting(
+        "percentile",
+        "Per-volume MRI intensity window mapped to [0, 1].",
+    )
+    mri_percentiles: tuple[float, float] = setting(
+        (0.5, 99.5),
+        "Low and high percentile when `mri_window` is `percentile`.",
+        bounds="[0, 100]",
+    )
+    mri_filter: Literal["foreground", "none"] = setting(
+        "foreground",
+        "`foreground`: keep an MRI cube only if enough of it is foreground; `none`: keep every "
+        "cube.",
+    )
+    mri_background: float = setting(
+        0.05,
+        "Windowed value at or below which an MRI voxel counts as background.",
+        bounds="[0, 1]",
+    )
+    mri_min_foreground: float = setting(
+        0.5,
+        "Minimum foreground fraction of a kept MRI cube.",
+        bounds="[0, 1]",
+    )
+    mri_channel: int = setting(
+        0,
+        "Channel used from a 4D (multi-sequence) MRI volume.",
+        bounds="[0, inf)",
+    )
+    auto_ct_air_fraction: float = setting(
+        0.05,
+        "With modality `auto`: a scan with at least this fraction of voxels at or below -500 "
+        "counts as CT (unless a `dataset.json` says otherwise).",
+        bounds="(0, 1]",
+    )
 
     def __post_init__(self) -> None:
-        checks = [
-            (min(self.cube_size) >= 1, "cube_size", "positive"),
-            (self.extra_slices >= 2, "extra_slices", ">= 2 (the filter looks 2 slices ahead)"),
-            (min(self.border) >= 0, "border", ">= 0"),
-            (self.cubes_per_scan >= 1, "cubes_per_scan", ">= 1"),
-            (self.attempts_per_cube >= 1, "attempts_per_cube", ">= 1"),
-            (self.hu_window[0] < self.hu_window[1], "hu_window", "[low, high] with low < high"),
-            (0.0 <= self.tissue_fraction <= 1.0, "tissue_fraction", "in [0, 1]"),
-            (
-                0.0 <= self.mri_percentiles[0] < self.mri_percentiles[1] <= 100.0,
-                "mri_percentiles",
-                "[low, high] with 0 <= low < high <= 100",
-            ),
-            (0.0 <= self.mri_min_foreground <= 1.0, "mri_min_foreground", "in [0, 1]"),
-            (self.mri_channel >= 0, "mri_channel", ">= 0"),
-            (0.0 < self.auto_ct_air_fraction <= 1.0, "auto_ct_air_fraction", "in (0, 1]"),
-        ]
-        for ok, key, rule in checks:
-            if not ok:
-                raise ConfigError(f"cubes.{key} must be {rule}, got {getattr(self, key)!r}")
+        check_bounds(self, "cubes")
+        check_increasing(self, "cubes", "hu_window", "mri_percentiles")
 
     @property
     def window_size(self) -> tuple[int, int, int]:

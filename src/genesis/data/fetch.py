@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from genesis.atomic import atomic_path
 from genesis.data.archive import install_archive, is_complete, remove_target, write_marker
 from genesis.data.sources import RELEASED_REVISION, RemoteFile, Source, get_source
 from genesis.errors import ConfigError, GenesisError, InputError
+from genesis.settings import check_bounds, setting
 
 log = logging.getLogger(__name__)
 
@@ -47,37 +48,70 @@ DOWNLOADS = ".downloads"
 class FetchSettings:
     """Settings of ``genesis fetch`` (config section ``fetch``, one entry per dataset).
 
-    Attributes:
-        base_url: mirror to download from instead of the registry URL; a file is then
-            fetched from ``base_url/<file name>``.
-        checksums: pinned checksums, file name -> ``"md5:<hex>"`` (or sha1/sha256).
-            They override the registry; a LUNA16 file without one is checked against
-            the md5 Zenodo's record API lists, a released model against the LFS sha256
-            the Hugging Face hub's API lists (both logged).
-        local_path: an already-downloaded copy: an archive, a folder of archives, or the
-            extracted folder. Used instead of downloading. Required for LiTS/BraTS 2018.
-        files: which files of the dataset to fetch (default: all), e.g. ``["subset3.zip"]``.
-        zenodo_api: base URL of Zenodo's record API, for unpinned LUNA16 checksums.
-        hub_api: base URL of the Hugging Face hub's model API, for unpinned checksums of
-            the released models (``<hub_api>/<owner>/<repo>/tree/<revision>``).
-        retries: extra download attempts after a failed transfer or hash mismatch.
-        timeout_s: seconds to wait for the server before a try counts as failed.
-        keep_archives: keep downloaded archives after extraction (doubles the disk use).
-        verify_local: check a local archive against its pinned checksum before use.
-        progressbar: show a tqdm progress bar on stderr.
+    The same settings serve the datasets (``data.real.<dataset>``) and the released
+    models (``data.released``), so each description says where a key applies.
     """
 
-    base_url: str | None = None
-    checksums: dict[str, str] = field(default_factory=dict)
-    local_path: str | None = None
-    files: tuple[str, ...] | None = None
-    zenodo_api: str = "https://zenodo.org/api/records"
-    hub_api: str = "https://huggingface.co/api/models"
-    retries: int = 3
-    timeout_s: float = 60.0
-    keep_archives: bool = False
-    verify_local: bool = True
-    progressbar: bool = True
+    base_url: str | None = setting(
+        None,
+        "Mirror to download from instead of the official URL (for the released models "
+        "`https://huggingface.co/MrGiovanni/ModelsGenesis/resolve/main`); a file is fetched "
+        "from `<base_url>/<file name>`.",
+    )
+    checksums: dict[str, str] = setting(
+        doc='Pinned checksums, file name → `"md5:<hex>"` (or sha1/sha256); they override '
+        "the built-in ones. MSD md5 sums are built in; a LUNA16 file without a pin is checked "
+        "against the md5 that Zenodo's record API lists, a released model against the LFS "
+        "sha256 that the hub's API lists (both logged, so they can be pinned).",
+        factory=dict,
+    )
+    local_path: str | None = setting(
+        None,
+        "A copy you already have, used instead of downloading: for a dataset the archive, a "
+        "folder of archives, or the extracted folder (symlinked, not copied); for the released "
+        "models one file, or a folder holding them under their released names (copied).",
+    )
+    files: tuple[str, ...] | None = setting(
+        None,
+        "Which files to fetch (null: all of a dataset; for the released models "
+        "`Genesis_Chest_CT.pt` and `Genesis_Chest_CT.h5`). In the workflow each job passes "
+        "its own files (one LUNA16 `subset{k}.zip`, the CSVs, one released file), which "
+        "overrides this key, and each MSD task is a single archive, so leave it null.",
+    )
+    zenodo_api: str = setting(
+        "https://zenodo.org/api/records",
+        "Zenodo record API used to look up unpinned LUNA16 checksums (unused otherwise).",
+    )
+    hub_api: str = setting(
+        "https://huggingface.co/api/models",
+        "Hugging Face model API that lists the released models' LFS sha256 "
+        "(`<hub_api>/MrGiovanni/ModelsGenesis/tree/main`), asked only for files without a "
+        "pin (unused by the datasets).",
+    )
+    retries: int = setting(
+        3,
+        "Extra attempts after a failed transfer or a checksum mismatch.",
+        bounds="[0, inf)",
+    )
+    timeout_s: float = setting(
+        60.0,
+        "Seconds to wait for the server before an attempt counts as failed.",
+        bounds="(0, inf)",
+    )
+    keep_archives: bool = setting(
+        False,
+        "Keep downloaded archives after extraction (doubles the disk use; the released models "
+        "are not archives).",
+    )
+    verify_local: bool = setting(
+        True,
+        "Check a local copy (`local_path`) against its pinned checksum before use (a released "
+        "file without a pin is used as it is).",
+    )
+    progressbar: bool = setting(
+        True,
+        "Show a download progress bar (in the job's log).",
+    )
 
     def __post_init__(self) -> None:
         for name, value in self.checksums.items():
@@ -85,10 +119,7 @@ class FetchSettings:
                 raise ConfigError(
                     f"fetch.checksums.{name} must look like 'md5:<hex>', got {value!r}"
                 )
-        if self.retries < 0:
-            raise ConfigError(f"fetch.retries must be >= 0, got {self.retries}")
-        if self.timeout_s <= 0:
-            raise ConfigError(f"fetch.timeout_s must be > 0, got {self.timeout_s}")
+        check_bounds(self, "fetch")
 
 
 class ResumingDownloader:

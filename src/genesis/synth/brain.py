@@ -20,11 +20,11 @@ from scipy import ndimage as ndi
 
 from genesis.io.volume import save_nifti
 from genesis.seeding import numpy_rng
-from genesis.settings import from_mapping
+from genesis.settings import check_bounds, from_mapping, setting
 from genesis.synth.fields import smooth_noise
 from genesis.synth.msd import write_dataset_json
 from genesis.synth.template import TissueMaps, load_tissue_maps
-from genesis.synth.validate import check_range, check_shape, check_value
+from genesis.synth.validate import check_ordered, check_shape
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +48,47 @@ RAS_IDENTITY_IN_LPS = np.diag([-1.0, -1.0, 1.0])
 class BrainSettings:
     """Size and content of the brain phantom set; tumour sizes in voxels of the grid."""
 
-    cases: int = 14
-    shape: tuple[int, int, int] = (96, 96, 64)
-    spacing_mm: float = 1.0
-    tumour_core_radius_vox: tuple[float, float] = (4.0, 9.0)
-    oedema_margin_vox: tuple[float, float] = (3.0, 9.0)
-    noise_fraction: tuple[float, float] = (0.02, 0.05)
-    template: Literal["mni152", "analytic"] = "mni152"
+    cases: int = setting(
+        14,
+        "Number of cases; BMS cuts them into `tasks.bms.prepare.folds` folds.",
+        bounds="[1, inf)",
+    )
+    shape: tuple[int, int, int] = setting(
+        (96, 96, 64),
+        "Voxels per case (x, y, z), at least 32×32×24.",
+    )
+    spacing_mm: float = setting(
+        1.0,
+        "Isotropic voxel spacing (BraTS volumes are 1 mm).",
+        bounds="[0.1, inf)",
+    )
+    tumour_core_radius_vox: tuple[float, float] = setting(
+        (4.0, 9.0),
+        "Range of the tumour core radius (minimum 3).",
+        bounds="[3, inf)",
+    )
+    oedema_margin_vox: tuple[float, float] = setting(
+        (3.0, 9.0),
+        "Range of the oedema margin around the core.",
+        bounds="[1, inf)",
+    )
+    noise_fraction: tuple[float, float] = setting(
+        (0.02, 0.05),
+        "Range of the Rician noise level, as a fraction of each channel's signal scale.",
+        bounds="[0, 0.5]",
+    )
+    template: Literal["mni152", "analytic"] = setting(
+        "mni152",
+        "Tissue maps to warp: nilearn's MNI152 template (falls back to the analytic head, with a "
+        "warning, when nilearn's files are unavailable) or the built-in analytic head.",
+    )
 
     def __post_init__(self) -> None:
-        check_value(f"{SECTION}.cases", self.cases, 1)
+        check_bounds(self, SECTION)
         check_shape(f"{SECTION}.shape", self.shape, minimum=(32, 32, 24))
-        check_value(f"{SECTION}.spacing_mm", self.spacing_mm, 0.1)
-        check_range(f"{SECTION}.tumour_core_radius_vox", self.tumour_core_radius_vox, 3.0)
-        check_range(f"{SECTION}.oedema_margin_vox", self.oedema_margin_vox, 1.0)
-        check_range(f"{SECTION}.noise_fraction", self.noise_fraction, 0.0, 0.5)
+        check_ordered(f"{SECTION}.tumour_core_radius_vox", self.tumour_core_radius_vox)
+        check_ordered(f"{SECTION}.oedema_margin_vox", self.oedema_margin_vox)
+        check_ordered(f"{SECTION}.noise_fraction", self.noise_fraction)
 
 
 def synthesize_brain(

@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 
 from genesis.io.volume import save_nifti
 from genesis.seeding import numpy_rng
-from genesis.settings import from_mapping
+from genesis.settings import check_bounds, from_mapping, setting
 from genesis.synth.fields import (
     box_around,
     lobulated_ball,
@@ -32,7 +32,7 @@ from genesis.synth.fields import (
 from genesis.synth.msd import write_dataset_json
 from genesis.synth.tree import TreeShape, grow_tree
 from genesis.synth.trunk import body_depth, paint_ribs, paint_spine
-from genesis.synth.validate import check_range, check_shape, check_value
+from genesis.synth.validate import check_ordered, check_shape
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +46,50 @@ LIVER_VESSELS = TreeShape(generations=5, length_per_radius=(5.0, 9.0), min_radiu
 class LiverSettings:
     """Size and content of the liver phantom set (lengths in mm)."""
 
-    cases: int = 14
-    shape: tuple[int, int, int] = (96, 96, 48)
-    inplane_spacing_mm: tuple[float, float] = (3.7, 4.5)
-    slice_spacing_mm: tuple[float, float] = (4.0, 6.0)
-    tumours_per_case: tuple[int, int] = (1, 3)
-    tumour_diameter_mm: tuple[float, float] = (12.0, 60.0)
-    noise_hu: tuple[float, float] = (8.0, 20.0)
+    cases: int = setting(
+        14,
+        "Number of cases; LCS splits them 100 : 15 : 15 in index order "
+        "(`tasks.lcs.prepare.split_counts`).",
+        bounds="[1, inf)",
+    )
+    shape: tuple[int, int, int] = setting(
+        (96, 96, 48),
+        "Voxels per case (x, y, z), at least 32×32×16.",
+    )
+    inplane_spacing_mm: tuple[float, float] = setting(
+        (3.7, 4.5),
+        "Range of the in-plane spacing, drawn per case.",
+        bounds="[0.1, inf)",
+    )
+    slice_spacing_mm: tuple[float, float] = setting(
+        (4.0, 6.0),
+        "Range of the slice spacing, drawn per case.",
+        bounds="[0.1, inf)",
+    )
+    tumours_per_case: tuple[int, int] = setting(
+        (1, 3),
+        "Range of tumours per case.",
+        bounds="[0, inf)",
+    )
+    tumour_diameter_mm: tuple[float, float] = setting(
+        (12.0, 60.0),
+        "Range of tumour diameters (drawn log-uniformly).",
+        bounds="[1, inf)",
+    )
+    noise_hu: tuple[float, float] = setting(
+        (8.0, 20.0),
+        "Range of the Gaussian noise standard deviation (HU), drawn per case.",
+        bounds="[0, inf)",
+    )
 
     def __post_init__(self) -> None:
-        check_value(f"{SECTION}.cases", self.cases, 1)
+        check_bounds(self, SECTION)
         check_shape(f"{SECTION}.shape", self.shape, minimum=(32, 32, 16))
-        check_range(f"{SECTION}.inplane_spacing_mm", self.inplane_spacing_mm, 0.1)
-        check_range(f"{SECTION}.slice_spacing_mm", self.slice_spacing_mm, 0.1)
-        check_range(f"{SECTION}.tumours_per_case", self.tumours_per_case, 0)
-        check_range(f"{SECTION}.tumour_diameter_mm", self.tumour_diameter_mm, 1.0)
-        check_range(f"{SECTION}.noise_hu", self.noise_hu, 0.0)
+        check_ordered(f"{SECTION}.inplane_spacing_mm", self.inplane_spacing_mm)
+        check_ordered(f"{SECTION}.slice_spacing_mm", self.slice_spacing_mm)
+        check_ordered(f"{SECTION}.tumours_per_case", self.tumours_per_case)
+        check_ordered(f"{SECTION}.tumour_diameter_mm", self.tumour_diameter_mm)
+        check_ordered(f"{SECTION}.noise_hu", self.noise_hu)
 
 
 def synthesize_liver(

@@ -22,10 +22,10 @@ from genesis.errors import ConfigError
 from genesis.io.geometry import Geometry, voxel_to_world
 from genesis.io.metaimage import save_metaimage
 from genesis.seeding import numpy_rng
-from genesis.settings import from_mapping
+from genesis.settings import check_bounds, from_mapping, setting
 from genesis.synth.chest import ChestAnatomy, build_anatomy
 from genesis.synth.nodules import Nodule, paint_nodules, place_nodules
-from genesis.synth.validate import check_range, check_shape, check_value
+from genesis.synth.validate import check_ordered, check_shape
 
 log = logging.getLogger(__name__)
 
@@ -42,36 +42,84 @@ EASY_MIX = {"lung": 0.6, "body": 0.4}
 class Luna16Settings:
     """Size and content of the LUNA16-style phantom set (lengths in mm)."""
 
-    subsets: tuple[int, ...] = (0, 1, 2, 3, 4)
-    scans_per_subset: int = 2
-    shape: tuple[int, int, int] = (128, 128, 80)
-    inplane_spacing_mm: tuple[float, float] = (2.2, 2.8)
-    slice_spacing_mm: tuple[float, float] = (2.5, 3.5)
-    flipped_fraction: float = 0.2
-    nodules_per_scan: tuple[int, int] = (2, 5)
-    nodule_diameter_mm: tuple[float, float] = (3.0, 30.0)
-    max_duplicates: int = 2
-    negatives_per_scan: int = 60
-    hard_negative_fraction: float = 0.5
-    noise_hu: tuple[float, float] = (10.0, 25.0)
+    subsets: tuple[int, ...] = setting(
+        (0, 1, 2, 3, 4),
+        "Subset folders to write (subset<k>/); the workflow fills it in from luna16.train, val and "
+        "test.",
+        bounds="[0, inf)",
+    )
+    scans_per_subset: int = setting(
+        2,
+        "Scans written per LUNA16 subset; more scans give more pretraining cubes and NCC "
+        "candidates.",
+        bounds="[1, inf)",
+    )
+    shape: tuple[int, int, int] = setting(
+        (128, 128, 80),
+        "Voxels per scan (x, y, z), at least 32×32×16. Must hold a cube plus `cubes.border` on "
+        "each side and at least `cubes.min_slices` slices.",
+    )
+    inplane_spacing_mm: tuple[float, float] = setting(
+        (2.2, 2.8),
+        "Range of the in-plane voxel spacing, drawn per scan.",
+        bounds="[0.1, inf)",
+    )
+    slice_spacing_mm: tuple[float, float] = setting(
+        (2.5, 3.5),
+        "Range of the slice spacing, drawn per scan.",
+        bounds="[0.1, inf)",
+    )
+    flipped_fraction: float = setting(
+        0.2,
+        "Share of scans stored with the flipped direction `diag(-1, -1, 1)` (at least one when > "
+        "0), as 14 real LUNA16 scans are; exercises direction handling.",
+        bounds="[0, 1]",
+    )
+    nodules_per_scan: tuple[int, int] = setting(
+        (2, 5),
+        "Range (inclusive) of nodules painted per scan.",
+        bounds="[0, inf)",
+    )
+    nodule_diameter_mm: tuple[float, float] = setting(
+        (3.0, 30.0),
+        "Range of nodule diameters.",
+        bounds="[1, inf)",
+    )
+    max_duplicates: int = setting(
+        2,
+        "Up to this many jittered extra positive candidates per nodule, as `candidates_V2.csv` "
+        "lists several candidates on one nodule.",
+        bounds="[0, inf)",
+    )
+    negatives_per_scan: int = setting(
+        60,
+        "Negative candidates per scan.",
+        bounds="[0, inf)",
+    )
+    hard_negative_fraction: float = setting(
+        0.5,
+        "Share of negatives on nodule look-alikes (vessel forks, vessels seen end-on, airway "
+        "walls, pleura); the rest are random lung and body points. Raise it for a harder NCC task.",
+        bounds="[0, 1]",
+    )
+    noise_hu: tuple[float, float] = setting(
+        (10.0, 25.0),
+        "Range of the Gaussian noise standard deviation (HU), drawn per scan.",
+        bounds="[0, inf)",
+    )
 
     def __post_init__(self) -> None:
-        if not self.subsets or min(self.subsets) < 0 or len(set(self.subsets)) != len(self.subsets):
+        check_bounds(self, SECTION)
+        if not self.subsets or len(set(self.subsets)) != len(self.subsets):
             raise ConfigError(
-                f"{SECTION}.subsets must be distinct non-negative integers, "
-                f"got {list(self.subsets)}"
+                f"{SECTION}.subsets must be distinct integers, got {list(self.subsets)}"
             )
-        check_value(f"{SECTION}.scans_per_subset", self.scans_per_subset, 1)
         check_shape(f"{SECTION}.shape", self.shape, minimum=(32, 32, 16))
-        check_range(f"{SECTION}.inplane_spacing_mm", self.inplane_spacing_mm, 0.1)
-        check_range(f"{SECTION}.slice_spacing_mm", self.slice_spacing_mm, 0.1)
-        check_value(f"{SECTION}.flipped_fraction", self.flipped_fraction, 0.0, 1.0)
-        check_range(f"{SECTION}.nodules_per_scan", self.nodules_per_scan, 0)
-        check_range(f"{SECTION}.nodule_diameter_mm", self.nodule_diameter_mm, 1.0)
-        check_value(f"{SECTION}.max_duplicates", self.max_duplicates, 0)
-        check_value(f"{SECTION}.negatives_per_scan", self.negatives_per_scan, 0)
-        check_value(f"{SECTION}.hard_negative_fraction", self.hard_negative_fraction, 0.0, 1.0)
-        check_range(f"{SECTION}.noise_hu", self.noise_hu, 0.0)
+        check_ordered(f"{SECTION}.inplane_spacing_mm", self.inplane_spacing_mm)
+        check_ordered(f"{SECTION}.slice_spacing_mm", self.slice_spacing_mm)
+        check_ordered(f"{SECTION}.nodules_per_scan", self.nodules_per_scan)
+        check_ordered(f"{SECTION}.nodule_diameter_mm", self.nodule_diameter_mm)
+        check_ordered(f"{SECTION}.noise_hu", self.noise_hu)
 
 
 @dataclass(frozen=True)

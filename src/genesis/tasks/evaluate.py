@@ -35,6 +35,7 @@ from torch import nn
 
 from genesis.atomic import write_json, write_text
 from genesis.errors import ConfigError, InputError
+from genesis.settings import check_bounds, setting
 from genesis.tasks.finetune import WEIGHTS_STEM, memory_format, run_number
 from genesis.tasks.kinds import TaskInfo, task_info
 
@@ -49,31 +50,51 @@ PREDICTIONS_DIR = "predictions"
 class EvaluateSettings:
     """Evaluation settings (section ``tasks.<task>.evaluate``)."""
 
-    #: Fraction of the window shared by neighbouring sliding windows.
-    overlap: float = 0.5
-    #: Blending of overlapping windows: gaussian (centre counts most) or constant (mean).
-    mode: Literal["gaussian", "constant"] = "gaussian"
-    #: Probability at or above which a voxel is foreground.
-    threshold: float = 0.5
-    #: Windows per forward pass (matters with batch_stats weights; see inference.py).
-    sw_batch_size: int = 4
-    #: NCC cubes per forward pass.
-    batch_size: int = 24
-    #: Write predictions/<case>.nii.gz on the source grid (segmentation).
-    save_predictions: bool = True
-    #: Shared model keys; when given they must match the fine-tuned run's.
-    width: int | None = None
-    cube_size: tuple[int, int, int] | None = None
+    overlap: float = setting(
+        0.5,
+        "Fraction of a window shared with its neighbours, in [0, 1).",
+        bounds="[0, 1)",
+    )
+    mode: Literal["gaussian", "constant"] = setting(
+        "gaussian",
+        "Blending of overlapping windows: `gaussian` (a window's centre counts most) or `constant` "
+        "(plain mean).",
+    )
+    threshold: float = setting(
+        0.5,
+        "Probability at or above which a voxel is foreground, in (0, 1).",
+        bounds="(0, 1)",
+    )
+    sw_batch_size: int = setting(
+        4,
+        "Windows per forward pass. With `batch_stats` models a window's prediction depends on the "
+        "others in its batch, so it is recorded with the metrics.",
+        bounds="[1, inf)",
+    )
+    batch_size: int = setting(
+        24,
+        "NCC: cubes per forward pass.",
+        bounds="[1, inf)",
+    )
+    save_predictions: bool = setting(
+        True,
+        "Segmentation: write `predictions/<case>.nii.gz` on the source grid.",
+    )
+    width: int | None = setting(
+        None,
+        "Base width of the model; when given it must match the fine-tuned run's. The workflow "
+        "fills it in from model.width.",
+        bounds="[1, inf)",
+    )
+    cube_size: tuple[int, int, int] | None = setting(
+        None,
+        "Sliding-window size (x, y, z); when given it must match the fine-tuned run's. The "
+        "workflow fills it in from the top-level cube_size.",
+        bounds="[1, inf)",
+    )
 
     def __post_init__(self) -> None:
-        section = "tasks.<task>.evaluate"
-        if not 0 <= self.overlap < 1:
-            raise ConfigError(f"{section}.overlap must be in [0, 1), got {self.overlap}")
-        if not 0 < self.threshold < 1:
-            raise ConfigError(f"{section}.threshold must be in (0, 1), got {self.threshold}")
-        for key in ("sw_batch_size", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{section}.{key} must be at least 1, got {getattr(self, key)}")
+        check_bounds(self, "tasks.<task>.evaluate")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import numpy as np
 
 from genesis.errors import ConfigError, InputError
 from genesis.seeding import numpy_rng
-from genesis.settings import to_mapping
+from genesis.settings import check_bounds, check_increasing, setting, to_mapping
 from genesis.tasks.prepare_seg import Preprocessing, SourceCase, prepare_cases, resolve_split
 from genesis.tasks.prepared import outer_patch_size
 from genesis.tasks.splits import fold_splits
@@ -56,55 +56,78 @@ BRATS_LABELS = (0, 1, 2, 4)
 class BmsSettings:
     """BMS preparation settings (section ``tasks.bms.prepare``); defaults are the paper's."""
 
-    #: Model input (x, y, z); not used to prepare, recorded for the patch sampling of
-    #: fine-tuning (``genesis.tasks.prepared.prepared_cube_size``).
-    cube_size: tuple[int, int, int] = (64, 64, 32)
-    #: FLAIR, T1w, T1gd or T2w (BraTS spellings flair, t1, t1ce, t2 are accepted).
-    modality: str = "FLAIR"
-    #: minmax: per patient to [0, 1]; clip: clip to clip_range, then scale to [0, 1].
-    normalisation: Literal["minmax", "clip"] = "minmax"
-    clip_range: tuple[float, float] = (0.0, 4000.0)
-    folds: int = 3
-    #: 1-based fold used as the test set.
-    test_fold: int = 3
-    #: Share of the non-test cases used for validation (7 : 1 -> 1/8).
-    val_fraction: float = 0.125
-    #: Shuffle the case list (seeded) before folding; null: MSD yes, BraTS 2018 no.
-    shuffle: bool | None = None
-    #: Crop each volume to the brain's bounding box (plus crop_margin voxels).
-    crop_to_brain: bool = False
-    crop_margin: int = 0
-    #: In-plane size (x = y) after resizing; None keeps the source size.
-    inplane_size: int | None = None
-    #: Skip (and record) a bad case instead of stopping.
-    skip_bad: bool = True
-    #: Largest allowed difference between the image and label index->world matrices (mm).
-    geometry_tolerance_mm: float = 0.01
+    cube_size: tuple[int, int, int] = setting(
+        (64, 64, 32),
+        "Model input (x, y, z); not used to prepare, recorded for the patch sampling of "
+        "fine-tuning. The workflow fills it in from the top-level cube_size.",
+        bounds="[1, inf)",
+    )
+    modality: str = setting(
+        "FLAIR",
+        "Sequence used as the input channel: `FLAIR`, `T1w`, `T1gd` or `T2w` (BraTS spellings "
+        "`flair`, `t1`, `t1ce`, `t2` accepted).",
+    )
+    normalisation: Literal["minmax", "clip"] = setting(
+        "minmax",
+        "`minmax`: per patient to [0, 1]; `clip`: clip to `clip_range`, then scale to [0, 1] (the "
+        "paper's two options).",
+    )
+    clip_range: tuple[float, float] = setting(
+        (0.0, 4000.0),
+        "Range for `normalisation: clip` (paper: [0, 4000]).",
+    )
+    folds: int = setting(
+        3,
+        "Folds the case list is cut into (paper: 3 folds).",
+        bounds="[2, inf)",
+    )
+    test_fold: int = setting(
+        3,
+        "1-based fold used as the test set (paper: fold 3); the others are train and validation.",
+        bounds="[1, inf)",
+    )
+    val_fraction: float = setting(
+        0.125,
+        "Share of the non-test cases used for validation (paper: 7 : 1, i.e. 1/8).",
+        bounds="[0, 1)",
+    )
+    shuffle: bool | None = setting(
+        None,
+        "Shuffle the case list (seeded by `seed`) before folding; null: yes for MSD, no for BraTS "
+        "2018.",
+    )
+    crop_to_brain: bool = setting(
+        False,
+        "Crop each volume to the brain's bounding box.",
+    )
+    crop_margin: int = setting(
+        0,
+        "Voxels kept around the brain when cropping.",
+        bounds="[0, inf)",
+    )
+    inplane_size: int | None = setting(
+        None,
+        "In-plane size (x = y) after resizing; null keeps the source size.",
+        bounds="[1, inf)",
+    )
+    skip_bad: bool = setting(
+        True,
+        "Skip (and record) a bad case instead of stopping.",
+    )
+    geometry_tolerance_mm: float = setting(
+        0.01,
+        "Largest allowed difference (mm) between the image's and the label's index-to-world "
+        "matrices.",
+        bounds="[0, inf)",
+    )
 
     def __post_init__(self) -> None:
-        if min(self.cube_size) < 1:
-            raise ConfigError(f"{SECTION}.cube_size must be positive, got {list(self.cube_size)}")
+        check_bounds(self, SECTION)
         canonical_modality(self.modality)
-        if self.clip_range[0] >= self.clip_range[1]:
-            raise ConfigError(
-                f"{SECTION}.clip_range must be [low, high] with low < high, "
-                f"got {list(self.clip_range)}"
-            )
-        if self.crop_margin < 0:
-            raise ConfigError(f"{SECTION}.crop_margin must be >= 0, got {self.crop_margin}")
-        if self.inplane_size is not None and self.inplane_size < 1:
-            raise ConfigError(f"{SECTION}.inplane_size must be positive, got {self.inplane_size}")
-        if self.folds < 2:
-            raise ConfigError(f"{SECTION}.folds must be at least 2, got {self.folds}")
-        if not 1 <= self.test_fold <= self.folds:
+        check_increasing(self, SECTION, "clip_range")
+        if self.test_fold > self.folds:
             raise ConfigError(
                 f"{SECTION}.test_fold must be in 1..{self.folds} (folds), got {self.test_fold}"
-            )
-        if not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"{SECTION}.val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.geometry_tolerance_mm < 0:
-            raise ConfigError(
-                f"{SECTION}.geometry_tolerance_mm must be >= 0, got {self.geometry_tolerance_mm}"
             )
 
 

@@ -49,7 +49,7 @@ from genesis.atomic import atomic_path, write_json, write_text
 from genesis.cubes.intensity import ct_window, guess_modality, mri_window
 from genesis.errors import ConfigError, InputError
 from genesis.seeding import numpy_rng
-from genesis.settings import from_mapping, to_mapping
+from genesis.settings import check_bounds, check_increasing, from_mapping, setting, to_mapping
 from genesis.tasks.prepare_ncc import extract_cubes
 from genesis.tasks.prepared import (
     CANDIDATES_CSV,
@@ -60,7 +60,13 @@ from genesis.tasks.prepared import (
     resize_volume,
     truncate_npy,
 )
-from genesis.tasks.splits import SPLITS, proportion_splits, read_split_csv, write_split_csv
+from genesis.tasks.splits import (
+    SPLITS,
+    check_proportions,
+    proportion_splits,
+    read_split_csv,
+    write_split_csv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,66 +94,66 @@ Form = Literal["point", "volume"]
 class ClassificationSettings:
     """Preparation of a user classification task (section ``tasks.<task>.prepare``)."""
 
-    #: Model input (x, y, z) in voxels; fine-tuning reads it from prepare.json. The U-Net
-    #: needs x and y divisible by 16 and z by 8 (checked by fine-tuning).
-    cube_size: tuple[int, int, int] = (64, 64, 32)
-    #: Largest training shift per axis; training cubes are stored this much larger per side
-    #: (real context around a point; a whole volume is resampled to the larger size).
-    max_shift: tuple[int, int, int] = (4, 4, 2)
-    #: Intensity handling: "ct" (HU window), "mri" (per-volume scaling) or "auto" (guessed
-    #: per scan from its values or an MSD dataset.json, and recorded per scan).
-    modality: Literal["ct", "mri", "auto"] = "auto"
-    #: CT window in HU [low, high], mapped linearly to [0, 1].
-    hu_window: tuple[float, float] = (-1000.0, 1000.0)
-    #: MRI scaling per volume: between two percentiles, or between minimum and maximum.
-    mri_window: Literal["percentile", "minmax"] = "percentile"
-    #: Low and high percentile (0-100) for mri_window = "percentile".
-    mri_percentiles: tuple[float, float] = (0.5, 99.5)
-    #: With modality "auto": a scan with at least this fraction of voxels at or below
-    #: -500 counts as CT.
-    auto_ct_air_fraction: float = 0.05
-    #: Train, validation and test shares of the scans when neither a split file nor a
-    #: ``split`` column assigns them (a seeded draw; the scan is the unit).
-    split_proportions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    #: Display names of the classes in class-index order (sorted label values); None: the
-    #: label values themselves.
-    class_names: tuple[str, ...] | None = None
-    #: Skip (and record) bad rows and unreadable scans instead of stopping.
-    skip_bad: bool = True
+    cube_size: tuple[int, int, int] = setting(
+        (64, 64, 32),
+        "Model input (x, y, z) in voxels; fine-tuning reads it from prepare.json. The workflow "
+        "fills it in from the top-level cube_size.",
+        bounds="[1, inf)",
+    )
+    max_shift: tuple[int, int, int] = setting(
+        (4, 4, 2),
+        "Largest random training shift per axis; training cubes are stored this much larger on "
+        "each side.",
+        bounds="[0, inf)",
+    )
+    modality: Literal["ct", "mri", "auto"] = setting(
+        "auto",
+        "See `tasks.<name>.modality`.",
+    )
+    hu_window: tuple[float, float] = setting(
+        (-1000.0, 1000.0),
+        "CT window in HU; cubes crossing the scan border are padded with air.",
+    )
+    mri_window: Literal["percentile", "minmax"] = setting(
+        "percentile",
+        "MRI scaling per volume.",
+    )
+    mri_percentiles: tuple[float, float] = setting(
+        (0.5, 99.5),
+        "Percentiles for `mri_window: percentile`.",
+        bounds="[0, 100]",
+    )
+    auto_ct_air_fraction: float = setting(
+        0.05,
+        "`auto`: a scan with at least this share of voxels at or below -500 is CT.",
+        bounds="(0, 1]",
+    )
+    split_proportions: tuple[float, float, float] = setting(
+        (0.7, 0.15, 0.15),
+        "Seeded train/val/test shares of the scans (the scan is the unit) when no split column or "
+        "file assigns them.",
+        bounds="[0, 1]",
+    )
+    class_names: tuple[str, ...] | None = setting(
+        None,
+        "Names of the classes in the sorted order of the label values; null: the values.",
+    )
+    skip_bad: bool = setting(
+        True,
+        "Skip (and record) bad rows and unreadable scans instead of stopping.",
+    )
 
     def __post_init__(self) -> None:
-        def fail(key: str, rule: str) -> None:
-            value = getattr(self, key)
-            shown = list(value) if isinstance(value, tuple) else value
-            raise ConfigError(f"{SECTION}.{key} must be {rule}, got {shown!r}")
-
-        if len(self.cube_size) != 3 or any(int(s) < 1 for s in self.cube_size):
-            fail("cube_size", "three positive sizes (x, y, z)")
-        if len(self.max_shift) != 3 or any(int(s) < 0 for s in self.max_shift):
-            fail("max_shift", "three shifts >= 0 (x, y, z)")
-        if self.modality not in ("ct", "mri", "auto"):
-            fail("modality", "one of ct, mri, auto")
-        low, high = self.hu_window
-        if not (_finite(low, high) and low < high):
-            fail("hu_window", "finite [low, high] with low < high")
-        if self.mri_window not in ("percentile", "minmax"):
-            fail("mri_window", "one of percentile, minmax")
-        low, high = self.mri_percentiles
-        if not (_finite(low, high) and 0.0 <= low < high <= 100.0):
-            fail("mri_percentiles", "finite [low, high] with 0 <= low < high <= 100")
-        if not (_finite(self.auto_ct_air_fraction) and 0.0 < self.auto_ct_air_fraction <= 1.0):
-            fail("auto_ct_air_fraction", "a finite number in (0, 1]")
-        shares = self.split_proportions
-        if len(shares) != 3 or not _finite(*shares) or any(not 0.0 <= p <= 1.0 for p in shares):
-            fail("split_proportions", "three finite shares in [0, 1] (train, val, test)")
-        if not shares[0] > 0.0 or abs(sum(shares) - 1.0) > 1e-6:
-            fail("split_proportions", "shares with train > 0 that sum to 1")
+        check_bounds(self, SECTION)
+        check_increasing(self, SECTION, "hu_window", "mri_percentiles")
+        check_proportions(self.split_proportions, f"{SECTION}.split_proportions")
         if self.class_names is not None:
             names = [str(n).strip() for n in self.class_names]
             if not names or any(not n for n in names) or len(set(names)) != len(names):
-                fail("class_names", "null or a list of distinct, non-empty names")
-        if not isinstance(self.skip_bad, bool):
-            fail("skip_bad", "true or false")
+                raise ConfigError(
+                    f"{SECTION}.class_names must be null or a list of distinct, non-empty "
+                    f"names, got {list(self.class_names)!r}"
+                )
 
     def stored_size(self, split: str) -> tuple[int, int, int]:
         """Training cubes carry the shift margin; validation and test cubes do not."""
@@ -166,10 +172,6 @@ def classification_settings(
         return from_mapping(ClassificationSettings, mapping, section)
     except ConfigError as error:  # __post_init__ does not know the task's section name
         raise ConfigError(str(error).replace(SECTION, section)) from None
-
-
-def _finite(*values: float) -> bool:
-    return all(isinstance(v, int | float) and math.isfinite(v) for v in values)
 
 
 # --------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from genesis.errors import ConfigError, InputError
-from genesis.settings import to_mapping
+from genesis.settings import check_bounds, check_increasing, setting, to_mapping
 from genesis.tasks.prepare_seg import Preprocessing, SourceCase, prepare_cases, resolve_split
 from genesis.tasks.splits import index_splits
 
@@ -35,39 +35,48 @@ LIVER_LABELS = (0, 1, 2)  # background, liver, tumour
 class LcsSettings:
     """LCS preparation settings (section ``tasks.lcs.prepare``); defaults are the paper's."""
 
-    #: Model input (x, y, z); not used to prepare, recorded for the patch sampling of
-    #: fine-tuning (``genesis.tasks.prepared.prepared_cube_size``).
-    cube_size: tuple[int, int, int] = (64, 64, 32)
-    #: CT window in HU, mapped linearly to [0, 1].
-    hu_window: tuple[float, float] = (-1000.0, 1000.0)
-    #: In-plane size (x = y) after resizing; None keeps the source size.
-    inplane_size: int | None = 256
-    #: Factor on the number of slices (1 keeps z, as the paper's 256x256xZ).
-    z_scale: float = 1.0
-    #: Train/validation/test volumes in index order (paper: 0-99, 100-114, 115-129).
-    split_counts: tuple[int, int, int] = (100, 15, 15)
-    #: Skip (and record) a bad case instead of stopping.
-    skip_bad: bool = True
-    #: Largest allowed difference between the image and label index->world matrices (mm).
-    geometry_tolerance_mm: float = 0.01
+    cube_size: tuple[int, int, int] = setting(
+        (64, 64, 32),
+        "Model input (x, y, z); not used to prepare, recorded for the patch sampling of "
+        "fine-tuning. The workflow fills it in from the top-level cube_size.",
+        bounds="[1, inf)",
+    )
+    hu_window: tuple[float, float] = setting(
+        (-1000.0, 1000.0),
+        "CT window in HU, mapped linearly to [0, 1].",
+    )
+    inplane_size: int | None = setting(
+        256,
+        "In-plane size (x = y) after resizing (paper: 256×256×Z); null keeps the source size.",
+        bounds="[1, inf)",
+    )
+    z_scale: float = setting(
+        1.0,
+        "Factor on the number of slices (1 keeps z, as the paper).",
+        bounds="(0, inf)",
+    )
+    split_counts: tuple[int, int, int] = setting(
+        (100, 15, 15),
+        "Train / validation / test volumes in index order (paper: volumes 0-99, 100-114, 115-129; "
+        "further volumes are left out). With fewer volumes the same proportions are used, with at "
+        "least one validation and one test volume.",
+        bounds="[0, inf)",
+    )
+    skip_bad: bool = setting(
+        True,
+        "Skip (and record) a bad case instead of stopping.",
+    )
+    geometry_tolerance_mm: float = setting(
+        0.01,
+        "Largest allowed difference (mm) between the image's and the label's index-to-world "
+        "matrices.",
+        bounds="[0, inf)",
+    )
 
     def __post_init__(self) -> None:
-        if min(self.cube_size) < 1:
-            raise ConfigError(f"{SECTION}.cube_size must be positive, got {list(self.cube_size)}")
-        if self.hu_window[0] >= self.hu_window[1]:
-            raise ConfigError(
-                f"{SECTION}.hu_window must be [low, high] with low < high, "
-                f"got {list(self.hu_window)}"
-            )
-        if self.inplane_size is not None and self.inplane_size < 1:
-            raise ConfigError(f"{SECTION}.inplane_size must be positive, got {self.inplane_size}")
-        if self.z_scale <= 0:
-            raise ConfigError(f"{SECTION}.z_scale must be positive, got {self.z_scale}")
-        if self.geometry_tolerance_mm < 0:
-            raise ConfigError(
-                f"{SECTION}.geometry_tolerance_mm must be >= 0, got {self.geometry_tolerance_mm}"
-            )
-        if min(self.split_counts) < 0 or self.split_counts[0] < 1:
+        check_bounds(self, SECTION)
+        check_increasing(self, SECTION, "hu_window")
+        if self.split_counts[0] < 1:
             raise ConfigError(
                 f"{SECTION}.split_counts must be [train >= 1, val >= 0, "
                 f"test >= 0], got {list(self.split_counts)}"

@@ -32,9 +32,9 @@ import numpy as np
 
 from genesis.atomic import atomic_path, write_json, write_text
 from genesis.cubes.intensity import ct_window
-from genesis.errors import ConfigError, InputError
+from genesis.errors import InputError
 from genesis.seeding import numpy_rng
-from genesis.settings import to_mapping
+from genesis.settings import check_bounds, check_increasing, setting, to_mapping
 from genesis.tasks.prepared import (
     CANDIDATES_CSV,
     PREPARE_JSON,
@@ -60,36 +60,59 @@ _CHUNK = 64  # cubes cut and windowed at once (64 x 72x72x40 float32 = 53 MB)
 class NccSettings:
     """NCC preparation settings (section ``tasks.ncc.prepare``); defaults are the paper's."""
 
-    #: Model input (x, y, z); x and y divisible by 16, z by 8.
-    cube_size: tuple[int, int, int] = (64, 64, 32)
-    #: Largest training shift per axis; training cubes are stored this much larger per side.
-    max_shift: tuple[int, int, int] = (4, 4, 2)
-    train_subsets: tuple[int, ...] = (0, 1, 2, 3, 4)
-    val_subsets: tuple[int, ...] = (5, 6)
-    test_subsets: tuple[int, ...] = (7, 8, 9)
-    #: Negatives kept per positive in train and validation (seeded sample).
-    negative_ratio: float = 10.0
-    #: Same for test; None keeps every test candidate (the paper's AUC protocol).
-    test_negative_ratio: float | None = None
-    #: CT window in HU, mapped linearly to [0, 1].
-    hu_window: tuple[float, float] = (-1000.0, 1000.0)
-    #: Skip (and record) unreadable scans instead of stopping.
-    skip_bad: bool = True
+    cube_size: tuple[int, int, int] = setting(
+        (64, 64, 32),
+        "Model input (x, y, z); x and y divisible by 16, z by 8. The workflow fills it in from the "
+        "top-level cube_size.",
+        bounds="[1, inf)",
+    )
+    max_shift: tuple[int, int, int] = setting(
+        (4, 4, 2),
+        "Largest random training shift per axis (`tasks.ncc.finetune.augment`); training cubes are "
+        "stored this much larger on each side.",
+        bounds="[0, inf)",
+    )
+    train_subsets: tuple[int, ...] = setting(
+        (0, 1, 2, 3, 4),
+        "LUNA16 subsets of the training scans (paper: 0-4); the workflow fills it in from "
+        "luna16.train.",
+        bounds="[0, 9]",
+    )
+    val_subsets: tuple[int, ...] = setting(
+        (5, 6),
+        "LUNA16 subsets of the validation scans (paper: 5-6); the workflow fills it in from "
+        "luna16.val.",
+        bounds="[0, 9]",
+    )
+    test_subsets: tuple[int, ...] = setting(
+        (7, 8, 9),
+        "LUNA16 subsets of the test scans (paper: 7-9); the workflow fills it in from luna16.test.",
+        bounds="[0, 9]",
+    )
+    negative_ratio: float = setting(
+        10.0,
+        "Negatives kept per positive in train and validation (seeded sample); all positives are "
+        "kept.",
+        bounds="[0, inf)",
+    )
+    test_negative_ratio: float | None = setting(
+        None,
+        "Same for test; null keeps every test candidate (the paper's AUC protocol); a number saves "
+        "disk.",
+        bounds="[0, inf)",
+    )
+    hu_window: tuple[float, float] = setting(
+        (-1000.0, 1000.0),
+        "CT window in HU, mapped linearly to [0, 1] (as in pretraining).",
+    )
+    skip_bad: bool = setting(
+        True,
+        "Skip (and record) unreadable scans instead of stopping.",
+    )
 
     def __post_init__(self) -> None:
-        if any(s < 1 for s in self.cube_size):
-            raise ConfigError(f"{SECTION}.cube_size must be positive, got {self.cube_size}")
-        if any(s < 0 for s in self.max_shift):
-            raise ConfigError(f"{SECTION}.max_shift must be >= 0, got {self.max_shift}")
-        for key in ("negative_ratio", "test_negative_ratio"):
-            value = getattr(self, key)
-            if value is not None and value < 0:
-                raise ConfigError(f"{SECTION}.{key} must be >= 0, got {value}")
-        if self.hu_window[0] >= self.hu_window[1]:
-            raise ConfigError(
-                f"{SECTION}.hu_window must be [low, high] with low < high, "
-                f"got {list(self.hu_window)}"
-            )
+        check_bounds(self, SECTION)
+        check_increasing(self, SECTION, "hu_window")
         subset_splits(self.train_subsets, self.val_subsets, self.test_subsets, SECTION)
 
     def stored_size(self, split: str) -> tuple[int, int, int]:

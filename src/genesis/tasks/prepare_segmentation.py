@@ -33,9 +33,9 @@ import numpy as np
 
 from genesis.errors import ConfigError, InputError
 from genesis.seeding import numpy_rng
-from genesis.settings import to_mapping
+from genesis.settings import check_bounds, check_increasing, setting, to_mapping
 from genesis.tasks.prepare_seg import Preprocessing, SourceCase, prepare_cases, resolve_split
-from genesis.tasks.splits import SPLITS, proportion_splits
+from genesis.tasks.splits import SPLITS, check_proportions, proportion_splits
 
 log = logging.getLogger(__name__)
 
@@ -46,89 +46,98 @@ CSV_COLUMNS = ("image", "label")
 class SegmentationSettings:
     """Preparation of a user's segmentation task (section ``tasks.<name>.prepare``)."""
 
-    #: Model input (x, y, z); recorded for the patch sampling of fine-tuning.
-    cube_size: tuple[int, int, int] = (64, 64, 32)
-    #: ct: HU window; mri: per-volume percentiles; auto: decided per scan.
-    modality: Literal["ct", "mri", "auto"] = "auto"
-    #: CT window in HU, mapped linearly to [0, 1].
-    hu_window: tuple[float, float] = (-1000.0, 1000.0)
-    #: MRI percentiles mapped to 0 and 1.
-    mri_percentiles: tuple[float, float] = (0.5, 99.5)
-    #: Share of voxels at or below -500 HU that makes ``auto`` call a scan CT.
-    auto_ct_air_fraction: float = 0.05
-    #: Channel of 4D images (e.g. the MRI sequence); null for 3D images.
-    channel: int | None = None
-    #: Label values of the classes, background 0 first; null: dataset.json's labels,
-    #: else every value found in the label volumes.
-    classes: tuple[int, ...] | None = None
-    #: Names of the classes (same order); null: dataset.json's, else "class_<value>".
-    class_names: tuple[str, ...] | None = None
-    #: In-plane size (x = y) after resizing; null keeps the source size.
-    inplane_size: int | None = None
-    #: Factor on the number of slices.
-    z_scale: float = 1.0
-    #: Crop each volume to the body's bounding box (plus crop_margin voxels).
-    crop_to_foreground: bool = False
-    crop_margin: int = 0
-    #: Seeded train/val/test proportions, when neither a split column nor a split file
-    #: assigns the cases.
-    split_proportions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    #: Skip (and record) a bad case instead of stopping.
-    skip_bad: bool = True
-    #: Largest allowed difference between the image and label index->world matrices (mm).
-    geometry_tolerance_mm: float = 0.01
+    cube_size: tuple[int, int, int] = setting(
+        (64, 64, 32),
+        "Model input (x, y, z); recorded for the patch sampling of fine-tuning. The workflow fills "
+        "it in from the top-level cube_size.",
+        bounds="[1, inf)",
+    )
+    modality: Literal["ct", "mri", "auto"] = setting(
+        "auto",
+        "See `tasks.<name>.modality`.",
+    )
+    hu_window: tuple[float, float] = setting(
+        (-1000.0, 1000.0),
+        "CT window in HU, mapped linearly to [0, 1].",
+    )
+    mri_percentiles: tuple[float, float] = setting(
+        (0.5, 99.5),
+        "MRI intensities at these percentiles of each volume map to 0 and 1.",
+        bounds="[0, 100]",
+    )
+    auto_ct_air_fraction: float = setting(
+        0.05,
+        "`auto`: a scan with at least this share of voxels at or below -500 is CT.",
+        bounds="(0, 1)",
+    )
+    channel: int | None = setting(
+        None,
+        "Channel of 4D images (e.g. the MRI sequence); null for 3D images.",
+        bounds="[0, inf)",
+    )
+    classes: tuple[int, ...] | None = setting(
+        None,
+        "Label values of the classes, background 0 first; null: `dataset.json`'s `labels`, else "
+        "every value found in the label volumes.",
+        bounds="[0, 255]",
+    )
+    class_names: tuple[str, ...] | None = setting(
+        None,
+        "Their names; null: `dataset.json`'s, else `class_<value>`.",
+    )
+    inplane_size: int | None = setting(
+        None,
+        "In-plane size after resizing; null keeps the source size.",
+        bounds="[1, inf)",
+    )
+    z_scale: float = setting(
+        1.0,
+        "Factor on the number of slices.",
+        bounds="(0, inf)",
+    )
+    crop_to_foreground: bool = setting(
+        False,
+        "Crop each volume to the body's bounding box plus `crop_margin` voxels (recorded, undone "
+        "for the predictions).",
+    )
+    crop_margin: int = setting(
+        0,
+        "See `crop_to_foreground`.",
+        bounds="[0, inf)",
+    )
+    split_proportions: tuple[float, float, float] = setting(
+        (0.7, 0.15, 0.15),
+        "Seeded train/val/test shares of the cases when no split column or file assigns them.",
+        bounds="[0, 1]",
+    )
+    skip_bad: bool = setting(
+        True,
+        "Skip (and record) a bad case instead of stopping.",
+    )
+    geometry_tolerance_mm: float = setting(
+        0.01,
+        "Largest allowed difference between the image and label index-to-world matrices.",
+        bounds="[0, inf)",
+    )
 
     def __post_init__(self) -> None:
         section = "tasks.<task>.prepare"
-        if min(self.cube_size) < 1:
-            raise ConfigError(f"{section}.cube_size must be positive, got {list(self.cube_size)}")
-        if self.modality not in ("ct", "mri", "auto"):
-            raise ConfigError(f"{section}.modality must be ct, mri or auto, got {self.modality!r}")
-        for key in ("hu_window", "mri_percentiles"):
-            low, high = getattr(self, key)
-            if not (np.isfinite(low) and np.isfinite(high) and low < high):
-                raise ConfigError(
-                    f"{section}.{key} must be [low, high] with low < high, got "
-                    f"{list(getattr(self, key))}"
-                )
-        if not (self.mri_percentiles[0] >= 0 and self.mri_percentiles[1] <= 100):
-            raise ConfigError(f"{section}.mri_percentiles must lie in [0, 100]")
-        if not 0 < self.auto_ct_air_fraction < 1:
+        check_bounds(self, section)
+        check_increasing(self, section, "hu_window", "mri_percentiles")
+        check_proportions(self.split_proportions, f"{section}.split_proportions")
+        if self.classes is not None and (
+            len(self.classes) < 2
+            or self.classes[0] != 0
+            or len(set(self.classes)) != len(self.classes)
+        ):
             raise ConfigError(
-                f"{section}.auto_ct_air_fraction must be in (0, 1), got {self.auto_ct_air_fraction}"
+                f"{section}.classes must list distinct label values, background 0 first and "
+                f"at least one more, got {list(self.classes)}"
             )
-        if self.channel is not None and self.channel < 0:
-            raise ConfigError(f"{section}.channel must be >= 0 or null, got {self.channel}")
-        if self.classes is not None:
-            if (
-                len(self.classes) < 2
-                or self.classes[0] != 0
-                or len(set(self.classes)) != len(self.classes)
-            ):
-                raise ConfigError(
-                    f"{section}.classes must list distinct label values, "
-                    f"background 0 first and at least one more, got "
-                    f"{list(self.classes)}"
-                )
-            if max(self.classes) > 255 or min(self.classes) < 0:
-                raise ConfigError(f"{section}.classes must be label values in 0..255")
         if self.class_names is not None and (
             self.classes is None or len(self.class_names) != len(self.classes)
         ):
             raise ConfigError(f"{section}.class_names needs classes, one name each")
-        if self.inplane_size is not None and self.inplane_size < 1:
-            raise ConfigError(f"{section}.inplane_size must be positive, got {self.inplane_size}")
-        if not (np.isfinite(self.z_scale) and self.z_scale > 0):
-            raise ConfigError(
-                f"{section}.z_scale must be a finite positive number, got {self.z_scale}"
-            )
-        if self.crop_margin < 0:
-            raise ConfigError(f"{section}.crop_margin must be >= 0, got {self.crop_margin}")
-        if not (np.isfinite(self.geometry_tolerance_mm) and self.geometry_tolerance_mm >= 0):
-            raise ConfigError(
-                f"{section}.geometry_tolerance_mm must be a finite number >= 0, "
-                f"got {self.geometry_tolerance_mm}"
-            )
 
 
 @dataclass(frozen=True)

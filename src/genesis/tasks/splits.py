@@ -110,6 +110,18 @@ def fold_splits(
     return {name: "test" if name in test else "val" if name in val else "train" for name in names}
 
 
+def check_proportions(proportions: Sequence[float], section: str) -> list[float]:
+    """Train/val/test shares: three in [0, 1], train > 0, summing to 1 (else a ConfigError)."""
+    values = [float(p) for p in proportions]
+    if len(values) != 3 or any(not 0.0 <= p <= 1.0 for p in values) or not values[0] > 0:
+        raise ConfigError(
+            f"{section} must be three proportions in [0, 1] (train > 0), got {list(proportions)}"
+        )
+    if not abs(sum(values) - 1.0) < 1e-6:
+        raise ConfigError(f"{section} must sum to 1, got {list(proportions)} (sum {sum(values):g})")
+    return values
+
+
 def proportion_splits(
     names: Sequence[str], proportions: Sequence[float], rng: np.random.Generator, section: str
 ) -> dict[str, str]:
@@ -121,13 +133,7 @@ def proportion_splits(
     positive, and train keeps the rest (at least one). Names are the unit of the split:
     pass patient or scan identifiers so that no scan lands in two splits.
     """
-    values = [float(p) for p in proportions]
-    if len(values) != 3 or any(not 0.0 <= p <= 1.0 for p in values) or not values[0] > 0:
-        raise ConfigError(
-            f"{section} must be three proportions in [0, 1] (train > 0), got {list(proportions)}"
-        )
-    if not abs(sum(values) - 1.0) < 1e-6:
-        raise ConfigError(f"{section} must sum to 1, got {list(proportions)} (sum {sum(values):g})")
+    values = check_proportions(proportions, section)
     order = [names[i] for i in rng.permutation(len(names))]
     n = len(order)
     n_val, n_test = round(n * values[1]), round(n * values[2])
