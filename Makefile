@@ -11,12 +11,13 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # Text files (tables, reports) are UTF-8 whatever the machine's locale.
 export PYTHONUTF8 := 1
 
-.PHONY: demo demo-results config-docs install test test-fast lint format lock report clean help
+.PHONY: demo demo-results validation-results config-docs install test test-fast lint format lock report clean help
 
 help:
 	@echo "make install      create .venv with the pinned dependencies and genesis"
 	@echo "make demo         install, then run the whole workflow on the embedded phantoms"
 	@echo "make demo-results rewrite docs/demo-results.md and the README's demo block from results/"
+	@echo "make validation-results  rewrite docs/demo-attempts/validation.md from its kept run files"
 	@echo "make config-docs  regenerate config/stages.schema.yaml and config/README.md's key tables"
 	@echo "make test         install, then the test suite (test-fast: without the slow runs)"
 	@echo "make lint | format | report | lock | clean"
@@ -51,6 +52,14 @@ demo: $(STAMP)
 
 demo-results: $(STAMP)
 	$(BIN)/python tools/demo_results.py --results results --output docs/demo-results.md --readme README.md
+
+# The validation experiment's record: its run files (tables, pretraining curve, provenance)
+# are kept under docs/demo-attempts/validation/ and the page is generated from them.
+VALIDATION := docs/demo-attempts/validation
+validation-results: $(STAMP)
+	$(BIN)/python tools/demo_results.py --results $(VALIDATION) --output $(VALIDATION).md \
+		--no-readme --title "Validation experiment" \
+		--run "config/validation.yaml (phases: config/validation-phases/)"
 
 # Every config key is declared once (a settings field, or config/schema.yaml for the
 # workflow's own keys); the stage schema and the README's key tables are generated.

@@ -434,3 +434,21 @@ def test_schema_defaults_do_not_change_engine_settings(name: str, path: str) -> 
 
     before, after = engine(config_value(raw, path)), engine(config_value(filled, path))
     assert dataclasses.asdict(before) == dataclasses.asdict(after)
+
+
+@pytest.mark.parametrize("phase", ["p1", "p2", "p3", "p4"])
+def test_validation_phases_only_restrict_the_experiment(phase: str) -> None:
+    """A phase of config/validation-phases/ runs a subset of config/validation.yaml: fewer
+    tasks or label fractions, no reports; every budget, seed and setting stays as fixed."""
+    full = merged("config.yaml", "validation.yaml")
+    config = merged("config.yaml", "validation.yaml", f"validation-phases/{phase}.yaml")
+    with schema_files_parsed_once():
+        validate(copy.deepcopy(config), str(SCHEMA))
+    assert set(config["tasks"]["names"]) <= set(full["tasks"]["names"])
+    for task in config["tasks"]["names"]:
+        fractions = config["tasks"][task].get("label_fractions", [])
+        assert set(fractions) <= set(full["tasks"][task].get("label_fractions", []))
+        config["tasks"][task]["label_fractions"] = full["tasks"][task].get("label_fractions")
+    config["tasks"]["names"] = full["tasks"]["names"]
+    config["reports"] = full["reports"]
+    assert config == full

@@ -97,3 +97,20 @@ def test_generated_from_the_run_files(tmp_path: Path) -> None:
     shutil.copy(output, tmp_path / "first.md")
     demo_results.main(["--results", str(results), "--output", str(output), "--readme", str(readme)])
     assert output.read_text(encoding="utf-8") == (tmp_path / "first.md").read_text()
+
+
+def test_validation_record_is_generated_from_its_kept_run_files() -> None:
+    """docs/demo-attempts/validation.md is what `make validation-results` writes from the
+    run files kept beside it: no number in it can drift from what the run wrote."""
+    import re
+
+    record = ROOT / "docs" / "demo-attempts" / "validation.md"
+    document = record.read_text(encoding="utf-8")
+    title = document.splitlines()[0].removeprefix("# ")
+    run = re.search(r"^Run of (.+) at commit `", document, flags=re.MULTILINE)
+    assert run, "the record names what wrote it"
+    kept = ROOT / "docs" / "demo-attempts" / "validation"
+    assert demo_results.render(kept, title, run.group(1)) == document, (
+        "docs/demo-attempts/validation.md differs from its run files: run "
+        "`make validation-results`, never edit the numbers by hand"
+    )
