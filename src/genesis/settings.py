@@ -129,13 +129,15 @@ def check_bounds(settings: Any, section: str) -> None:
                 raise ConfigError(f"{key} must be {kind} {bounds.rule()}, got {item!r}")
 
 
-def check_increasing(settings: Any, section: str, *keys: str) -> None:
-    """Each ``[low, high]`` setting among ``keys`` has low < high (a window, a range)."""
+def check_increasing(settings: Any, section: str, *keys: str, strict: bool = True) -> None:
+    """Each ``[low, high]`` setting among ``keys`` has low < high (a window), or with
+    ``strict=False`` low <= high (a range to draw from, which may be one value)."""
+    relation = "<" if strict else "<="
     for key in keys:
         low, high = getattr(settings, key)
-        if not low < high:
+        if not (low < high if strict else low <= high):
             raise ConfigError(
-                f"{section}.{key} must be [low, high] with low < high, got {[low, high]}"
+                f"{section}.{key} must be [low, high] with low {relation} high, got {[low, high]}"
             )
 
 

@@ -20,11 +20,11 @@ from scipy import ndimage as ndi
 
 from genesis.io.volume import save_nifti
 from genesis.seeding import numpy_rng
-from genesis.settings import check_bounds, from_mapping, setting
+from genesis.settings import check_bounds, check_increasing, from_mapping, setting
 from genesis.synth.fields import smooth_noise
 from genesis.synth.msd import write_dataset_json
 from genesis.synth.template import TissueMaps, load_tissue_maps
-from genesis.synth.validate import check_ordered, check_shape
+from genesis.synth.validate import check_shape
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,14 @@ class BrainSettings:
     def __post_init__(self) -> None:
         check_bounds(self, SECTION)
         check_shape(f"{SECTION}.shape", self.shape, minimum=(32, 32, 24))
-        check_ordered(f"{SECTION}.tumour_core_radius_vox", self.tumour_core_radius_vox)
-        check_ordered(f"{SECTION}.oedema_margin_vox", self.oedema_margin_vox)
-        check_ordered(f"{SECTION}.noise_fraction", self.noise_fraction)
+        check_increasing(
+            self,
+            SECTION,
+            "tumour_core_radius_vox",
+            "oedema_margin_vox",
+            "noise_fraction",
+            strict=False,
+        )
 
 
 def synthesize_brain(

@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 
 from genesis.io.volume import save_nifti
 from genesis.seeding import numpy_rng
-from genesis.settings import check_bounds, from_mapping, setting
+from genesis.settings import check_bounds, check_increasing, from_mapping, setting
 from genesis.synth.fields import (
     box_around,
     lobulated_ball,
@@ -32,7 +32,7 @@ from genesis.synth.fields import (
 from genesis.synth.msd import write_dataset_json
 from genesis.synth.tree import TreeShape, grow_tree
 from genesis.synth.trunk import body_depth, paint_ribs, paint_spine
-from genesis.synth.validate import check_ordered, check_shape
+from genesis.synth.validate import check_shape
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,16 @@ class LiverSettings:
     def __post_init__(self) -> None:
         check_bounds(self, SECTION)
         check_shape(f"{SECTION}.shape", self.shape, minimum=(32, 32, 16))
-        check_ordered(f"{SECTION}.inplane_spacing_mm", self.inplane_spacing_mm)
-        check_ordered(f"{SECTION}.slice_spacing_mm", self.slice_spacing_mm)
-        check_ordered(f"{SECTION}.tumours_per_case", self.tumours_per_case)
-        check_ordered(f"{SECTION}.tumour_diameter_mm", self.tumour_diameter_mm)
-        check_ordered(f"{SECTION}.noise_hu", self.noise_hu)
+        check_increasing(
+            self,
+            SECTION,
+            "inplane_spacing_mm",
+            "slice_spacing_mm",
+            "tumours_per_case",
+            "tumour_diameter_mm",
+            "noise_hu",
+            strict=False,
+        )
 
 
 def synthesize_liver(

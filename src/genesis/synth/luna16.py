@@ -22,10 +22,10 @@ from genesis.errors import ConfigError
 from genesis.io.geometry import Geometry, voxel_to_world
 from genesis.io.metaimage import save_metaimage
 from genesis.seeding import numpy_rng
-from genesis.settings import check_bounds, from_mapping, setting
+from genesis.settings import check_bounds, check_increasing, from_mapping, setting
 from genesis.synth.chest import ChestAnatomy, build_anatomy
 from genesis.synth.nodules import Nodule, paint_nodules, place_nodules
-from genesis.synth.validate import check_ordered, check_shape
+from genesis.synth.validate import check_shape
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,16 @@ class Luna16Settings:
                 f"{SECTION}.subsets must be distinct integers, got {list(self.subsets)}"
             )
         check_shape(f"{SECTION}.shape", self.shape, minimum=(32, 32, 16))
-        check_ordered(f"{SECTION}.inplane_spacing_mm", self.inplane_spacing_mm)
-        check_ordered(f"{SECTION}.slice_spacing_mm", self.slice_spacing_mm)
-        check_ordered(f"{SECTION}.nodules_per_scan", self.nodules_per_scan)
-        check_ordered(f"{SECTION}.nodule_diameter_mm", self.nodule_diameter_mm)
-        check_ordered(f"{SECTION}.noise_hu", self.noise_hu)
+        check_increasing(
+            self,
+            SECTION,
+            "inplane_spacing_mm",
+            "slice_spacing_mm",
+            "nodules_per_scan",
+            "nodule_diameter_mm",
+            "noise_hu",
+            strict=False,
+        )
 
 
 @dataclass(frozen=True)

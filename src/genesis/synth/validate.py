@@ -7,13 +7,6 @@ from collections.abc import Sequence
 from genesis.errors import ConfigError
 
 
-def check_ordered(key: str, pair: Sequence[float]) -> None:
-    """A range setting ``[low, high]`` with low <= high (each end's bounds are the field's)."""
-    low, high = pair
-    if low > high:
-        raise ConfigError(f"{key} must be [low, high] with low <= high, got {list(pair)}")
-
-
 def check_shape(key: str, shape: Sequence[int], minimum: Sequence[int]) -> None:
     """A volume shape (x, y, z) no smaller than ``minimum`` along each axis."""
     if any(n < m for n, m in zip(shape, minimum, strict=True)):
